@@ -1,0 +1,216 @@
+"""Shared pieces of every policy: the Decision record, input checks, tie-split greedy choice, state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+class Decision:
+    """What `select` returns: the chosen arm per context, each arm's score, and each arm's probability
+    of being chosen for that context.
+
+    arms: (n,) int64; scores: (n, K) float64; probs: (n, K) float64, rows summing to 1. `probs` may be
+    given as a zero-argument function, evaluated on first access (Thompson sampling's exact
+    probabilities cost a numerical integral that a caller who never reads them should not pay).
+    """
+
+    __slots__ = ("arms", "scores", "_probs")
+
+    def __init__(self, arms: np.ndarray, scores: np.ndarray, probs: np.ndarray | Callable[[], np.ndarray]):
+        self.arms = arms
+        self.scores = scores
+        self._probs = probs
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(n, K) selection probabilities."""
+        if callable(self._probs):
+            self._probs = self._probs()
+        return self._probs
+
+    def __len__(self) -> int:
+        return int(self.arms.shape[0])
+
+    def __repr__(self) -> str:
+        return f"Decision(arms={self.arms!r}, scores={self.scores!r}, probs={self.probs!r})"
+
+
+def resolve_dtype(dtype: str) -> type:
+    """Map a dtype name to the numpy type used for a policy's state."""
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}") from None
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return value as int, or raise ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_finite_float(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                       low_open: bool = False) -> float:
+    """Return value as float within [low, high] (or (low, high] when low_open), else raise ValueError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    bad = not np.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v > high
+    if bad:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be a finite number in {bracket}{lo}, {hi}], got {value!r}")
+    return v
+
+
+def greedy_choice(scores: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax per row with ties broken uniformly at random; probs put equal mass on the tied arms.
+
+    Scores must be finite. Scores equal up to a relative 1e-12 count as tied (e.g. the all-zero start).
+    """
+    if scores.shape[0] == 1:  # one-instance fast path: a few scalar operations
+        row = scores[0]
+        best = row.max()
+        tied = np.flatnonzero(row >= best - 1e-12 * max(1.0, abs(best)))
+        arm = tied[0] if len(tied) == 1 else tied[rng.integers(len(tied))]
+        probs = np.zeros((1, row.shape[0]))
+        probs[0, tied] = 1.0 / len(tied)
+        return np.array([arm], dtype=np.int64), probs
+    best = scores.max(axis=1, keepdims=True)
+    tied = scores >= best - 1e-12 * np.maximum(1.0, np.abs(best))
+    n_tied = tied.sum(axis=1)
+    probs = tied / n_tied[:, None]
+    if n_tied.max() == 1:
+        arms = scores.argmax(axis=1)
+    else:
+        arms = np.where(tied, rng.random(scores.shape), -1.0).argmax(axis=1)
+    return arms.astype(np.int64), probs
+
+
+class Policy:
+    """Base class of all policies: holds K, d, the seeded RNG, input validation and state (de)serialization.
+
+    Subclasses list the attributes that make up their learned state in `_state_attrs`; `state_dict`
+    and `load_state_dict` handle them generically, together with the RNG state.
+    """
+
+    name: ClassVar[str] = "policy"
+    _state_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_arms: int, dim: int, seed: int | None = 0):
+        self.n_arms = check_positive_int("n_arms", n_arms)
+        self.dim = check_positive_int("dim", dim)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self.rng = np.random.default_rng(seed)
+        self._dtype = np.float64
+
+    # ----- the contract -------------------------------------------------------------------------
+    def select(self, contexts: np.ndarray) -> Decision:
+        """Choose one arm per context row; returns arms, per-arm scores and selection probabilities."""
+        raise NotImplementedError
+
+    def update(self, contexts: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+        """Learn from the rewards observed for the arms played on these contexts."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-safe) that rebuild an untrained copy of this policy."""
+        return {"n_arms": self.n_arms, "dim": self.dim, "seed": self.seed}
+
+    # ----- input checks (cheap: they run on the one-instance path) ------------------------------
+    def _check_contexts(self, contexts: Any) -> np.ndarray:
+        try:
+            x = np.asarray(contexts, dtype=self._dtype)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"contexts must be a numeric array of shape (n, {self.dim}): {e}") from None
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"contexts must have shape (n, {self.dim}), got {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"contexts is empty: expected shape (n, {self.dim}) with n >= 1")
+        if not np.isfinite(x).all():
+            rows = np.unique(np.nonzero(~np.isfinite(x))[0])[:10].tolist()
+            raise ValueError(f"contexts contain NaN or inf (rows {rows}); expected finite values")
+        return x
+
+    def _check_feedback(self, contexts: Any, arms: Any, rewards: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = self._check_contexts(contexts)
+        n = x.shape[0]
+        a = np.asarray(arms)
+        if a.shape != (n,):
+            raise ValueError(f"arms must have shape ({n},) to match contexts, got {a.shape}")
+        if a.dtype.kind not in "iu":
+            if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+                a = a.astype(np.int64)
+            else:
+                raise ValueError(f"arms must be integer arm ids in [0, {self.n_arms}), got dtype {a.dtype}")
+        if (not 0 <= int(a[0]) < self.n_arms) if n == 1 else (a.min() < 0 or a.max() >= self.n_arms):
+            bad = a[(a < 0) | (a >= self.n_arms)][:10].tolist()
+            raise ValueError(f"arms must be in [0, {self.n_arms}), got out-of-range ids {bad}")
+        try:
+            r = np.asarray(rewards, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"rewards must be a numeric array of shape ({n},): {e}") from None
+        if r.shape != (n,):
+            raise ValueError(f"rewards must have shape ({n},) to match contexts, got {r.shape}")
+        if not (math.isfinite(r[0]) if n == 1 else np.isfinite(r).all()):
+            rows = np.nonzero(~np.isfinite(r))[0][:10].tolist()
+            raise ValueError(f"rewards contain NaN or inf (rows {rows}); expected finite values")
+        return x, a.astype(np.int64, copy=False), r
+
+    # ----- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore this policy exactly: params, learned arrays, RNG state."""
+        state = {}
+        for attr in self._state_attrs:
+            v = getattr(self, attr)
+            state[attr] = v.copy() if isinstance(v, np.ndarray) else v
+        return {"policy": self.name, "params": self.params(), "state": state,
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; raises ValueError if it belongs to another policy or shape."""
+        if state.get("policy") != self.name:
+            raise ValueError(f"state is for policy {state.get('policy')!r}, not {self.name!r}")
+        if state.get("params") != self.params():
+            raise ValueError(f"state params {state.get('params')} do not match this policy's {self.params()}")
+        learned = state["state"]
+        missing = set(self._state_attrs) - set(learned)
+        if missing:
+            raise ValueError(f"state is missing {sorted(missing)}")
+        new = {}
+        for attr in self._state_attrs:
+            cur, v = getattr(self, attr), learned[attr]
+            if isinstance(cur, np.ndarray):
+                v = np.array(v, dtype=cur.dtype)
+                if v.shape != cur.shape:
+                    raise ValueError(f"state[{attr!r}] has shape {v.shape}, expected {cur.shape}")
+            new[attr] = v
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        # Validated everything first: assign only now, so that a bad state never half-loads.
+        for attr, v in new.items():
+            setattr(self, attr, v)
+        self.rng = rng
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Hook: drop caches derived from the learned state."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
