@@ -1,0 +1,62 @@
+"""Reward normalizers: the LASeR quantile scheme and the running z-score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bandits import QuantileNormalizer, ZScoreNormalizer
+
+
+def test_quantile_normalizer_maps_by_20th_and_80th_percentile_of_history():
+    q = QuantileNormalizer()
+    assert q.normalize([3.0])[0] == 0.5  # a single value: both quantiles equal it
+    q.normalize(np.arange(1.0, 11.0))  # history: 3, 1..10
+    hist = [3.0, *range(1, 11)]
+    lo, hi = np.percentile(hist + [100.0], [20, 80])
+    assert q.normalize([100.0])[0] == 1.0
+    lo, hi = np.percentile(hist + [100.0, -5.0], [20, 80])
+    assert q.normalize([-5.0])[0] == 0.0
+    lo, hi = np.percentile(q.history + [6.0], [20, 80])
+    assert q.normalize([6.0])[0] == pytest.approx((6.0 - lo) / (hi - lo))
+    # transform maps without adding
+    n = len(q.history)
+    lo, hi = np.percentile(q.history, [20, 80])
+    assert q.transform([lo, hi, (lo + hi) / 2]).tolist() == pytest.approx([0.0, 1.0, 0.5])
+    assert len(q.history) == n
+
+
+def test_quantile_normalizer_window_and_state():
+    q = QuantileNormalizer(window=3)
+    q.normalize([1, 2, 3, 4, 5])
+    assert q.history == [3.0, 4.0, 5.0]
+    r = QuantileNormalizer()
+    r.load_state_dict(q.state_dict())
+    assert r.history == q.history and r.window == 3
+    np.testing.assert_array_equal(r.transform([4.2]), q.transform([4.2]))
+
+
+def test_zscore_normalizer_matches_numpy_statistics():
+    rng = np.random.default_rng(0)
+    v = rng.normal(3.0, 2.0, size=500)
+    z = ZScoreNormalizer()
+    out = z.normalize(v)
+    assert out[0] == 0.0  # one value: std 0
+    assert out[-1] == pytest.approx((v[-1] - v.mean()) / v.std())
+    assert z.mean == pytest.approx(v.mean()) and z.std == pytest.approx(v.std())
+    z2 = ZScoreNormalizer()
+    z2.load_state_dict(z.state_dict())
+    np.testing.assert_allclose(z2.transform([1.0, 5.0]), z.transform([1.0, 5.0]))
+    assert ZScoreNormalizer(clip=1.0).normalize([0.0, 10.0, -10.0]).tolist() == [0.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("cls", [QuantileNormalizer, ZScoreNormalizer])
+def test_normalizers_reject_nan(cls):
+    n = cls()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        n.normalize([1.0, float("nan")])
+
+
+def test_quantile_normalizer_bad_params():
+    with pytest.raises(ValueError, match="low must be < high"):
+        QuantileNormalizer(0.8, 0.2)
