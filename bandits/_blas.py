@@ -19,6 +19,18 @@ def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return gemm(1.0, b.T, a.T).T
 
 
+def mm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b.T for 2-D float arrays (C-ordered result)."""
+    gemm = blas.dgemm if a.dtype == np.float64 else blas.sgemm
+    return gemm(1.0, b.T, a.T, trans_a=1).T
+
+
+def vm(v: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """v @ m for a 1-D v and 2-D m."""
+    gemv = blas.dgemv if m.dtype == np.float64 else blas.sgemv
+    return gemv(1.0, m.T, v)
+
+
 def mv(m: np.ndarray, v: np.ndarray) -> np.ndarray:
     """m @ v for a 2-D m and 1-D v."""
     gemv = blas.dgemv if m.dtype == np.float64 else blas.sgemv

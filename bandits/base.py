@@ -81,14 +81,15 @@ def greedy_choice(scores: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
 
     Scores must be finite. Scores equal up to a relative 1e-12 count as tied (e.g. the all-zero start).
     """
-    if scores.shape[0] == 1:  # one-instance fast path: a few scalar operations
+    if scores.shape[0] == 1:  # one-instance fast path: as few numpy calls as possible
         row = scores[0]
-        best = row.max()
-        tied = np.flatnonzero(row >= best - 1e-12 * max(1.0, abs(best)))
-        arm = tied[0] if len(tied) == 1 else tied[rng.integers(len(tied))]
-        probs = np.zeros((1, row.shape[0]))
-        probs[0, tied] = 1.0 / len(tied)
-        return np.array([arm], dtype=np.int64), probs
+        arm = int(row.argmax())
+        best = float(row[arm])
+        tied = row >= best - 1e-12 * max(1.0, abs(best))
+        n_tied = int(np.count_nonzero(tied))
+        if n_tied > 1:
+            arm = int(np.flatnonzero(tied)[rng.integers(n_tied)])
+        return np.array([arm], dtype=np.int64), (tied / n_tied)[None, :]
     best = scores.max(axis=1, keepdims=True)
     tied = scores >= best - 1e-12 * np.maximum(1.0, np.abs(best))
     n_tied = tied.sum(axis=1)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.linalg
 
-from ._blas import mm, pos_solve, sym_mv, sym_subtract_inplace
+from ._blas import mm, mm_nt, mv, pos_solve, sym_mv, sym_subtract_inplace, vm
 from .base import Decision, Policy, check_finite_float, greedy_choice, resolve_dtype
 from .gaussian import argmax_probs
 
@@ -103,14 +103,14 @@ class _LinearPolicy(Policy):
 
     def _update_one(self, x: np.ndarray, k: int, r: float, cached: tuple | None) -> None:
         """Sherman-Morrison rank-one update of arm k."""
-        x0 = x[0]
-        if cached is not None and cached[0].shape == x.shape and (cached[0] == x).all():
+        x0, a_inv, theta = x[0], self.a_inv[k], self.theta[k]
+        if cached is not None and cached[0].shape == x.shape and cached[0].tobytes() == x.tobytes():
             u = cached[1][k, 0]
         else:
-            u = self.a_inv[k] @ x0 if self.a_inv.size <= _SMALL else sym_mv(self.a_inv[k], x0)
+            u = a_inv @ x0 if self.a_inv.size <= _SMALL else sym_mv(a_inv, x0)
         w = u / (1.0 + u @ x0)
-        sym_subtract_inplace(self.a_inv[k], u[None, :], w[None, :])
-        self.theta[k] += (r - x0 @ self.theta[k]) * w
+        sym_subtract_inplace(a_inv, u[None, :], w[None, :])
+        theta += (r - x0 @ theta) * w
         self.b[k] += r * x0
         self.counts[k] += 1.0
 
@@ -122,12 +122,12 @@ class _LinearPolicy(Policy):
             rows = np.nonzero(a == k)[0]
             xk, rk = x[rows], rd[rows]
             u = cached[1][k][rows] if reuse else mm(xk, self.a_inv[k])
-            s = u @ xk.T
+            s = mm_nt(u, xk)
             s[np.diag_indices_from(s)] += 1.0
             w = pos_solve(s, u)
             sym_subtract_inplace(self.a_inv[k], u, w)
-            self.theta[k] += (rk - xk @ self.theta[k]) @ w
-            self.b[k] += rk @ xk
+            self.theta[k] += vm(rk - mv(xk, self.theta[k]), w)
+            self.b[k] += vm(rk, xk)
             self.counts[k] += len(rows)
 
     def _update_discounted(self, x: np.ndarray, a: np.ndarray, r: np.ndarray) -> None:
@@ -161,6 +161,13 @@ class LinUCB(_LinearPolicy):
     def select(self, contexts: np.ndarray) -> Decision:
         """Pick the arm with the highest upper confidence bound for each context."""
         x = self._check_contexts(contexts)
+        if x.shape[0] == 1 and self.a_inv.size <= _SMALL:  # lean one-instance path, same arithmetic
+            x0 = x[0]
+            u = self.a_inv @ x0
+            self._cache = (x, u[:, None, :])
+            scores = (self.theta @ x0 + self.alpha * np.sqrt(np.maximum(u @ x0, 0.0), dtype=np.float64))[None, :]
+            arms, probs = greedy_choice(scores, self.rng)
+            return Decision(arms, scores, probs)
         mean, var = self._mean_var(x)
         scores = mean + self.alpha * self._width(var)
         arms, probs = greedy_choice(scores, self.rng)

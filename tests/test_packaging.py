@@ -1,0 +1,52 @@
+"""The package contract: bandits/ stands alone (no torch), the `laser` CLI runs, the benchmark is sound."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bandits_imports_no_torch():
+    sources = list((ROOT / "bandits").glob("*.py"))
+    assert sources
+    for f in sources:
+        assert not re.search(r"^\s*(import|from)\s+torch", f.read_text(), re.M), f
+    out = subprocess.run([sys.executable, "-c", "import sys, bandits; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+
+
+def test_laser_cli_version_and_policies():
+    out = subprocess.run([sys.executable, "-m", "laser.cli", "policies"], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    for name in ("linucb", "lints", "ucb1", "gaussian_thompson", "exp3", "epsilon_greedy", "uniform"):
+        assert re.search(rf"^{name}\s", out.stdout, re.M), name
+    assert "alpha=1.0" in out.stdout and "discount=1.0" in out.stdout
+    ver = subprocess.run([sys.executable, "-m", "laser.cli", "--version"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert ver.returncode == 0 and ver.stdout.startswith("laser ")
+    bare = subprocess.run([sys.executable, "-m", "laser.cli"], capture_output=True, text=True, cwd=ROOT)
+    assert bare.returncode == 2 and "policies" in bare.stdout
+
+
+def test_benchmark_implementations_agree_on_a_tiny_stream():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_bandits as bb
+
+    k, d, steps = 3, 8, 300
+    stream = bb.Stream(k, d, steps, seed=0)
+    rows = {impl: bb.run(impl, make, stream, k, d, "one", steps, steps, repeats=1)
+            for impl, make, _ in bb.implementations(k, d, "one")}
+    # mabwiser's LinUCB and the LASeR code's step are the same algorithm with the same tie rule:
+    # identical arm sequences, hence identical regret.
+    assert rows["mabwiser LinUCB"].regret == rows["LASeR code LinUCB"].regret
+    assert np.isfinite([r.regret for r in rows.values()]).all()
+    assert all(r.instances == steps and r.per_second > 0 for r in rows.values())
+    ratios = bb.ratios(list(rows.values()))
+    assert {r["peer"] for r in ratios} == {"mabwiser LinUCB", "mabwiser LinTS", "LASeR code LinUCB"}
