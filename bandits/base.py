@@ -148,8 +148,10 @@ class Policy:
             raise ValueError(f"contexts contain NaN or inf (rows {rows}); expected finite values")
         return x
 
-    def _check_feedback(self, contexts: Any, arms: Any, rewards: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = self._check_contexts(contexts)
+    def _check_feedback(self, contexts: Any, arms: Any, rewards: Any,
+                        checked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validate update inputs; `checked` is an already validated copy of contexts, if the caller has one."""
+        x = self._check_contexts(contexts) if checked is None else checked
         n = x.shape[0]
         a = np.asarray(arms)
         if a.shape != (n,):

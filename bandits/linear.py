@@ -1,7 +1,7 @@
 """Disjoint linear contextual bandits: LinUCB and linear Thompson sampling, with optional discounting.
 
 Each arm k keeps a ridge regression of reward on context: A_k = l2*I + sum x x^T, b_k = sum r x,
-theta_k = A_k^-1 b_k. We store A_k^-1 directly and update it in place, never inverting it:
+theta_k = A_k^-1 b_k. We store A_k^-1 and theta_k and update them in place, never inverting A:
 
 - one instance: Sherman-Morrison, A^-1 -= (A^-1 x)(A^-1 x)^T / (1 + x^T A^-1 x), O(d^2);
 - m instances of one arm at once: the Woodbury block form A^-1 -= U^T (I + U X^T)^-1 U, U = X A^-1,
@@ -51,12 +51,15 @@ class _LinearPolicy(Policy):
         k, d = self.n_arms, self.dim
         self.a_inv = np.empty((k, d, d), dtype=self._dtype)
         self.a_inv[:] = np.eye(d, dtype=self._dtype) / self.l2
-        self.b = np.zeros((k, d), dtype=self._dtype)
+        # sum gamma^(t-s) r x: only needed (and only kept) when discounting; otherwise theta is updated
+        # by recursive least squares and b would be redundant work on every update.
+        self.b = np.zeros((k, d) if self.discount < 1.0 else (0,), dtype=self._dtype)
         self.theta = np.zeros((k, d), dtype=self._dtype)
         self.counts = np.zeros(k, dtype=np.float64)  # (discounted) number of observations per arm
         # Discounted Gram matrices sum gamma^(t-s) x x^T; only needed (and only allocated) when gamma < 1.
         self.gram = np.zeros((k, d, d) if self.discount < 1.0 else (0,), dtype=self._dtype)
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None  # (contexts, U = X A^-1 as (K, n, d))
+        # (a validated private copy of the last selected contexts, U = X A^-1 as (K, n, d))
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-safe) that rebuild an untrained copy of this policy."""
@@ -75,10 +78,10 @@ class _LinearPolicy(Policy):
                 u = self.a_inv @ x0
             else:
                 u = np.stack([sym_mv(a, x0) for a in self.a_inv])
-            self._cache = (x, u[:, None, :])
+            self._cache = (x.copy(), u[:, None, :])
             return (self.theta @ x0)[None, :], (u @ x0)[None, :]
         u = np.stack([mm(x, a) for a in self.a_inv])
-        self._cache = (x, u)
+        self._cache = (x.copy(), u)
         var = np.einsum("knd,nd->nk", u, x)
         return mm(x, np.ascontiguousarray(self.theta.T)), var
 
@@ -88,8 +91,9 @@ class _LinearPolicy(Policy):
     # ----- update ------------------------------------------------------------------------------
     def update(self, contexts: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
         """Add (context, reward) observations to the played arms' ridge statistics."""
-        x, a, r = self._check_feedback(contexts, arms, rewards)
-        cached, self._cache = self._cache, None
+        cached = self._cache if self._same_as_cached(contexts) else None
+        x, a, r = self._check_feedback(contexts, arms, rewards, checked=None if cached is None else cached[0])
+        self._cache = None
         if self.discount < 1.0:
             self._update_discounted(x, a, r)
         elif x.shape[0] == 1:
@@ -98,25 +102,37 @@ class _LinearPolicy(Policy):
             self._update_batch(x, a, r, cached)
         self._on_update(a)
 
+    def _same_as_cached(self, contexts: np.ndarray) -> bool:
+        """Whether `contexts` equal the last selected ones (then X A^-1 is known and they are validated)."""
+        if self._cache is None:
+            return False
+        ref = self._cache[0]
+        try:
+            x = np.asarray(contexts, dtype=self._dtype)
+        except (TypeError, ValueError):
+            return False
+        if x.shape != ref.shape:
+            return False
+        return x.tobytes() == ref.tobytes() if x.size <= 4096 else bool(np.array_equal(x, ref))
+
     def _on_update(self, arms: np.ndarray) -> None:
         """Hook: invalidate per-arm caches."""
 
     def _update_one(self, x: np.ndarray, k: int, r: float, cached: tuple | None) -> None:
         """Sherman-Morrison rank-one update of arm k."""
         x0, a_inv, theta = x[0], self.a_inv[k], self.theta[k]
-        if cached is not None and cached[0].shape == x.shape and cached[0].tobytes() == x.tobytes():
+        if cached is not None:
             u = cached[1][k, 0]
         else:
             u = a_inv @ x0 if self.a_inv.size <= _SMALL else sym_mv(a_inv, x0)
         w = u / (1.0 + u @ x0)
         sym_subtract_inplace(a_inv, u[None, :], w[None, :])
         theta += (r - x0 @ theta) * w
-        self.b[k] += r * x0
         self.counts[k] += 1.0
 
     def _update_batch(self, x: np.ndarray, a: np.ndarray, r: np.ndarray, cached: tuple | None) -> None:
         """Woodbury block update per played arm."""
-        reuse = cached is not None and cached[0].shape == x.shape and (cached[0] == x).all()
+        reuse = cached is not None
         rd = r.astype(self._dtype)
         for k in np.unique(a):
             rows = np.nonzero(a == k)[0]
@@ -127,7 +143,6 @@ class _LinearPolicy(Policy):
             w = pos_solve(s, u)
             sym_subtract_inplace(self.a_inv[k], u, w)
             self.theta[k] += vm(rk - mv(xk, self.theta[k]), w)
-            self.b[k] += vm(rk, xk)
             self.counts[k] += len(rows)
 
     def _update_discounted(self, x: np.ndarray, a: np.ndarray, r: np.ndarray) -> None:
@@ -164,7 +179,7 @@ class LinUCB(_LinearPolicy):
         if x.shape[0] == 1 and self.a_inv.size <= _SMALL:  # lean one-instance path, same arithmetic
             x0 = x[0]
             u = self.a_inv @ x0
-            self._cache = (x, u[:, None, :])
+            self._cache = (x.copy(), u[:, None, :])
             scores = (self.theta @ x0 + self.alpha * np.sqrt(np.maximum(u @ x0, 0.0), dtype=np.float64))[None, :]
             arms, probs = greedy_choice(scores, self.rng)
             return Decision(arms, scores, probs)

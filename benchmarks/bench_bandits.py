@@ -121,21 +121,24 @@ def laser_code_linucb(k: int, d: int, alpha: float) -> Step:
 
 
 def run(impl: str, make: Callable[[], Step], stream: Stream, k: int, d: int, mode: str, steps: int,
-        full_steps: int, repeats: int = 3) -> Row:
-    """Run the stream `repeats` times from a fresh policy; keep the fastest (least disturbed) pass.
+        full_steps: int, repeats: int = 3, min_seconds: float = 0.0, max_repeats: int = 15) -> Row:
+    """Run the stream from a fresh policy `repeats` times, and more (up to `max_repeats`) until
+    `min_seconds` were measured; keep the fastest, least disturbed pass (as timeit does).
 
     Every pass sees the same stream and seeds, so arms and regret are the same in each pass.
     """
     n = 1 if mode == "one" else BATCH
-    seconds = np.inf
-    for _ in range(repeats):
+    seconds, total, passes = np.inf, 0.0, 0
+    while passes < repeats or (total < min_seconds and passes < max_repeats):
+        passes += 1
         step = make()
         arms_all = []
         t0 = time.perf_counter()
         for s in range(steps):
             lo = s * n
             arms_all.append(step(stream.x[lo:lo + n], stream.rewards[lo:lo + n]))
-        seconds = min(seconds, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        seconds, total = min(seconds, elapsed), total + elapsed
     arms = np.concatenate(arms_all)
     rows = np.arange(len(arms))
     return Row(impl, k, d, mode, steps, len(arms), seconds, len(arms) / seconds,
@@ -204,9 +207,11 @@ def main(argv: list[str] | None = None) -> dict:
             stream = Stream(k, d, fast_steps * n, seed=0)
             for impl, make, slow in implementations(k, d, mode):
                 steps = slow_steps if slow else fast_steps
-                # One pass for the slow peers at large d (minutes each); best of 3 otherwise.
+                # One pass for the slow peers at large d (minutes each); otherwise the best of at
+                # least 3 passes and of 2 s of measuring, so that short passes are not one noisy moment.
                 repeats = 1 if slow and d >= 1024 else 3
-                row = run(impl, make, stream, k, d, mode, steps, fast_steps, repeats)
+                row = run(impl, make, stream, k, d, mode, steps, fast_steps, repeats,
+                          min_seconds=0.0 if slow and d >= 1024 else 2.0)
                 results.append(row)
                 print(f"  K={k:<2} d={d:<5} {mode:5} {impl:22} {row.per_second:12,.1f}/s"
                       f"  ({row.instances} instances, {row.seconds:.2f} s)", flush=True)

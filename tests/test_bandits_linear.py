@@ -58,7 +58,9 @@ def test_sherman_morrison_inverse_matches_numpy_inverse_after_1000_updates():
         np.testing.assert_allclose(one.a_inv[k], exact, rtol=0, atol=1e-8)
         np.testing.assert_allclose(batch.a_inv[k], exact, rtol=0, atol=1e-8)
         # theta by recursive least squares equals the ridge solution A^-1 b
-        np.testing.assert_allclose(one.theta[k], exact @ one.b[k], rtol=0, atol=1e-8)
+        b = rows.sum(axis=0)  # every reward was 1
+        np.testing.assert_allclose(one.theta[k], exact @ b, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(batch.theta[k], exact @ b, rtol=0, atol=1e-8)
 
 
 def test_rank_updates_are_in_place_without_copies():
@@ -173,3 +175,18 @@ def test_lints_draws_independent_noise_per_arm():
     scores = p.select(x).scores
     np.testing.assert_allclose(np.corrcoef(scores.T)[np.triu_indices(4, 1)], 0.0, atol=0.1)
     np.testing.assert_allclose(p.select(x[:1]).probs, 0.25, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_update_after_caller_mutates_contexts_in_place(n):
+    # select caches X A^-1; if the caller then changes X in place, update must use the new values.
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(n, 4))
+    arms = np.zeros(n, dtype=int)
+    a, b = bandits.LinUCB(2, 4), bandits.LinUCB(2, 4)
+    a.select(x)
+    x[:] = rng.normal(size=(n, 4))
+    a.update(x, arms, np.ones(n))
+    b.update(x, arms, np.ones(n))
+    np.testing.assert_allclose(a.a_inv, b.a_inv, atol=1e-12)
+    np.testing.assert_allclose(a.theta, b.theta, atol=1e-12)
