@@ -1,0 +1,72 @@
+"""Examples, splits and the errors a dataset can raise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class DatasetError(ValueError):
+    """A dataset row or file is malformed; the message names the file, line and field to fix."""
+
+
+class Example(BaseModel):
+    """One instance: a prompt, its gold answer, its domain and a stable id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    prompt: str
+    answer: str
+    domain: str = "default"
+    answer_format: str = "exact"
+
+    @field_validator("prompt", "answer", "id", "domain")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a non-empty string")
+        return v
+
+
+@dataclass
+class LoadReport:
+    """What a loader read: rows kept and rows skipped (with the reason), for the metrics."""
+
+    source: str
+    kept: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        return f"{self.source}: {self.kept} rows kept, {len(self.skipped)} skipped"
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Disjoint train / validation / test examples."""
+
+    train: tuple[Example, ...]
+    validation: tuple[Example, ...]
+    test: tuple[Example, ...]
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for name in ("train", "validation", "test"):
+            for ex in getattr(self, name):
+                key = ex.prompt
+                if key in seen and seen[key] != name:
+                    raise DatasetError(f"prompt {key!r} is in both {seen[key]} and {name}: splits must not overlap")
+                seen[key] = name
+
+    def domains(self) -> list[str]:
+        """Sorted domain names present in any split."""
+        return sorted({ex.domain for ex in self.all()})
+
+    def all(self) -> Iterable[Example]:
+        """Every example of every split."""
+        yield from self.train
+        yield from self.validation
+        yield from self.test

@@ -1,0 +1,155 @@
+"""Task suite: deterministic generators, disjoint splits, checkers on their formats, loaders and bad rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from laser.tasks import (
+    DOMAINS,
+    DatasetError,
+    Example,
+    Splits,
+    check,
+    extract_choice,
+    extract_int,
+    extract_yes_no,
+    facts_for,
+    load_hf,
+    load_jsonl,
+    make_suite,
+)
+
+
+@pytest.fixture(scope="module")
+def suite() -> Splits:
+    return make_suite(seed=3, train=300, validation=40, test=60)
+
+
+def test_generators_are_deterministic_per_seed(suite):
+    again = make_suite(seed=3, train=300, validation=40, test=60)
+    assert [e.model_dump() for e in again.all()] == [e.model_dump() for e in suite.all()]
+    other = make_suite(seed=4, train=300, validation=40, test=60)
+    assert [e.prompt for e in other.test] != [e.prompt for e in suite.test]
+
+
+def test_splits_are_disjoint_and_sized(suite):
+    assert suite.domains() == sorted(DOMAINS)
+    for split, n in (("train", 300), ("validation", 40), ("test", 60)):
+        exs = getattr(suite, split)
+        assert len(exs) == n * len(DOMAINS)
+        for d in DOMAINS:
+            assert sum(e.domain == d for e in exs) == n
+    prompts = {s: {e.prompt for e in getattr(suite, s)} for s in ("train", "validation", "test")}
+    assert not prompts["train"] & prompts["test"]
+    assert not prompts["train"] & prompts["validation"]
+    assert not prompts["validation"] & prompts["test"]
+    assert len({e.id for e in suite.all()}) == sum(1 for _ in suite.all())
+    with pytest.raises(DatasetError, match="both train and test"):
+        Splits(suite.train[:1], (), suite.train[:1])
+
+
+def test_gold_answers_pass_their_own_checker_and_are_correct(suite):
+    facts = {p.name: p for p in facts_for(3)}
+    for ex in suite.all():
+        assert check(ex, f" {ex.answer}\nQ: next"), ex
+        if ex.domain == "arithmetic":
+            a, op, b = ex.prompt[3:].split("=")[0].partition("+") if "+" in ex.prompt else \
+                ex.prompt[3:].split("=")[0].partition("-")
+            assert int(ex.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        if ex.domain == "yes_no" and "older" in ex.prompt:
+            p, q = ex.prompt.split("is ")[1].split(" older than ")
+            assert (ex.answer == "yes") == (facts[p].age > facts[q.split("?")[0]].age)
+        if ex.domain == "knowledge" and "live" in ex.prompt:
+            name = ex.prompt.split("does ")[1].split(" live")[0]
+            assert f"({ex.answer}) {facts[name].city}" in ex.prompt
+
+
+@pytest.mark.parametrize("fmt,gold,good,bad", [
+    ("integer", "405", [" 405", "405\n12", "the answer is 405", "\n405"], ["", "40", "abc", "-405", "4\n405"]),
+    ("yes_no", "yes", ["yes", " Yes.", "true", "yes no"], ["", "no", "maybe", "yesterday"]),
+    ("choice", "B", ["B", " (B) Lima", "B)", "answer: B"], ["", "A", "Bako", "(E)", "b"]),
+    ("exact", "udok", ["udok", " udok\nmore"], ["udo", "udok!", "", "UDOK"]),
+    ("gsm8k", "Natalia sold 48/2 = 24 clips.\n#### 72", ["so 48+24 = 72", "#### 72", "...72.\n"], ["71", "72 or 73"]),
+])
+def test_checkers_parse_their_formats(fmt, gold, good, bad):
+    ex = Example(id="x", prompt="Q: ? A:", answer=gold, answer_format=fmt)
+    for text in good:
+        assert check(ex, text), (fmt, text)
+    for text in bad:
+        assert not check(ex, text), (fmt, text)
+
+
+def test_extractors_never_raise_on_garbage():
+    for junk in ["", "\x00\x01", "((((", "-", "#### ", "9" * 400, None]:
+        extract_int(junk or "")
+        extract_yes_no(junk or "")
+        extract_choice(junk or "")
+        assert check(Example(id="i", prompt="p", answer="3", answer_format="integer"), junk) in (True, False)
+
+
+def _write(path, lines):
+    path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines) + b"\n")
+    return path
+
+
+def test_load_jsonl_reads_rows_and_names_bad_ones(tmp_path):
+    good = _write(tmp_path / "good.jsonl", [json.dumps({"prompt": "Q: 1+1=? A:", "answer": 2, "domain": "math",
+                                                       "answer_format": "integer"}),
+                                           "", json.dumps({"prompt": "Q: sky blue? A:", "answer": True})])
+    exs, report = load_jsonl(good)
+    assert [e.answer for e in exs] == ["2", "yes"] and exs[0].domain == "math" and exs[1].domain == "default"
+    assert exs[0].id == "good-1" and report.kept == 2 and not report.skipped
+    cases = [
+        ('{"prompt": "x"}', r"bad\.jsonl:2: field 'answer' is missing"),
+        ('{"prompt": "", "answer": "a"}', r"bad\.jsonl:2: field 'prompt': .*non-empty"),
+        ("{not json", r"bad\.jsonl:2: not valid JSON"),
+        ("[1, 2]", r"bad\.jsonl:2: expected a JSON object"),
+        (b'{"prompt": "\xff", "answer": "a"}', r"bad\.jsonl:2: not valid UTF-8"),
+        ('{"prompt": "p", "answer": "a", "answer_format": "regex"}', r"bad\.jsonl:2: answer_format 'regex'"),
+    ]
+    for row, msg in cases:
+        bad = _write(tmp_path / "bad.jsonl", [json.dumps({"prompt": "ok", "answer": "a"}), row])
+        with pytest.raises(DatasetError, match=msg):
+            load_jsonl(bad)
+        exs, report = load_jsonl(bad, skip_bad_rows=True)
+        assert len(exs) == 1 and [line for line, _ in report.skipped] == [2]
+    with pytest.raises(DatasetError, match="no such file"):
+        load_jsonl(tmp_path / "missing.jsonl")
+    mapped, _ = load_jsonl(_write(tmp_path / "m.jsonl", [json.dumps({"q": "a?", "a": "b"})]),
+                           fields={"prompt": "q", "answer": "a"})
+    assert mapped[0].prompt == "a?" and mapped[0].answer == "b"
+
+
+def test_load_hf_from_disk_and_data_files_with_presets(tmp_path):
+    import datasets
+
+    gsm = datasets.Dataset.from_dict({"question": ["Tom has 3 apples and buys 4. How many?"],
+                                      "answer": ["3 + 4 = 7\n#### 7"]})
+    gsm.save_to_disk(str(tmp_path / "gsm"))
+    exs, _ = load_hf(str(tmp_path / "gsm"), preset="gsm8k")
+    assert exs[0].answer_format == "gsm8k" and exs[0].domain == "math"
+    assert check(exs[0], "She has 3+4 = 7 apples.") and not check(exs[0], "8")
+
+    sqa = tmp_path / "sqa.jsonl"
+    _write(sqa, [json.dumps({"question": "Can a fish climb a tree?", "answer": False})])
+    exs, _ = load_hf(str(sqa), preset="strategyqa")
+    assert exs[0].answer == "no" and check(exs[0], "No, it cannot.") and not check(exs[0], "yes")
+
+    mmlu = datasets.Dataset.from_dict({"question": ["2+2?"], "choices": [["3", "4", "5", "6"]], "answer": [1]})
+    mmlu.save_to_disk(str(tmp_path / "mmlu"))
+    exs, _ = load_hf(str(tmp_path / "mmlu"), preset="mmlu")
+    assert exs[0].prompt == "Q: 2+2? (A) 3 (B) 4 (C) 5 (D) 6 A:" and exs[0].answer == "B"
+    assert check(exs[0], " (B) 4") and not check(exs[0], "A")
+
+    plain = datasets.Dataset.from_dict({"q": ["a", "b", ""], "gold": ["x", "y", "z"]})
+    plain.save_to_disk(str(tmp_path / "plain"))
+    with pytest.raises(DatasetError, match=r"row 2: field 'q'"):
+        load_hf(str(tmp_path / "plain"), prompt_field="q", answer_field="gold")
+    exs, report = load_hf(str(tmp_path / "plain"), prompt_field="q", answer_field="gold", domain="d",
+                          skip_bad_rows=True)
+    assert [e.domain for e in exs] == ["d", "d"] and [i for i, _ in report.skipped] == [2]
+    missing = r"column\(s\) \['prompt', 'answer'\] not found; columns are \['q', 'gold'\]"
+    with pytest.raises(DatasetError, match=missing):
+        load_hf(str(tmp_path / "plain"))
