@@ -26,7 +26,7 @@ def mm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def vm(v: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """v @ m for a 1-D v and 2-D m."""
+    """v @ m for a 1-D v and 2-D m (also m @ v when m is symmetric, as A^-1 is)."""
     gemv = blas.dgemv if m.dtype == np.float64 else blas.sgemv
     return gemv(1.0, m.T, v)
 
@@ -35,12 +35,6 @@ def mv(m: np.ndarray, v: np.ndarray) -> np.ndarray:
     """m @ v for a 2-D m and 1-D v."""
     gemv = blas.dgemv if m.dtype == np.float64 else blas.sgemv
     return gemv(1.0, m.T, v, trans=1)
-
-
-def sym_mv(m: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """m @ v for a symmetric m (reads m.T, which is the same matrix, with no transpose flag)."""
-    gemv = blas.dgemv if m.dtype == np.float64 else blas.sgemv
-    return gemv(1.0, m.T, v)
 
 
 def sym_subtract_inplace(m: np.ndarray, u: np.ndarray, w: np.ndarray) -> None:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.linalg
 
-from ._blas import mm, mm_nt, mv, pos_solve, sym_mv, sym_subtract_inplace, vm
+from ._blas import mm, mm_nt, mv, pos_solve, sym_subtract_inplace, vm
 from .base import Decision, Policy, check_finite_float, greedy_choice, resolve_dtype
 from .gaussian import argmax_probs
 
@@ -77,7 +77,7 @@ class _LinearPolicy(Policy):
             if self.a_inv.size <= _SMALL:  # one numpy call; too small to wake numpy's BLAS threads
                 u = self.a_inv @ x0
             else:
-                u = np.stack([sym_mv(a, x0) for a in self.a_inv])
+                u = np.stack([vm(x0, a) for a in self.a_inv])
             self._cache = (x.copy(), u[:, None, :])
             return (self.theta @ x0)[None, :], (u @ x0)[None, :]
         u = np.stack([mm(x, a) for a in self.a_inv])
@@ -124,7 +124,7 @@ class _LinearPolicy(Policy):
         if cached is not None:
             u = cached[1][k, 0]
         else:
-            u = a_inv @ x0 if self.a_inv.size <= _SMALL else sym_mv(a_inv, x0)
+            u = a_inv @ x0 if self.a_inv.size <= _SMALL else vm(x0, a_inv)
         w = u / (1.0 + u @ x0)
         sym_subtract_inplace(a_inv, u[None, :], w[None, :])
         theta += (r - x0 @ theta) * w
@@ -161,7 +161,7 @@ class _LinearPolicy(Policy):
         eye = np.eye(self.dim, dtype=self._dtype) * self.l2
         for k in range(self.n_arms):
             self.a_inv[k] = scipy.linalg.inv(self.gram[k] + eye)
-            self.theta[k] = sym_mv(self.a_inv[k], self.b[k])
+            self.theta[k] = vm(self.b[k], self.a_inv[k])
 
 
 class LinUCB(_LinearPolicy):
@@ -176,13 +176,6 @@ class LinUCB(_LinearPolicy):
     def select(self, contexts: np.ndarray) -> Decision:
         """Pick the arm with the highest upper confidence bound for each context."""
         x = self._check_contexts(contexts)
-        if x.shape[0] == 1 and self.a_inv.size <= _SMALL:  # lean one-instance path, same arithmetic
-            x0 = x[0]
-            u = self.a_inv @ x0
-            self._cache = (x.copy(), u[:, None, :])
-            scores = (self.theta @ x0 + self.alpha * np.sqrt(np.maximum(u @ x0, 0.0), dtype=np.float64))[None, :]
-            arms, probs = greedy_choice(scores, self.rng)
-            return Decision(arms, scores, probs)
         mean, var = self._mean_var(x)
         scores = mean + self.alpha * self._width(var)
         arms, probs = greedy_choice(scores, self.rng)
