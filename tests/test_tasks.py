@@ -61,9 +61,16 @@ def test_gold_answers_pass_their_own_checker_and_are_correct(suite):
         if ex.domain == "yes_no" and "older" in ex.prompt:
             p, q = ex.prompt.split("is ")[1].split(" older than ")
             assert (ex.answer == "yes") == (facts[p].age > facts[q.split("?")[0]].age)
-        if ex.domain == "knowledge" and "live" in ex.prompt:
-            name = ex.prompt.split("does ")[1].split(" live")[0]
-            assert f"({ex.answer}) {facts[name].city}" in ex.prompt
+        if ex.domain == "yes_no" and " live in " in ex.prompt:
+            name, city = ex.prompt[len("Q: does "):-len("? A:")].split(" live in ")
+            assert (ex.answer == "yes") == (facts[name].city == city)
+        if ex.domain == "knowledge":
+            name, _, rest = ex.prompt[3:].partition(" ")
+            truth = facts[name].city if rest.startswith("lives in?") else facts[name].job
+            assert f"({ex.answer}) {truth} " in ex.prompt
+            assert ex.solution == f"{truth} ({ex.answer})" and check(ex, ex.solution)
+        else:
+            assert ex.target() == ex.answer
 
 
 @pytest.mark.parametrize("fmt,gold,good,bad", [

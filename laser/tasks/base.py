@@ -13,7 +13,11 @@ class DatasetError(ValueError):
 
 
 class Example(BaseModel):
-    """One instance: a prompt, its gold answer, its domain and a stable id."""
+    """One instance: a prompt, its gold answer, its domain and a stable id.
+
+    `solution` is the reference completion a model imitates in SFT (the gold answer when not given), for
+    answers that are better written with their reasoning: "Lima (B)" for the gold letter "B".
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -22,6 +26,11 @@ class Example(BaseModel):
     answer: str
     domain: str = "default"
     answer_format: str = "exact"
+    solution: str | None = None
+
+    def target(self) -> str:
+        """The completion to imitate: the solution, or else the gold answer."""
+        return self.solution if self.solution is not None else self.answer
 
     @field_validator("prompt", "answer", "id", "domain")
     @classmethod

@@ -1,10 +1,11 @@
 """The built-in synthetic task suite: four domains with checkable answers, generated from a seed.
 
-- `arithmetic`: multi-digit addition and subtraction ("Q: 347+58=? A:" -> "405"), like GSM8K's last step.
-- `yes_no`: StrategyQA-like yes/no questions: "is 91 prime?" and "is Bako older than Tiru?" over a
-  generated fact base of people with ages.
-- `knowledge`: MMLU-like multiple choice over the same fact base: "where does Bako live?
-  (A) Oslo (B) Lima (C) Rome (D) Kyiv" -> "B".
+- `arithmetic`: a two- or three-digit number plus or minus a digit ("Q: 147+8=? A:" -> "155"), like
+  GSM8K's last step.
+- `yes_no`: StrategyQA-like yes/no questions that combine facts: "is Bako older than Tiru?" and
+  "does Bako live in Oslo?" over a generated fact base of people with ages, cities and jobs.
+- `knowledge`: MMLU-like multiple choice over the same fact base: "Bako lives in? (A) Oslo (B) Lima
+  (C) Rome (D) Kyiv" -> "B" (reference solution "Lima (B)": recall the fact, then name its option).
 - `strings`: string manipulation: "reverse kodu" -> "udok", "sort kodu" -> "dkou".
 
 The fact base is the suite's "world knowledge": train, validation and test ask different questions
@@ -37,7 +38,7 @@ class Person:
     job: str
 
 
-def make_facts(rng: random.Random, n_people: int = 40) -> list[Person]:
+def make_facts(rng: random.Random, n_people: int = 48) -> list[Person]:
     """A fact base of people with distinct names and distinct ages."""
     names: set[str] = set()
     while len(names) < n_people:
@@ -46,40 +47,40 @@ def make_facts(rng: random.Random, n_people: int = 40) -> list[Person]:
     return [Person(n, a, rng.choice(CITIES), rng.choice(JOBS)) for n, a in zip(sorted(names), ages, strict=True)]
 
 
-def _arithmetic(rng: random.Random, facts: list[Person]) -> tuple[str, str]:
-    a, b = rng.randint(10, 999), rng.randint(10, 999)
+Generated = tuple[str, str] | tuple[str, str, str]  # prompt, answer[, solution]
+
+
+def _arithmetic(rng: random.Random, facts: list[Person]) -> Generated:
+    a, b = rng.randint(10, 199), rng.randint(1, 9)
     if rng.random() < 0.5:
         return f"Q: {a}+{b}=? A:", str(a + b)
-    a, b = max(a, b), min(a, b)
     return f"Q: {a}-{b}=? A:", str(a - b)
 
 
-def _is_prime(n: int) -> bool:
-    return n > 1 and all(n % p for p in range(2, int(n**0.5) + 1))
-
-
-def _yes_no(rng: random.Random, facts: list[Person]) -> tuple[str, str]:
+def _yes_no(rng: random.Random, facts: list[Person]) -> Generated:
     if rng.random() < 0.25:
-        n = rng.randint(2, 199)
-        return f"Q: is {n} prime? A:", "yes" if _is_prime(n) else "no"
+        p = rng.choice(facts)
+        city = p.city if rng.random() < 0.5 else rng.choice([c for c in CITIES if c != p.city])
+        return f"Q: does {p.name} live in {city}? A:", "yes" if city == p.city else "no"
     p, q = rng.sample(facts, 2)
     return f"Q: is {p.name} older than {q.name}? A:", "yes" if p.age > q.age else "no"
 
 
-def _knowledge(rng: random.Random, facts: list[Person]) -> tuple[str, str]:
+def _knowledge(rng: random.Random, facts: list[Person]) -> Generated:
     p = rng.choice(facts)
     if rng.random() < 0.5:
-        question, truth, pool = f"where does {p.name} live?", p.city, CITIES
+        question, truth, pool = f"{p.name} lives in?", p.city, CITIES
     else:
-        question, truth, pool = f"what is {p.name}'s job?", p.job, JOBS
+        question, truth, pool = f"{p.name} works as?", p.job, JOBS
     options = [truth, *rng.sample([c for c in pool if c != truth], 3)]
     rng.shuffle(options)
     letters = "ABCD"
     opts = " ".join(f"({letters[i]}) {o}" for i, o in enumerate(options))
-    return f"Q: {question} {opts} A:", letters[options.index(truth)]
+    letter = letters[options.index(truth)]
+    return f"Q: {question} {opts} A:", letter, f"{truth} ({letter})"
 
 
-def _strings(rng: random.Random, facts: list[Person]) -> tuple[str, str]:
+def _strings(rng: random.Random, facts: list[Person]) -> Generated:
     word = "".join(rng.choice("abcdefghiklmnoprstu") for _ in range(rng.randint(3, 6)))
     op = rng.choice(("reverse", "sort", "first"))
     if op == "reverse":
@@ -89,13 +90,13 @@ def _strings(rng: random.Random, facts: list[Person]) -> tuple[str, str]:
     return f"Q: first and last of {word} A:", word[0] + word[-1]
 
 
-GENERATORS: dict[str, Callable[[random.Random, list[Person]], tuple[str, str]]] = {
+GENERATORS: dict[str, Callable[[random.Random, list[Person]], Generated]] = {
     "arithmetic": _arithmetic, "yes_no": _yes_no, "knowledge": _knowledge, "strings": _strings,
 }
 
 
-def make_suite(seed: int = 0, train: int = 2000, validation: int = 200, test: int = 200,
-               domains: tuple[str, ...] = DOMAINS, n_people: int = 40) -> Splits:
+def make_suite(seed: int = 0, train: int = 1500, validation: int = 200, test: int = 200,
+               domains: tuple[str, ...] = DOMAINS, n_people: int = 48) -> Splits:
     """Generate `train` / `validation` / `test` examples per domain, deterministically from `seed`."""
     unknown = sorted(set(domains) - set(GENERATORS))
     if unknown:
@@ -106,11 +107,11 @@ def make_suite(seed: int = 0, train: int = 2000, validation: int = 200, test: in
     for domain in domains:
         gen_rng = random.Random(f"{seed}-{domain}")  # a domain's examples do not depend on the others
         need = train + validation + test
-        pool: dict[str, str] = {}
+        pool: dict[str, tuple[str, ...]] = {}
         attempts = 0
         while len(pool) < need:
-            prompt, answer = GENERATORS[domain](gen_rng, facts)
-            pool.setdefault(prompt, answer)
+            prompt, *answer = GENERATORS[domain](gen_rng, facts)
+            pool.setdefault(prompt, tuple(answer))
             attempts += 1
             if attempts > 50 * need:
                 raise DatasetError(f"domain {domain!r} has fewer than {need} distinct prompts; ask for fewer")
@@ -119,12 +120,12 @@ def make_suite(seed: int = 0, train: int = 2000, validation: int = 200, test: in
         bounds = {"train": (0, train), "validation": (train, train + validation),
                   "test": (train + validation, need)}
         for split, (lo, hi) in bounds.items():
-            parts[split] += [Example(id=f"{domain}-{split}-{i}", prompt=p, answer=a, domain=domain,
-                                     answer_format=ANSWER_FORMATS[domain])
+            parts[split] += [Example(id=f"{domain}-{split}-{i}", prompt=p, answer=a[0], domain=domain,
+                                     answer_format=ANSWER_FORMATS[domain], solution=a[1] if len(a) > 1 else None)
                              for i, (p, a) in enumerate(items[lo:hi])]
     return Splits(tuple(parts["train"]), tuple(parts["validation"]), tuple(parts["test"]))
 
 
-def facts_for(seed: int = 0, n_people: int = 40) -> list[Person]:
+def facts_for(seed: int = 0, n_people: int = 48) -> list[Person]:
     """The fact base `make_suite(seed)` uses (for inspection and for building knowledge RMs)."""
     return make_facts(random.Random(seed), n_people)
