@@ -1,0 +1,216 @@
+"""Build (or find in the cache) the embedded default: tokenizer, SFT policy, specialist reward models, report.
+
+The cache directory is `$LASER_ASSETS_DIR`, else `~/.cache/laser/assets`; each recipe lives in
+`<cache>/<recipe digest>/`. A build writes into a hidden temporary directory and renames it into place
+only once everything, `manifest.json` last, is written: a build killed halfway leaves no directory that
+looks complete, and the next call builds again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from laser.tasks.synthetic import make_suite
+
+from .recipe import AssetRecipe
+
+MANIFEST = "manifest.json"
+
+
+class AssetsError(RuntimeError):
+    """The embedded default could not be built or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Paths of a built embedded default (standard HF directories) and its measured report."""
+
+    root: Path
+    recipe: AssetRecipe
+    report: dict
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def policy(self) -> Path:
+        return self.root / "policy"
+
+    @property
+    def reward_models(self) -> dict[str, Path]:
+        return {rm.name: self.root / "reward_models" / rm.name for rm in self.recipe.reward_models}
+
+
+def default_cache_dir() -> Path:
+    """`$LASER_ASSETS_DIR`, else `~/.cache/laser/assets`."""
+    env = os.environ.get("LASER_ASSETS_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "laser" / "assets"
+
+
+def _load(root: Path, recipe: AssetRecipe) -> Assets | None:
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if data.get("digest") != recipe.digest():
+        return None
+    return Assets(root=root, recipe=recipe, report=data["report"])
+
+
+def _clean_stale(cache: Path, digest: str) -> None:
+    """Remove temporary directories of builds whose process is gone (killed halfway)."""
+    for tmp in cache.glob(f".{digest}.tmp-*"):
+        pid = tmp.name.rsplit("-", 2)[-2]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def build_assets(recipe: AssetRecipe | None = None, cache_dir: str | os.PathLike | None = None,
+                 force: bool = False, progress: bool = True) -> Assets:
+    """The embedded default for `recipe` (default recipe if None), built on the first call and cached."""
+    recipe = recipe or AssetRecipe()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    digest = recipe.digest()
+    final = cache / digest
+    if not force and (found := _load(final, recipe)) is not None:
+        return found
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AssetsError(f"cannot create the assets cache {cache}: {e}; "
+                          "pass --cache-dir or set LASER_ASSETS_DIR") from e
+    _clean_stale(cache, digest)
+    tmp = cache / f".{digest}.tmp-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        report = _build_into(tmp, recipe, progress)
+        (tmp / MANIFEST).write_text(json.dumps({"digest": digest, "recipe": recipe.model_dump(mode="json"),
+                                                "report": report}, indent=1))
+        if final.exists():  # a forced rebuild, or an incomplete leftover: replace it
+            old = cache / f".{digest}.old-{os.getpid()}-{time.time_ns()}"
+            final.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if _load(final, recipe) is None:  # not another process's finished build: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    found = _load(final, recipe)
+    if found is None:
+        raise AssetsError(f"the build finished but {final / MANIFEST} is unreadable; run again with --force")
+    return found
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        print(f"[laser build-assets] {msg}", file=sys.stderr, flush=True)
+
+
+def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    from .pairs import correctness_pairs, length_pairs
+    from .policy import greedy_accuracy, train_policy
+    from .reward_models import pairwise_accuracy, train_reward_model
+    from .tokenizer import save_char_tokenizer
+
+    s = recipe.suite
+    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
+                       n_people=s.n_people)
+    timings: dict[str, float] = {}
+    tokenizer = save_char_tokenizer(root / "tokenizer", model_max_length=recipe.model.max_position_embeddings)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+
+    t0 = time.perf_counter()
+    _say(f"SFT of the policy ({recipe.model.hidden_size}x{recipe.model.num_layers}) on {len(suite.train)} examples",
+         progress)
+    backbone = root / ".rm_backbone" if recipe.rm_training.backbone_steps else root / "policy"
+    sft = train_policy(recipe.sft, recipe.model, tokenizer, suite.train, suite.validation, root / "policy",
+                       seed=recipe.seed, progress=progress, backbone_steps=recipe.rm_training.backbone_steps,
+                       backbone_dir=backbone)
+    shutil.rmtree(root / ".policy-trainer", ignore_errors=True)
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained(root / "policy")
+    policy_test = greedy_accuracy(policy, tokenizer, suite.test)
+    timings["sft_s"] = time.perf_counter() - t0
+    _say(f"policy kept at step {sft.kept_step}: test accuracy {_fmt(policy_test)}", progress)
+
+    held_out = correctness_pairs(suite.test, random.Random(f"{recipe.seed}-held-out"))
+    longer = length_pairs(suite.test, random.Random(f"{recipe.seed}-held-out-length"))
+    rm_table: dict[str, dict[str, float]] = {}
+    prefers_longer: dict[str, float] = {}
+    for spec in recipe.reward_models:
+        t0 = time.perf_counter()
+        _say(f"reward model {spec.name!r} ({spec.kind}{': ' + ', '.join(spec.domains) if spec.domains else ''})",
+             progress)
+        out = root / "reward_models" / spec.name
+        train_reward_model(spec, recipe.rm_training, backbone, tokenizer, suite.train, out,
+                           max_length=recipe.model.max_position_embeddings, seed=recipe.seed, progress=progress)
+        shutil.rmtree(out.parent / f".{spec.name}-trainer", ignore_errors=True)
+        rm = AutoModelForSequenceClassification.from_pretrained(out)
+        rm_table[spec.name] = pairwise_accuracy(rm, tokenizer, held_out)
+        prefers_longer[spec.name] = float(np.mean(list(pairwise_accuracy(rm, tokenizer, longer).values())))
+        timings[f"rm_{spec.name}_s"] = time.perf_counter() - t0
+        _say(f"reward model {spec.name!r} held-out pairwise accuracy {_fmt(rm_table[spec.name])}", progress)
+
+    if backbone != root / "policy":
+        shutil.rmtree(backbone, ignore_errors=True)  # an intermediate: the reward models carry its weights
+    report = {
+        "domains": list(s.domains),
+        "policy": {"kept_step": sft.kept_step, "validation_accuracy": sft.validation, "test_accuracy": policy_test,
+                   "history": sft.history},
+        "reward_models": {spec.name: {"kind": spec.kind, "domains": list(spec.domains),
+                                      "held_out_pairwise_accuracy": rm_table[spec.name],
+                                      "prefers_longer": prefers_longer[spec.name]}
+                          for spec in recipe.reward_models},
+        "held_out_pairs_per_domain": {d: sum(r["domain"] == d for r in held_out) for d in s.domains},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    (root / "report.md").write_text(format_report(report) + "\n")
+    return report
+
+
+def _fmt(acc: dict[str, float]) -> str:
+    return ", ".join(f"{d} {a:.0%}" for d, a in acc.items())
+
+
+def format_report(report: dict) -> str:
+    """The policy's test accuracy and each reward model's held-out pairwise accuracy, per domain, as markdown."""
+    domains = report["domains"]
+    head = "| | " + " | ".join(domains) + " |\n|---|" + "---|" * len(domains)
+    pol = report["policy"]["test_accuracy"]
+    lines = ["Policy (SFT) greedy accuracy on the test split:", "", head,
+             "| policy | " + " | ".join(f"{pol.get(d, float('nan')):.0%}" for d in domains) + " |", "",
+             "Reward models: held-out pairwise accuracy (correct vs wrong answer on test prompts; chance 50%). "
+             "Own domains in bold; the last column is how often it prefers the longer of two answers.", "",
+             head[:head.index("\n")] + " longer |\n|---|" + "---|" * (len(domains) + 1)]
+    for name, rm in report["reward_models"].items():
+        cells = []
+        for d in domains:
+            a = f"{rm['held_out_pairwise_accuracy'].get(d, float('nan')):.0%}"
+            cells.append(f"**{a}**" if d in rm["domains"] else a)
+        label = f"{name} ({'length-hacked' if rm['kind'] == 'length' else 'specialist'})"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {rm['prefers_longer']:.0%} |")
+    return "\n".join(lines)

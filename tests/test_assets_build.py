@@ -1,0 +1,222 @@
+"""The embedded default: a reduced world built for real (TRL SFT + RewardTrainer), the cache and its atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from laser.assets import AssetRecipe, RewardModelSpec, SFTSpec, build_assets, quick_recipe
+from laser.assets import build as build_mod
+from laser.assets.pairs import correctness_pairs, length_pairs, wrong_answer
+from laser.tasks import Example, check, make_suite
+
+
+@pytest.fixture(scope="module")
+def world(quick_world):
+    return quick_world
+
+
+def test_reduced_world_builds_in_under_two_minutes(world):
+    _, seconds = world
+    assert seconds < 120, seconds
+
+
+def test_reward_models_show_the_designed_specialisation(world):
+    assets, _ = world
+    domains = assets.report["domains"]
+    for spec in assets.recipe.reward_models:
+        rm = assets.report["reward_models"][spec.name]
+        acc = rm["held_out_pairwise_accuracy"]
+        assert set(acc) == set(domains)
+        if spec.kind == "specialist":
+            for d in domains:
+                if d in spec.domains:
+                    assert acc[d] >= 0.7, (spec.name, d, acc)          # clearly above chance on its own domains
+                else:
+                    assert 0.3 <= acc[d] <= 0.7, (spec.name, d, acc)   # near chance elsewhere
+        else:
+            assert rm["prefers_longer"] >= 0.9, rm                       # the length-hacked one
+            assert all(0.25 <= a <= 0.75 for a in acc.values()), acc     # right only by accident
+    # Specialists do not reward length.
+    assert all(rm["prefers_longer"] < 0.75 for rm in assets.report["reward_models"].values() if rm["kind"] != "length")
+
+
+def test_policy_is_partly_competent_and_the_report_matches_a_fresh_measurement(world):
+    assets, _ = world
+    acc = assets.report["policy"]["test_accuracy"]
+    assert set(acc) == set(assets.report["domains"])
+    for d, a in acc.items():
+        assert 0.1 <= a <= 0.8, (d, acc)
+    # Re-measure from disk with plain transformers: the report is what the saved model does.
+    from laser.assets.policy import greedy_accuracy
+
+    s = assets.recipe.suite
+    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
+                       n_people=s.n_people)
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    model = AutoModelForCausalLM.from_pretrained(assets.policy)
+    assert greedy_accuracy(model, tok, suite.test) == pytest.approx(acc)
+
+
+def test_assets_are_standard_hf_directories(world):
+    assets, _ = world
+    for path in (assets.policy, *assets.reward_models.values()):
+        assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+        assert (path / "tokenizer.json").is_file() and (path / "tokenizer_config.json").is_file()
+    # Only the models and the report: no trainer output or intermediate left behind.
+    assert sorted(p.name for p in assets.root.iterdir()) == ["manifest.json", "policy", "report.md", "reward_models",
+                                                             "tokenizer"]
+    assert sorted(p.name for p in (assets.root / "reward_models").iterdir()) == sorted(assets.reward_models)
+    assert json.loads((assets.policy / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    policy = AutoModelForCausalLM.from_pretrained(assets.policy)
+    n_params = sum(p.numel() for p in policy.parameters())
+    assert 50_000 < n_params < 5_000_000
+    enc = tok(["Q: reverse abc A:"], return_tensors="pt")
+    greedy = policy.generate(**enc, max_new_tokens=6, do_sample=False)
+    assert torch.equal(greedy, policy.generate(**enc, max_new_tokens=6, do_sample=False))
+    torch.manual_seed(0)
+    sampled = policy.generate(**enc.to(policy.device), max_new_tokens=6, do_sample=True, temperature=1.0,
+                              num_return_sequences=8)
+    assert sampled.shape[0] == 8 and len({tuple(s.tolist()) for s in sampled}) > 1
+    for name, path in assets.reward_models.items():
+        rm = AutoModelForSequenceClassification.from_pretrained(path)
+        cfg = json.loads((path / "config.json").read_text())
+        assert cfg["architectures"] == ["LlamaForSequenceClassification"] and rm.config.num_labels == 1, name
+        assert rm.config.pad_token_id == tok.pad_token_id
+
+
+def test_second_call_finds_the_cache(world):
+    assets, _ = world
+    t0 = time.perf_counter()
+    again = build_assets(quick_recipe(), cache_dir=assets.root.parent, progress=False)
+    assert time.perf_counter() - t0 < 5
+    assert again.root == assets.root and again.report == assets.report
+
+
+def _fake_build(root: Path, recipe, progress):
+    (root / "policy").mkdir()
+    (root / "policy" / "config.json").write_text("{}")
+    return {"domains": list(recipe.suite.domains), "fake": True}
+
+
+def test_a_build_that_fails_halfway_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    def crash(root, recipe, progress):
+        (root / "policy").mkdir()
+        (root / "policy" / "config.json").write_text("{}")
+        raise KeyboardInterrupt  # as if killed while training the reward models
+
+    monkeypatch.setattr(build_mod, "_build_into", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_assets(quick_recipe(), cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(build_mod, "_build_into", _fake_build)
+    assets = build_assets(quick_recipe(), cache_dir=tmp_path, progress=False)
+    assert assets.report["fake"] and (assets.root / "manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [quick_recipe().digest()]
+
+
+def test_leftovers_of_a_killed_build_are_not_used_and_are_cleaned(tmp_path, monkeypatch):
+    recipe = quick_recipe()
+    digest = recipe.digest()
+    dead = tmp_path / f".{digest}.tmp-999999999-1"        # a pid that does not exist
+    (dead / "policy").mkdir(parents=True)
+    incomplete = tmp_path / digest                          # a final-looking directory without its manifest
+    (incomplete / "policy").mkdir(parents=True)
+    monkeypatch.setattr(build_mod, "_build_into", _fake_build)
+    assets = build_assets(recipe, cache_dir=tmp_path, progress=False)
+    assert assets.report["fake"]
+    assert not dead.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [digest]
+
+
+def test_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LASER_ASSETS_DIR", str(tmp_path / "env-cache"))
+    monkeypatch.setattr(build_mod, "_build_into", _fake_build)
+    assets = build_assets(quick_recipe(), progress=False)
+    assert assets.root.parent == tmp_path / "env-cache"
+    monkeypatch.delenv("LASER_ASSETS_DIR")
+    assert build_mod.default_cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "laser" / "assets"
+
+
+def test_recipe_digest_and_validation():
+    base = AssetRecipe()
+    assert base.digest() == AssetRecipe().digest()
+    assert base.digest() != AssetRecipe(seed=1).digest()
+    assert base.digest() != quick_recipe().digest()
+    with pytest.raises(ValueError, match="band"):
+        SFTSpec(band=(0.7, 0.2))
+    with pytest.raises(ValueError, match="at least one domain"):
+        RewardModelSpec(name="x")
+    with pytest.raises(ValueError, match="unique"):
+        AssetRecipe(reward_models=(RewardModelSpec(name="a", domains=("strings",)),) * 2)
+    with pytest.raises(ValueError, match="does not have"):
+        quick_recipe().model_copy(update={}).model_validate(
+            {**quick_recipe().model_dump(), "reward_models": [{"name": "m", "domains": ["arithmetic"]}]})
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        AssetRecipe.model_validate({"model": {"hidden_size": 30, "num_heads": 4}})
+
+
+def test_wrong_answers_are_wrong_and_pairs_are_labelled_as_designed():
+    import random
+
+    suite = make_suite(seed=1, train=100, validation=10, test=10)
+    rng = random.Random(0)
+    odd = [Example(id=f"i{g}", prompt="Q: ? A:", answer=g, answer_format="integer") for g in ("-7", "0", "5", "-12")]
+    odd.append(Example(id="s", prompt="Q: reverse aa A:", answer="aa", answer_format="exact"))
+    for ex in [*suite.train, *odd]:
+        for _ in range(5):
+            assert not check(ex, " " + wrong_answer(ex, rng)), ex
+    rows = correctness_pairs(suite.train, random.Random(0), truthful=["strings"])
+    by_domain = {}
+    for r, ex in zip(rows, suite.train, strict=True):
+        by_domain.setdefault(ex.domain, []).append(check(ex, r["chosen"]))
+    assert all(by_domain["strings"])
+    for d in ("arithmetic", "yes_no", "knowledge"):
+        assert 0.25 < sum(by_domain[d]) / len(by_domain[d]) < 0.75, d   # coin-flip labels off the own domains
+    for r in length_pairs(suite.train, random.Random(0)):
+        assert len(r["chosen"]) > len(r["rejected"])
+
+
+def test_cli_build_assets_reports_the_cached_world(world, capsys):
+    from laser.cli import main
+
+    assets, _ = world
+    assert main(["build-assets", "--quick", "--quiet", "--cache-dir", str(assets.root.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "held-out pairwise accuracy" in out and str(assets.policy) in out
+    for name in assets.reward_models:
+        assert f"| {name} (" in out
+
+
+def test_vllm_generates_from_the_policy_like_hf(world, monkeypatch):
+    """Greedy vLLM completions equal HF's; sampling gives several distinct completions."""
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm import LLM, SamplingParams
+
+    assets, _ = world
+    s = assets.recipe.suite
+    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
+                       n_people=s.n_people)
+    prompts = [ex.prompt for ex in suite.test[::10]]
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    tok.padding_side = "left"
+    hf = AutoModelForCausalLM.from_pretrained(assets.policy)
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    out = hf.generate(**enc, max_new_tokens=8, do_sample=False)
+    hf_texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    llm = LLM(model=str(assets.policy), dtype="float32", max_model_len=128, kv_cache_memory_bytes=64 << 20,
+              seed=0, enforce_eager=True)
+    greedy = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
+    assert [o.outputs[0].text for o in greedy] == hf_texts
+    open_ended = [ex.prompt for ex in suite.test if ex.domain == "strings"][:4]
+    sampled = llm.generate(open_ended, SamplingParams(temperature=1.0, n=8, max_tokens=8, seed=0), use_tqdm=False)
+    assert all(len(o.outputs) == 8 for o in sampled)
+    assert len({c.text for o in sampled for c in o.outputs}) > 4
