@@ -1,0 +1,165 @@
+"""The one reward-model interface: score (prompt, completion) pairs in length-bucketed batches, with a cache.
+
+Backends implement `_score_batch`; `RewardModel.score` does what every backend needs: input checks,
+the per-(prompt, completion) cache, batching by length, and fault isolation (a batch that raises is
+retried row by row; rows that raise or return NaN/inf are marked unscorable and counted, never fatal).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class RewardError(ValueError):
+    """Bad input to a reward model (mismatched lengths, non-string texts); the message says what to fix."""
+
+
+@dataclass
+class Scores:
+    """Scores of one `score` call. `values` is NaN exactly where `unscorable` is True."""
+
+    values: np.ndarray
+    unscorable: np.ndarray
+    forward: int = 0       # pairs run through the model in this call (cache misses)
+    cache_hits: int = 0
+    truncated: int = 0     # inputs cut to the model's maximum length
+
+    @property
+    def n_unscorable(self) -> int:
+        return int(self.unscorable.sum())
+
+
+@dataclass
+class RewardStats:
+    """Running totals of a reward model, for metrics files and cost accounting."""
+
+    calls: int = 0
+    scored: int = 0
+    forward: int = 0
+    cache_hits: int = 0
+    unscorable: int = 0
+    truncated: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "errors"}
+        d["errors"] = len(self.errors)
+        return d
+
+
+class RewardModel(ABC):
+    """Scores completions of prompts. Subclasses implement `_score_batch(prompts, completions)`."""
+
+    def __init__(self, name: str, batch_size: int = 64, cache_size: int | None = 1_000_000):
+        if not name:
+            raise RewardError("a reward model needs a non-empty name")
+        if batch_size < 1:
+            raise RewardError(f"batch_size must be >= 1, got {batch_size}")
+        self.name = name
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.stats = RewardStats()
+
+    @abstractmethod
+    def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
+        """Raw scores of one batch and how many of its inputs were truncated."""
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> Scores:
+        """The reward of each completion of its prompt (NaN where unscorable)."""
+        prompts, completions = _check_texts(prompts, completions)
+        n = len(prompts)
+        values = np.full(n, np.nan)
+        todo: list[int] = []
+        hits = 0
+        for i, key in enumerate(zip(prompts, completions, strict=True)):
+            if self.cache_size and key in self._cache:
+                values[i] = self._cache[key]
+                self._cache.move_to_end(key)
+                hits += 1
+            else:
+                todo.append(i)
+        # Identical pairs inside one call are scored once.
+        unique: dict[tuple[str, str], list[int]] = {}
+        for i in todo:
+            unique.setdefault((prompts[i], completions[i]), []).append(i)
+        keys = sorted(unique, key=lambda k: len(k[0]) + len(k[1]))  # length buckets: little padding per batch
+        truncated = 0
+        for start in range(0, len(keys), self.batch_size):
+            chunk = keys[start:start + self.batch_size]
+            got, cut = self._run(chunk)
+            truncated += cut
+            for key, v in zip(chunk, got, strict=True):
+                for i in unique[key]:
+                    values[i] = v
+                if np.isfinite(v) and self.cache_size:
+                    self._cache[key] = float(v)
+        if self.cache_size:
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        values[~np.isfinite(values)] = np.nan
+        bad = np.isnan(values)
+        out = Scores(values=values, unscorable=bad, forward=len(keys), cache_hits=hits + len(todo) - len(keys),
+                     truncated=truncated)
+        s = self.stats
+        s.calls += 1
+        s.scored += n
+        s.forward += out.forward
+        s.cache_hits += out.cache_hits
+        s.unscorable += out.n_unscorable
+        s.truncated += truncated
+        if out.n_unscorable:
+            log.warning("reward model %s: %d of %d completions unscorable (NaN/inf or error)", self.name,
+                        out.n_unscorable, n)
+        if truncated:
+            log.warning("reward model %s: %d inputs longer than its maximum length were truncated", self.name,
+                        truncated)
+        return out
+
+    def _run(self, keys: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
+        """Score a batch; if it raises, score its rows one by one so that one bad row costs only itself."""
+        try:
+            return self._checked(keys)
+        except Exception as e:  # noqa: BLE001 - any backend failure is isolated, counted and logged
+            if len(keys) == 1:
+                self.stats.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("reward model %s failed on one row: %s: %s", self.name, type(e).__name__, e)
+                return np.array([np.nan]), 0
+        values, truncated = np.full(len(keys), np.nan), 0
+        for j, key in enumerate(keys):
+            v, cut = self._run([key])
+            values[j], truncated = v[0], truncated + cut
+        return values, truncated
+
+    def _checked(self, keys: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
+        raw, cut = self._score_batch([k[0] for k in keys], [k[1] for k in keys])
+        raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if raw.shape[0] != len(keys):
+            raise RewardError(f"reward model {self.name} returned {raw.shape[0]} scores for {len(keys)} inputs")
+        return raw, int(cut)
+
+    def clear_cache(self) -> None:
+        """Forget cached scores (e.g. after the reward model's weights change)."""
+        self._cache.clear()
+
+
+def _check_texts(prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[str], list[str]]:
+    if isinstance(prompts, str) or isinstance(completions, str):
+        raise RewardError("prompts and completions must be sequences of strings, not a single string")
+    prompts, completions = list(prompts), list(completions)
+    if len(prompts) != len(completions):
+        raise RewardError(f"got {len(prompts)} prompts and {len(completions)} completions; pass one prompt per "
+                          "completion (repeat a prompt for each of its candidates)")
+    for what, seq in (("prompt", prompts), ("completion", completions)):
+        for i, t in enumerate(seq):
+            if not isinstance(t, str):
+                raise RewardError(f"{what} {i} is {type(t).__name__}, expected str")
+    return prompts, completions

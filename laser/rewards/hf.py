@@ -1,0 +1,195 @@
+"""Reward models backed by transformers: sequence classifiers, implicit DPO rewards, LM likelihood."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .base import RewardError, RewardModel
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _dtype(name: str) -> torch.dtype:
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise RewardError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}") from None
+
+
+def _load_tokenizer(path: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _load_model(auto_cls, path: str, device: str, dtype: str, trust_remote_code: bool, device_map: str | None):
+    """`auto_cls.from_pretrained` in eval mode, on `device` or spread by `device_map`."""
+    kwargs = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
+    if device_map:
+        kwargs["device_map"] = device_map
+    model = auto_cls.from_pretrained(str(path), **kwargs)
+    if not device_map:
+        model.to(device)
+    return model.eval()
+
+
+def _model_max_length(model, tokenizer, max_length: int | None) -> int:
+    if max_length:
+        return max_length
+    candidates = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    return min(c for c in candidates if c and c < 10**7) if any(c and c < 10**7 for c in candidates) else 2048
+
+
+class HFSequenceClassifierRM(RewardModel):
+    """Any `AutoModelForSequenceClassification` reward model (hub id or local path), e.g. Skywork-Reward.
+
+    The text scored is the RM tokenizer's chat template applied to [user: prompt, assistant: completion]
+    when the tokenizer has one (`use_chat_template="auto"`), else `prompt + completion + eos`, the way
+    TRL's RewardTrainer builds its training texts. Inputs longer than `max_length` keep their end (the
+    score is read at the last token) and are counted as truncated. `head` picks the output of a
+    multi-objective RM (ArmoRM-style); the default reads the first.
+    """
+
+    def __init__(self, path: str, name: str | None = None, device: str = "cpu", dtype: str = "float32",
+                 batch_size: int = 64, max_length: int | None = None, use_chat_template: str | bool = "auto",
+                 head: int = 0, trust_remote_code: bool = False, device_map: str | None = None,
+                 cache_size: int | None = 1_000_000):
+        from transformers import AutoModelForSequenceClassification
+
+        super().__init__(name or str(path).rstrip("/").rsplit("/", 1)[-1], batch_size, cache_size)
+        self.tokenizer = _load_tokenizer(str(path), trust_remote_code)
+        self.model = _load_model(AutoModelForSequenceClassification, path, device, dtype, trust_remote_code, device_map)
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        n_out = self.model.config.num_labels
+        if not 0 <= head < n_out:
+            raise RewardError(f"head={head} but {path} has {n_out} output(s)")
+        self.head = head
+        has_template = getattr(self.tokenizer, "chat_template", None) is not None
+        if use_chat_template is True and not has_template:
+            raise RewardError(f"use_chat_template=True but the tokenizer of {path} has no chat template")
+        self.use_chat_template = has_template if use_chat_template == "auto" else bool(use_chat_template)
+        self.max_length = _model_max_length(self.model, self.tokenizer, max_length)
+
+    def texts(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
+        """The exact strings the RM sees."""
+        if self.use_chat_template:
+            return [self.tokenizer.apply_chat_template([{"role": "user", "content": p},
+                                                        {"role": "assistant", "content": c}], tokenize=False)
+                    for p, c in zip(prompts, completions, strict=True)]
+        eos = self.tokenizer.eos_token or ""
+        return [p + c + eos for p, c in zip(prompts, completions, strict=True)]
+
+    @torch.inference_mode()
+    def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
+        texts = self.texts(prompts, completions)
+        ids = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
+        truncated = sum(len(x) > self.max_length for x in ids)
+        ids = [x[-self.max_length:] for x in ids]
+        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+        device = self.model.device
+        logits = self.model(input_ids=batch["input_ids"].to(device),
+                            attention_mask=batch["attention_mask"].to(device)).logits
+        return logits[:, self.head].float().cpu().numpy(), truncated
+
+
+class _CausalLMScorer:
+    """Log-probabilities of completion tokens given the prompt under a causal LM (batched, right padded)."""
+
+    def __init__(self, path: str, device: str, dtype: str, trust_remote_code: bool, append_eos: bool,
+                 max_length: int | None, device_map: str | None = None):
+        from transformers import AutoModelForCausalLM
+
+        self.tokenizer = _load_tokenizer(str(path), trust_remote_code)
+        self.model = _load_model(AutoModelForCausalLM, path, device, dtype, trust_remote_code, device_map)
+        self.append_eos = append_eos
+        self.max_length = _model_max_length(self.model, self.tokenizer, max_length)
+
+    def encode(self, prompts: list[str], completions: list[str]) -> tuple[list[list[int]], list[int], int]:
+        """Token ids of prompt + completion, the prompt length of each, and how many were truncated.
+
+        Prompt and completion are tokenized separately (as TRL's DPO does), so the completion's tokens
+        are exactly its own; the prompt is cut from the left when the pair exceeds `max_length`.
+        """
+        tok = self.tokenizer
+        p_ids = tok(prompts)["input_ids"]
+        c_ids = tok(completions, add_special_tokens=False)["input_ids"]
+        seqs, starts, truncated = [], [], 0
+        for p, c in zip(p_ids, c_ids, strict=True):
+            c = c + [tok.eos_token_id] if self.append_eos and tok.eos_token_id is not None else c
+            if len(p) + len(c) > self.max_length:
+                truncated += 1
+                c = c[:self.max_length - 1]
+                p = p[-(self.max_length - len(c)):]
+            seqs.append(p + c)
+            starts.append(len(p))
+        return seqs, starts, truncated
+
+    @torch.inference_mode()
+    def logprobs(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Sum of completion-token log-probabilities, number of completion tokens, truncated count."""
+        seqs, starts, truncated = self.encode(prompts, completions)
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        device = self.model.device
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
+        positions = torch.arange(1, width)[None, :]
+        take = (positions >= torch.tensor(starts)[:, None]) & (mask[:, 1:] == 1)
+        total = (logp * take).sum(1).numpy().astype(np.float64)
+        return total, take.sum(1).numpy(), truncated
+
+
+class LikelihoodRM(RewardModel):
+    """Mean token log-likelihood of the completion under a causal LM: the official LASeR code's reward.
+
+    A completion with no tokens (empty, and `append_eos=False`) is unscorable.
+    """
+
+    def __init__(self, path: str, name: str | None = None, device: str = "cpu", dtype: str = "float32",
+                 batch_size: int = 64, max_length: int | None = None, append_eos: bool = True,
+                 trust_remote_code: bool = False, device_map: str | None = None, cache_size: int | None = 1_000_000):
+        super().__init__(name or str(path).rstrip("/").rsplit("/", 1)[-1], batch_size, cache_size)
+        self.lm = _CausalLMScorer(path, device, dtype, trust_remote_code, append_eos, max_length, device_map)
+
+    def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
+        total, count, truncated = self.lm.logprobs(prompts, completions)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan), truncated
+
+
+class ImplicitDPORM(RewardModel):
+    """The implicit reward of a DPO-trained model: beta * (log pi(y|x) - log pi_ref(y|x)), as RewardBench scores it.
+
+    `path` is the DPO model, `ref_path` its reference (the model it was trained from); both must share a
+    tokenizer. Sums run over the completion's tokens (plus EOS when `append_eos`).
+    """
+
+    def __init__(self, path: str, ref_path: str, beta: float = 0.1, name: str | None = None, device: str = "cpu",
+                 dtype: str = "float32", batch_size: int = 64, max_length: int | None = None,
+                 append_eos: bool = True, trust_remote_code: bool = False, device_map: str | None = None,
+                 cache_size: int | None = 1_000_000):
+        if not beta > 0:
+            raise RewardError(f"beta must be > 0, got {beta}")
+        super().__init__(name or str(path).rstrip("/").rsplit("/", 1)[-1], batch_size, cache_size)
+        self.beta = beta
+        self.policy = _CausalLMScorer(path, device, dtype, trust_remote_code, append_eos, max_length, device_map)
+        self.ref = _CausalLMScorer(ref_path, device, dtype, trust_remote_code, append_eos, max_length, device_map)
+        if self.policy.tokenizer.get_vocab() != self.ref.tokenizer.get_vocab():
+            raise RewardError(f"{path} and its reference {ref_path} must share a tokenizer (vocabularies differ)")
+
+    def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
+        pol, _, truncated = self.policy.logprobs(prompts, completions)
+        ref, _, _ = self.ref.logprobs(prompts, completions)
+        return self.beta * (pol - ref), truncated
