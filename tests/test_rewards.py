@@ -283,3 +283,15 @@ def test_agreement_by_hand_and_on_the_embedded_rms(world, candidates):
     # Per yes/no prompt: gold vs each wrong answer counts; the two identical wrong answers tie and do not.
     n_yes_no = len({p for p in prompts if domain_of[p] == "yes_no"})
     assert table[("reasoning", "verifier")]["yes_no"][1] == 2 * n_yes_no
+
+
+def test_dtype_is_configurable_and_checked(world, candidates):
+    assets, _ = world
+    prompts, completions = candidates
+    path = str(assets.reward_models["reasoning"])
+    fp32 = load_reward_model("hf", path).score(prompts, completions).values
+    bf16 = load_reward_model("hf", path, dtype="bfloat16").score(prompts, completions).values
+    assert np.isfinite(bf16).all() and np.abs(bf16 - fp32).max() < 0.1
+    assert np.corrcoef(bf16, fp32)[0, 1] > 0.99
+    with pytest.raises(RewardError, match="dtype"):
+        load_reward_model("hf", path, dtype="int8")
