@@ -50,6 +50,12 @@ class Assets:
     def reward_models(self) -> dict[str, Path]:
         return {rm.name: self.root / "reward_models" / rm.name for rm in self.recipe.reward_models}
 
+    def suite(self):
+        """The task suite these models were trained and measured on (regenerated from the recipe's seed)."""
+        s = self.recipe.suite
+        return make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
+                          n_people=s.n_people)
+
 
 def default_cache_dir() -> Path:
     """`$LASER_ASSETS_DIR`, else `~/.cache/laser/assets`."""

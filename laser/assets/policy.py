@@ -141,6 +141,7 @@ def _run_sft(model, tokenizer, train: Sequence[Example], spec: SFTSpec, model_sp
         warmup_steps=min(spec.warmup_steps, max_steps // 10), weight_decay=0.0, logging_strategy="no",
         save_strategy="no", report_to=[], max_length=model_spec.max_position_embeddings, seed=seed, data_seed=seed,
         disable_tqdm=not progress, dataloader_num_workers=0, bf16=False, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False,  # TRL turns it on by default: pure recomputation cost at this size
     )
     _Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks).train()
 

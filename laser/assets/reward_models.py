@@ -80,6 +80,7 @@ def train_reward_model(spec: RewardModelSpec, training: RMTrainingSpec, init_dir
         report_to=[], max_length=max_length, seed=seed, data_seed=seed, disable_tqdm=not progress,
         center_rewards_coefficient=training.center_rewards_coefficient or None, dataloader_num_workers=0,
         bf16=False, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False,  # TRL turns it on by default: pure recomputation cost at this size
     )
     RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
     model.save_pretrained(out_dir)
