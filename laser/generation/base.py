@@ -1,0 +1,257 @@
+"""What every generation engine shares: candidates, prompt preparation, argument checks, deduplication.
+
+An engine turns prompts into `Candidates`: for each prompt, the distinct completions drawn (identical
+texts are kept once and counted), each with its token ids, finish reason ("stop": end of sequence or a
+stop string; "length": `max_new_tokens` reached) and cumulative log-probability under the raw model
+distribution (before temperature / top-p), as vLLM reports it. Backends implement `_generate` on token
+ids; prompt formatting (chat template), left truncation and bookkeeping live here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(RuntimeError):
+    """Generation failed (the message says on which batch of prompts); the run can resume from its checkpoint."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One distinct completion of a prompt."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str              # "stop" | "length"
+    cumulative_logprob: float | None
+    count: int = 1                  # how many of the n draws produced exactly this text
+
+    @property
+    def empty(self) -> bool:
+        """True when the completion has no visible text (kept, so that what happened is seen)."""
+        return not self.text.strip()
+
+    @property
+    def truncated(self) -> bool:
+        """True when generation stopped at `max_new_tokens` rather than by itself."""
+        return self.finish_reason == "length"
+
+
+@dataclass
+class Candidates:
+    """The samples of one `sample`/`greedy` call: `samples[i]` are prompt i's distinct completions."""
+
+    prompts: list[str]
+    samples: list[list[Sample]]
+    prompts_truncated: int = 0      # prompts cut from the left to fit the context window
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def texts(self, i: int) -> list[str]:
+        """The distinct completion texts of prompt i."""
+        return [s.text for s in self.samples[i]]
+
+    def pairs(self) -> Iterator[tuple[int, Sample]]:
+        """(prompt index, sample) for every distinct sample."""
+        for i, group in enumerate(self.samples):
+            for s in group:
+                yield i, s
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts for metrics files: draws, distinct samples, empty and truncated ones."""
+        flat = [s for group in self.samples for s in group]
+        return {"prompts": len(self.prompts), "drawn": sum(s.count for s in flat), "distinct": len(flat),
+                "empty": sum(s.empty for s in flat), "truncated": sum(s.truncated for s in flat),
+                "prompts_truncated": self.prompts_truncated}
+
+
+def dedupe(samples: Sequence[Sample]) -> list[Sample]:
+    """Samples with identical texts merged into one (the first drawn), its `count` the number merged."""
+    kept: dict[str, Sample] = {}
+    for s in samples:
+        if s.text in kept:
+            k = kept[s.text]
+            kept[s.text] = Sample(k.text, k.token_ids, k.finish_reason, k.cumulative_logprob, k.count + s.count)
+        else:
+            kept[s.text] = s
+    return list(kept.values())
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Checked sampling arguments, passed to a backend's `_generate`."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: tuple[str, ...]
+    seed: int | None
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1 samples per prompt, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError("greedy decoding (temperature 0) gives one completion per prompt: use n=1")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop must be a list of non-empty strings, got {list(self.stop)}")
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to (not including) the earliest stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+@dataclass
+class EngineStats:
+    """Running totals of an engine, for metrics files."""
+
+    calls: int = 0
+    prompts: int = 0
+    drawn: int = 0
+    generated_tokens: int = 0
+    prompts_truncated: int = 0
+    weight_syncs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class GenerationEngine(ABC):
+    """Samples completions from a causal LM. Backends implement `_generate` and `sync_weights`."""
+
+    name = "engine"
+
+    def __init__(self, model_path: str | Path, tokenizer, max_model_len: int, chat_template: str = "auto",
+                 batch_size: int = 256):
+        if chat_template not in ("auto", "never"):
+            raise ValueError(f"chat_template must be 'auto' or 'never', got {chat_template!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_path = str(model_path)
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.use_chat_template = chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+        self.batch_size = batch_size
+        self.stats = EngineStats()
+
+    # --- prompts -------------------------------------------------------------------------------------
+    def format_prompt(self, prompt: str) -> str:
+        """The text the model sees: the tokenizer's chat template around `prompt` when it has one."""
+        if not self.use_chat_template:
+            return prompt
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def encode(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], int]:
+        """Token ids of each formatted prompt, cut from the left to leave room for `max_new_tokens`."""
+        budget = self.max_model_len - max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens ({max_new_tokens}) must be smaller than the context window "
+                             f"({self.max_model_len} tokens)")
+        texts = [self.format_prompt(p) for p in prompts]
+        # A chat template writes the special tokens itself; a plain prompt gets the tokenizer's own (BOS).
+        enc = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        out, cut = [], 0
+        for ids in enc:
+            if len(ids) > budget:
+                cut += 1
+                keep_bos = bos is not None and ids[0] == bos and budget > 1
+                ids = ([bos] + ids[len(ids) - budget + 1:]) if keep_bos else ids[len(ids) - budget:]
+            out.append(list(ids))
+        if cut:
+            log.warning("%d of %d prompts were longer than the %d tokens left for them and were cut from the left",
+                        cut, len(prompts), budget)
+        return out, cut
+
+    # --- generation ----------------------------------------------------------------------------------
+    def sample(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+               max_new_tokens: int = 64, stop: Sequence[str] | None = None, seed: int | None = None) -> Candidates:
+        """`n` completions of each prompt, deduplicated per prompt (see `Candidates`)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings, not one string")
+        bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+        if bad:
+            raise TypeError(f"prompts must be strings; item {bad[0]} is {type(prompts[bad[0]]).__name__}")
+        settings = SamplingSettings(n, float(temperature), float(top_p), int(max_new_tokens), tuple(stop or ()), seed)
+        prompts = list(prompts)
+        if not prompts:
+            return Candidates([], [])
+        ids, cut = self.encode(prompts, settings.max_new_tokens)
+        groups: list[list[Sample]] = []
+        for b in range(0, len(ids), self.batch_size):
+            chunk = ids[b:b + self.batch_size]
+            try:
+                raw = self._generate(chunk, settings, batch_index=b // self.batch_size)
+            except Exception as e:
+                msg = (f"{self.name} generation failed on batch {b // self.batch_size} "
+                       f"(prompts {b}..{b + len(chunk) - 1} of {len(ids)}): {type(e).__name__}: {e}")
+                self.stats.errors.append(msg)
+                raise GenerationError(msg) from e
+            groups.extend(dedupe(g) for g in raw)
+        self.stats.calls += 1
+        self.stats.prompts += len(prompts)
+        self.stats.prompts_truncated += cut
+        self.stats.drawn += len(prompts) * settings.n
+        self.stats.generated_tokens += sum(len(s.token_ids) * s.count for g in groups for s in g)
+        return Candidates(prompts, groups, prompts_truncated=cut)
+
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] | None = None) -> Candidates:
+        """One greedy completion per prompt (for evaluation)."""
+        return self.sample(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop)
+
+    @abstractmethod
+    def _generate(self, prompt_ids: list[list[int]], settings: SamplingSettings,
+                  batch_index: int) -> list[list[Sample]]:
+        """The raw samples (settings.n per prompt, not deduplicated) of one batch of tokenized prompts."""
+
+    @abstractmethod
+    def sync_weights(self, model) -> float:
+        """Load the weights of `model` (a trainer's live policy) into the engine in place; returns seconds taken."""
+
+    def close(self) -> None:  # noqa: B027 - engines without resources to release need not override it
+        """Release the engine's model and memory."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def policy_state_dict(model) -> dict:
+    """The plain (merged) weights of a policy, under its base model's parameter names.
+
+    A PEFT/LoRA model has its adapters merged into the base weights for the copy and unmerged again
+    after, so that the engine serves exactly what the trainer computes.
+    """
+    if hasattr(model, "merge_adapter") and hasattr(model, "get_base_model"):
+        model.merge_adapter()
+        try:
+            base = model.get_base_model()
+            sd = {}
+            for k, v in base.state_dict().items():
+                if "lora_" in k or ".original_module." in k:
+                    continue
+                name = k.replace(".base_layer.", ".")
+                name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", name)
+                sd[name] = v.detach().clone()
+            return sd
+        finally:
+            model.unmerge_adapter()
+    return {k: v.detach() for k, v in model.state_dict().items()}

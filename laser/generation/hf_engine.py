@@ -1,0 +1,107 @@
+"""`HFEngine`: the generation interface on transformers' `model.generate`, for machines without vLLM."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from .base import GenerationEngine, Sample, SamplingSettings, cut_at_stop, policy_state_dict
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """'auto' is bfloat16 on a GPU and float32 on CPU; otherwise the named dtype."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+class HFEngine(GenerationEngine):
+    """Left-padded batched `generate`, seeded sampling, raw-logit log-probabilities like vLLM's."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str | Path, dtype: str = "auto", device: str | None = None,
+                 max_model_len: int | None = None, chat_template: str = "auto", batch_size: int = 64,
+                 trust_remote_code: bool = False):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, device),
+                                                     trust_remote_code=trust_remote_code).to(device).eval()
+        max_model_len = max_model_len or getattr(model.config, "max_position_embeddings", None) or 2048
+        super().__init__(model_path, tokenizer, max_model_len, chat_template, batch_size)
+        self.model, self.device = model, device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = {tokenizer.eos_token_id} | set(_as_list(model.generation_config.eos_token_id))
+        self.eos_ids.discard(None)
+
+    @torch.inference_mode()
+    def _generate(self, prompt_ids: list[list[int]], settings: SamplingSettings,
+                  batch_index: int) -> list[list[Sample]]:
+        width = max(len(p) for p in prompt_ids)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompt_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
+        sampling = settings.temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens, do_sample=sampling, num_return_sequences=settings.n,
+            temperature=settings.temperature if sampling else None, top_p=settings.top_p if sampling else None,
+            top_k=None, pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids) or None,
+            stop_strings=list(settings.stop) or None, return_dict_in_generate=True, output_logits=True,
+        )
+        with torch.random.fork_rng(devices=[] if self.device == "cpu" else [torch.device(self.device)],
+                                   enabled=settings.seed is not None):
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed + batch_index)
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                      tokenizer=self.tokenizer if settings.stop else None)
+        new = out.sequences[:, width:]
+        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # raw logits, as vLLM's default
+        token_lp = logprobs.gather(-1, new[:, :logprobs.shape[1]].unsqueeze(-1)).squeeze(-1)
+        groups: list[list[Sample]] = [[] for _ in prompt_ids]
+        for row in range(new.shape[0]):
+            groups[row // settings.n].append(self._sample(new[row].tolist(), token_lp[row], settings))
+        return groups
+
+    def _sample(self, tokens: list[int], token_lp: torch.Tensor, settings: SamplingSettings) -> Sample:
+        end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), None)
+        if end is not None:
+            kept, reason = tokens[:end], "stop"
+        else:
+            kept = tokens
+            if settings.stop:  # a row stopped by a stop string is padded while the others go on
+                while kept and kept[-1] == self.pad_id:
+                    kept = kept[:-1]
+            reason = "length"
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        text, hit = cut_at_stop(text, settings.stop)
+        if hit:
+            reason = "stop"
+        return Sample(text, tuple(kept), reason, float(token_lp[:len(kept)].sum()))
+
+    def sync_weights(self, model) -> float:
+        t0 = time.perf_counter()
+        missing, unexpected = self.model.load_state_dict(policy_state_dict(model), strict=False)
+        missing = [k for k in missing if not (k == "lm_head.weight" and self.model.config.tie_word_embeddings)]
+        if missing or unexpected:
+            raise ValueError(f"sync_weights: the trained model does not match the engine's: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        self.stats.weight_syncs += 1
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _as_list(x) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple, set)) else [x]
