@@ -54,7 +54,11 @@ class VLLMEngine(GenerationEngine):
             # offset"), and the engine dies. Whole prefills avoid it.
             kwargs["enable_chunked_prefill"] = False
         kwargs.update(engine_kwargs)  # anything else vllm.LLM accepts (max_num_seqs, quantization, ...)
+        threads = torch.get_num_threads()
         self.llm = LLM(**kwargs)
+        # vLLM's CPU worker lowers torch's (process-wide) thread count to leave a core to a separate server
+        # process; in-process, that would only slow down the trainer that shares this process.
+        torch.set_num_threads(threads)
         tokenizer = self.llm.get_tokenizer()
         super().__init__(model_path, tokenizer, self.llm.llm_engine.model_config.max_model_len, chat_template,
                          batch_size)
