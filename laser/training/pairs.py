@@ -1,0 +1,81 @@
+"""Preference pairs from scored candidates: which completion of a prompt is chosen over which.
+
+Rules (per prompt, over its distinct candidates with a finite score):
+- `max_min`: the best against the worst (LASeR's description).
+- `top_vs_rest`: the best against each of the next `num_pairs` ranks (LASeR's code).
+- `max_random`: the best against a random other candidate.
+A pair needs the chosen score to beat the rejected one by more than `min_margin` (so ties never become
+pairs) and two different texts. A prompt without such a pair is skipped and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RULES = ("max_min", "top_vs_rest", "max_random")
+
+
+@dataclass
+class PairStats:
+    """What pair building did with one round's candidates."""
+
+    prompts: int = 0
+    pairs: int = 0
+    skipped_no_pair: int = 0       # prompts where no two candidates differ by more than the margin
+    unscorable: int = 0            # candidates without a finite score (left out)
+    skipped_prompts: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"prompts": self.prompts, "pairs": self.pairs, "skipped_no_pair": self.skipped_no_pair,
+                "unscorable": self.unscorable}
+
+
+def build_pairs(prompts: Sequence[str], texts: Sequence[Sequence[str]], scores: Sequence[np.ndarray],
+                rule: str = "max_min", min_margin: float = 0.0, num_pairs: int = 1,
+                rng: np.random.Generator | None = None) -> tuple[list[dict], PairStats]:
+    """Rows {prompt, chosen, rejected, instance, margin} in TRL's preference format, and the counts.
+
+    `texts[i]` are prompt i's candidate completions and `scores[i]` their combined scores (NaN: unscorable).
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown pair rule {rule!r}; choose one of {list(RULES)}")
+    if min_margin < 0:
+        raise ValueError(f"min_margin must be >= 0, got {min_margin}")
+    if num_pairs < 1:
+        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    if not len(prompts) == len(texts) == len(scores):
+        raise ValueError(f"prompts, texts and scores differ in length: {len(prompts)}, {len(texts)}, {len(scores)}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    rows: list[dict] = []
+    stats = PairStats(prompts=len(prompts))
+    for i, (prompt, cands, s) in enumerate(zip(prompts, texts, scores, strict=True)):
+        s = np.asarray(s, dtype=np.float64)
+        if len(s) != len(cands):
+            raise ValueError(f"prompt {i}: {len(cands)} candidates but {len(s)} scores")
+        ok = np.flatnonzero(np.isfinite(s))
+        stats.unscorable += len(s) - len(ok)
+        # Highest score first; among equal scores the earlier candidate (stable sort).
+        order = ok[np.argsort(-s[ok], kind="stable")]
+        made = 0
+        if len(order) >= 2:
+            best = order[0]
+            if rule == "max_min":
+                others = [order[-1]]
+            elif rule == "top_vs_rest":
+                others = list(order[1:1 + num_pairs])
+            else:
+                others = [rng.choice(order[1:])]
+            for j in others:
+                margin = s[best] - s[j]
+                if margin > min_margin and cands[best] != cands[j]:
+                    rows.append({"prompt": prompt, "chosen": cands[best], "rejected": cands[j], "instance": i,
+                                 "margin": float(margin)})
+                    made += 1
+        if made == 0:
+            stats.skipped_no_pair += 1
+            stats.skipped_prompts.append(i)
+        stats.pairs += made
+    return rows, stats
