@@ -1,0 +1,105 @@
+"""The policy update: TRL's DPOTrainer on one round's (or one RM group's) preference pairs.
+
+Iterative DPO: the reference model is a frozen copy of the policy taken at the start of each iteration
+(`start_iteration`), not the initial SFT model. The optimizer (AdamW) persists across updates, so that
+its moments carry over from group to group and round to round as in one long training run, and it is
+part of what a checkpoint saves. The default loss is DPO + NLL on the chosen answer
+(`loss_type=["sigmoid", "sft"]`), as the LASeR paper and Iterative RPO train.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+log = logging.getLogger(__name__)
+
+
+class DPOSettings(BaseModel):
+    """The DPO step's hyperparameters (TRL `DPOConfig` names where they exist)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)  # for the tiny embedded policy; ~5e-7 full / 5e-6 LoRA at 8B
+    loss_type: list[str] = ["sigmoid", "sft"]
+    loss_weights: list[float] | None = [1.0, 1.0]
+    batch_size: int = Field(8, gt=0)
+    epochs: int = Field(1, gt=0)  # passes over each update's pairs
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int | None = Field(None, gt=8)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> DPOSettings:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} "
+                             f"loss types {self.loss_type}")
+        return self
+
+
+class DPOStep:
+    """Runs DPO updates of `model` in place; holds the iteration's reference model and the optimizer."""
+
+    def __init__(self, model, tokenizer, settings: DPOSettings, work_dir: str | Path, seed: int = 0):
+        self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        self.work_dir = Path(work_dir)
+        self.seed = seed
+        self.ref_model = None
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+        self.updates = 0
+
+    def start_iteration(self) -> None:
+        """Freeze a copy of the current policy as the reference model of the iteration that starts."""
+        self.ref_model = copy.deepcopy(self.model).eval()
+        for p in self.ref_model.parameters():
+            p.requires_grad_(False)
+
+    def update(self, rows: Sequence[dict]) -> dict:
+        """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns TRL's metrics."""
+        from datasets import Dataset
+        from transformers.utils import logging as hf_logging
+        from trl import DPOConfig, DPOTrainer
+
+        if not rows:
+            return {"pairs": 0}
+        if self.ref_model is None:
+            self.start_iteration()
+        data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+        s = self.settings
+        args = DPOConfig(
+            output_dir=str(self.work_dir), per_device_train_batch_size=s.batch_size, num_train_epochs=s.epochs,
+            learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0, beta=s.beta,
+            loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
+            max_length=s.max_length, report_to=[], save_strategy="no", logging_strategy="no",
+            disable_tqdm=True, seed=self.seed + self.updates, data_seed=self.seed + self.updates,
+            dataloader_num_workers=0, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False,
+        )
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            trainer = DPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
+                                 processing_class=self.tokenizer, optimizers=(self.optimizer, None))
+            out = trainer.train()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        self.updates += 1
+        self.model.eval()
+        return {"pairs": len(rows), "steps": out.global_step, "loss": float(out.training_loss)}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates,
+                "ref_model": None if self.ref_model is None else self.ref_model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        # A copy: torch keeps same-dtype moment tensors as given, which would alias another step's state.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.updates = state["updates"]
+        if state["ref_model"] is not None:
+            self.start_iteration()
+            self.ref_model.load_state_dict(state["ref_model"])

@@ -1,0 +1,44 @@
+"""Held-out validation metrics whose change after an update is the bandit's reward.
+
+`gold_loglik`: the mean per-token log-likelihood of the gold answers (and end of sequence) of a fixed
+validation mini-batch under the policy: cheap (one forward pass) and smooth, so that the gain of a
+single group update is measurable. Accuracy by generation is the alternative the loop offers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from laser.tasks.base import Example
+
+
+@torch.inference_mode()
+def gold_loglik(model, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> float:
+    """Mean over examples of the mean token log-probability of " " + gold answer + EOS given the prompt."""
+    if not examples:
+        raise ValueError("gold_loglik needs at least one validation example")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token or ""
+    per_example = []
+    try:
+        for i in range(0, len(examples), batch_size):
+            batch = examples[i:i + batch_size]
+            prompt_ids = [tokenizer(ex.prompt)["input_ids"] for ex in batch]
+            answer_ids = [tokenizer(" " + ex.target() + eos, add_special_tokens=False)["input_ids"] for ex in batch]
+            seqs = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
+            width = max(len(s) for s in seqs)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+            logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            for row, (p, a) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
+                pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
+                tok = torch.tensor(a, device=device)
+                per_example.append(float(logp[row, pos, tok].mean()))
+    finally:
+        model.train(was_training)
+    return sum(per_example) / len(per_example)
