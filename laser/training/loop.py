@@ -1,0 +1,210 @@
+"""The LASeR round: sample -> contexts -> assign RMs -> score -> pairs -> DPO per RM group -> bandit feedback -> sync.
+
+One `Trainer` owns the policy (a transformers model the DPO step updates in place), the generation
+engine (fed the new weights after every round), the reward models, the strategy and the metrics file.
+Every stage is a call to its own module; this file only wires them and keeps the books.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from laser.generation import ContextEmbedder, GenerationEngine
+from laser.rewards import RewardModel, ScoreNormalizer
+from laser.strategies import Batch, RewardStrategy
+from laser.tasks.base import Example
+from laser.tasks.checkers import check
+
+from .dpo import DPOStep
+from .feedback import gold_loglik
+from .pairs import build_pairs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundSettings:
+    """What one round does (the run config's `round` section)."""
+
+    prompts_per_round: int = 16
+    n: int = 8
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 24
+    pair_rule: str = "max_min"
+    min_margin: float = 0.0
+    num_pairs: int = 1
+    feedback: str = "validation_gain"  # or "train_loss"
+    feedback_examples: int = 64
+    rounds_per_iteration: int = 4      # the DPO reference model is refreshed every this many rounds
+
+
+class Trainer:
+    """Runs LASeR rounds (or a baseline's) on a policy, writing one metrics line per round and per eval."""
+
+    def __init__(self, policy, tokenizer, engine: GenerationEngine, embedder: ContextEmbedder,
+                 reward_models: Mapping[str, RewardModel], strategy: RewardStrategy, dpo: DPOStep,
+                 train: Sequence[Example], validation: Sequence[Example], test: Sequence[Example],
+                 settings: RoundSettings, run_dir: str | Path, seed: int = 0, normalizer: str = "zscore"):
+        if list(reward_models) != list(strategy.rm_names):
+            raise ValueError(f"the strategy's reward models {list(strategy.rm_names)} differ from the run's "
+                             f"{list(reward_models)}")
+        if not train:
+            raise ValueError("no training prompts")
+        self.policy, self.tokenizer, self.engine, self.embedder = policy, tokenizer, engine, embedder
+        self.rms, self.strategy, self.dpo, self.settings = dict(reward_models), strategy, dpo, settings
+        self.train, self.validation, self.test = list(train), list(validation), list(test)
+        self.feedback_batch = self.validation[:settings.feedback_examples]
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.normalizer = ScoreNormalizer(normalizer)
+        self.round = 0
+        self.epoch, self.cursor = 0, 0
+        self.order = self.rng.permutation(len(self.train))
+        self.picks: Counter = Counter()  # (domain, rm) -> instances assigned
+
+    # --- data --------------------------------------------------------------------------------------
+    def next_prompts(self) -> list[Example]:
+        """The next `prompts_per_round` training examples: a seeded order, no repeats within an epoch."""
+        out = []
+        while len(out) < self.settings.prompts_per_round:
+            if self.cursor == len(self.order):
+                self.epoch += 1
+                self.cursor = 0
+                self.order = self.rng.permutation(len(self.train))
+            take = min(self.settings.prompts_per_round - len(out), len(self.order) - self.cursor)
+            out += [self.train[i] for i in self.order[self.cursor:self.cursor + take]]
+            self.cursor += take
+        return out
+
+    # --- one round -----------------------------------------------------------------------------------
+    def run_round(self) -> dict:
+        """One round; returns (and appends to metrics.jsonl) its metrics line."""
+        s = self.settings
+        t: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            t[stage] = round(now - clock, 4)
+            clock = now
+
+        if self.round % s.rounds_per_iteration == 0:
+            self.dpo.start_iteration()
+        examples = self.next_prompts()
+        prompts = [ex.prompt for ex in examples]
+        cands = self.engine.sample(prompts, n=s.n, temperature=s.temperature, top_p=s.top_p,
+                                   max_new_tokens=s.max_new_tokens, seed=self.seed * 100_003 + self.round)
+        lap("generate")
+        contexts = self.embedder.embed(prompts)
+        lap("embed")
+        domains = [ex.domain for ex in examples]
+        assignment = self.strategy.assign(contexts, Batch(round=self.round, domains=domains))
+        for i, d in enumerate(domains):
+            for k in np.flatnonzero(assignment.mask[i]):
+                self.picks[(d, assignment.rm_names[k])] += 1
+        flat = list(cands.pairs())
+        instance = np.array([i for i, _ in flat], dtype=np.int64)
+        texts = [smp.text for _, smp in flat]
+        scores: dict[str, np.ndarray] = {}
+        forward = 0
+        for rm_name, rm in self.rms.items():
+            who = set(assignment.instances_of(rm_name).tolist())
+            rows = [c for c, i in enumerate(instance) if i in who]
+            if not rows:
+                continue
+            raw = np.full(len(flat), np.nan)
+            got = rm.score([prompts[instance[c]] for c in rows], [texts[c] for c in rows])
+            forward += got.forward
+            raw[rows] = got.values
+            scores[rm_name] = np.full(len(flat), np.nan)
+            scores[rm_name][rows] = self.normalizer(rm_name, raw[rows])
+        combined = self.strategy.combine(scores, assignment, instance)
+        lap("score")
+        per_prompt_texts = [cands.texts(i) for i in range(len(prompts))]
+        per_prompt_scores = [combined[instance == i] for i in range(len(prompts))]
+        pairs, pair_stats = build_pairs(prompts, per_prompt_texts, per_prompt_scores, rule=s.pair_rule,
+                                        min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self.rng)
+        lap("pairs")
+        feedback, trained, dpo_metrics = self._train_and_feedback(pairs, assignment.arms)
+        lap("train")
+        if trained.any():
+            self.strategy.observe(contexts[trained], _subset(assignment, trained), feedback[trained])
+        lap("feedback")
+        sync_s = self.engine.sync_weights(self.policy)
+        lap("sync")
+        line = {"type": "round", "round": self.round, "epoch": self.epoch, "prompts": len(prompts),
+                "candidates": cands.stats, "pairs": pair_stats.as_dict(), "rm_forward": forward,
+                "picks": {rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(assignment.rm_names)},
+                "feedback_mean": float(np.mean(feedback[trained])) if trained.any() else None,
+                "dpo": dpo_metrics, "sync_s": round(sync_s, 4), "seconds": t}
+        self.round += 1
+        self._write(line)
+        return line
+
+    def _train_and_feedback(self, pairs: list[dict], arms: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+        """DPO on the pairs, one update per RM group; each instance's reward is its group's validation gain."""
+        n = len(arms)
+        feedback = np.zeros(n)
+        trained = np.zeros(n, dtype=bool)
+        groups: dict[int, list[dict]] = defaultdict(list)
+        for r in pairs:
+            groups[int(arms[r["instance"]])].append(r)
+        metrics = []
+        for arm in sorted(groups):
+            rows = groups[arm]
+            before = gold_loglik(self.policy, self.tokenizer, self.feedback_batch) \
+                if self.settings.feedback == "validation_gain" else 0.0
+            m = self.dpo.update(rows)
+            if self.settings.feedback == "validation_gain":
+                reward = gold_loglik(self.policy, self.tokenizer, self.feedback_batch) - before
+            else:
+                reward = -m["loss"]
+            idx = sorted({r["instance"] for r in rows})
+            feedback[idx] = reward
+            trained[idx] = True
+            metrics.append({"arm": arm, "pairs": len(rows), "loss": m.get("loss"), "reward": reward})
+        return feedback, trained, metrics
+
+    # --- evaluation ----------------------------------------------------------------------------------
+    def evaluate(self, examples: Sequence[Example] | None = None, max_new_tokens: int = 24) -> dict:
+        """Greedy test accuracy per domain (and mean), RM picks per domain so far, forward passes so far."""
+        examples = list(examples if examples is not None else self.test)
+        out = self.engine.greedy([ex.prompt for ex in examples], max_new_tokens=max_new_tokens)
+        hits: dict[str, list[bool]] = defaultdict(list)
+        for ex, group in zip(examples, out.samples, strict=True):
+            hits[ex.domain].append(check(ex, group[0].text))
+        acc = {d: float(np.mean(v)) for d, v in sorted(hits.items())}
+        picks: dict[str, dict[str, int]] = defaultdict(dict)
+        for (d, rm), c in sorted(self.picks.items()):
+            picks[d][rm] = c
+        line = {"type": "eval", "round": self.round, "accuracy": acc,
+                "mean_accuracy": float(np.mean(list(acc.values()))), "picks": dict(picks),
+                "rm_forward_total": sum(rm.stats.forward for rm in self.rms.values())}
+        self._write(line)
+        return line
+
+    def _write(self, line: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+            f.flush()
+
+
+def _subset(assignment, mask: np.ndarray):
+    """The assignment of the instances where `mask` is True."""
+    from laser.strategies import Assignment
+
+    return Assignment(assignment.rm_names, assignment.mask[mask], assignment.arms[mask],
+                      None if assignment.probs is None else assignment.probs[mask])
