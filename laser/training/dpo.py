@@ -62,6 +62,7 @@ class DPOStep:
     def update(self, rows: Sequence[dict]) -> dict:
         """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns TRL's metrics."""
         from datasets import Dataset
+        from transformers import PrinterCallback
         from transformers.utils import logging as hf_logging
         from trl import DPOConfig, DPOTrainer
 
@@ -85,6 +86,7 @@ class DPOStep:
         try:
             trainer = DPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
                                  processing_class=self.tokenizer, optimizers=(self.optimizer, None))
+            trainer.remove_callback(PrinterCallback)  # one update is one small step of the run: no summary print
             out = trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
