@@ -39,6 +39,26 @@ def _build_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """Run `laser train`: config file + overrides -> rounds -> runs/<name>/metrics.jsonl."""
+    from laser.config import ConfigError, load_config
+    from laser.training.run import RunLockedError, train
+
+    overrides = list(args.set or [])
+    if args.strategy:
+        overrides.append(f"strategy={args.strategy}")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    try:
+        config = load_config(args.config, overrides)
+        last = train(config, progress=not args.quiet)
+    except (ConfigError, RunLockedError) as e:
+        print(f"laser train: {e}", file=sys.stderr)
+        return 2
+    print(f"final test accuracy {last['mean_accuracy']:.1%}; metrics: {config.run_dir / 'metrics.jsonl'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `laser`."""
     ap = argparse.ArgumentParser(prog="laser", description=__doc__)
@@ -57,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if the cache holds this recipe")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_build_assets)
+    p = sub.add_parser("train", help="iterative DPO with a reward strategy (LASeR or a baseline)",
+                       description="Train a policy by rounds of sample -> route -> score -> DPO. Writes "
+                                   "runs/<name>/config.yaml and metrics.jsonl.")
+    p.add_argument("--config", default=None, help="YAML run config (default: every default; see configs/)")
+    p.add_argument("--strategy", default=None,
+                   help="laser[:<bandit>], single:<rm>, random, ensemble:<aggregator>, sequential, oracle")
+    p.add_argument("--name", default=None, help="run name (directory under output_dir)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set round.n=16 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
     return ap
 
 

@@ -62,6 +62,7 @@ class DPOStep:
     def update(self, rows: Sequence[dict]) -> dict:
         """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns TRL's metrics."""
         from datasets import Dataset
+        from datasets.utils import logging as datasets_logging
         from transformers import PrinterCallback
         from transformers.utils import logging as hf_logging
         from trl import DPOConfig, DPOTrainer
@@ -83,6 +84,8 @@ class DPOStep:
         )
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
+        bars = datasets_logging.is_progress_bar_enabled()
+        datasets_logging.disable_progress_bar()  # tokenizing a few pairs per update: bars would only flood the log
         try:
             trainer = DPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
                                  processing_class=self.tokenizer, optimizers=(self.optimizer, None))
@@ -90,6 +93,8 @@ class DPOStep:
             out = trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                datasets_logging.enable_progress_bar()
         self.updates += 1
         self.model.eval()
         return {"pairs": len(rows), "steps": out.global_step, "loss": float(out.training_loss)}

@@ -1,0 +1,166 @@
+"""Run configuration: one pydantic model per section, YAML in, clear errors out.
+
+`load_config(path, overrides=["round.n=16", "strategy=random"])` reads a YAML file, applies dotted
+`key=value` overrides (values parsed as YAML scalars), and validates everything: an unknown key or a
+bad value is a `ConfigError` that names the key and says what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from laser.generation import ContextConfig, EngineConfig
+from laser.training.dpo import DPOSettings
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be used; the message names the key and what to change."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardModelConfig(_Section):
+    """One reward model of the run: a backend and where its weights are."""
+
+    kind: Literal["hf", "implicit_dpo", "likelihood"] = "hf"
+    path: str
+    ref_path: str | None = None  # implicit_dpo: the model it was DPO-trained from
+    batch_size: int = Field(64, gt=0)
+
+
+class ModelsConfig(_Section):
+    """The policy and the reward models: `embedded` (built by `laser build-assets`) or your own."""
+
+    embedded: Literal["default", "quick"] | None = "default"
+    policy: str | None = None  # a local directory or hub id; default: the embedded policy
+    reward_models: dict[str, RewardModelConfig] | None = None  # default: the embedded reward models
+
+
+class TasksConfig(_Section):
+    """Prompts with checkable answers: the embedded suite, or JSONL files (`prompt`, `answer`, `domain`)."""
+
+    source: Literal["embedded", "jsonl"] = "embedded"
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    answer_format: str = "exact"
+    skip_bad_rows: bool = False
+    test_per_domain: int | None = Field(None, gt=0)  # evaluate on at most this many test examples per domain
+
+
+class BanditConfig(_Section):
+    """The router of `strategy: laser`: a `bandits` policy and its parameters."""
+
+    policy: str = "linucb"
+    params: dict[str, Any] = {"alpha": 1.0}
+    selection: Literal["instance", "batch"] = "instance"
+
+
+class RoundConfig(_Section):
+    """What one round does (see `laser.training.loop.RoundSettings`)."""
+
+    prompts_per_round: int = Field(32, gt=0)
+    n: int = Field(8, gt=1)
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(16, gt=0)
+    pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
+    min_margin: float = Field(0.0, ge=0)
+    num_pairs: int = Field(1, gt=0)
+    feedback: Literal["validation_gain", "train_loss"] = "validation_gain"
+    feedback_examples: int = Field(64, gt=0)
+    rounds_per_iteration: int = Field(4, gt=0)
+
+
+class RunConfig(_Section):
+    """A training run: `laser train --config this.yaml`."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    output_dir: str = "runs"
+    seed: int = 0
+    strategy: str = "laser"
+    rounds: int = Field(40, gt=0)
+    eval_every: int = Field(10, gt=0)
+    normalizer: Literal["zscore", "quantile", "rank", "none"] = "zscore"
+    ensemble_params: dict[str, Any] = {}
+    models: ModelsConfig = ModelsConfig()
+    tasks: TasksConfig = TasksConfig()
+    bandit: BanditConfig = BanditConfig()
+    round: RoundConfig = RoundConfig()
+    dpo: DPOSettings = DPOSettings()
+    engine: EngineConfig = EngineConfig()
+    context: ContextConfig = ContextConfig()
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from laser.strategies import StrategyError, parse_strategy
+
+        try:
+            parse_strategy(v)
+        except StrategyError as e:
+            raise ValueError(str(e)) from e
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        if not isinstance(node.get(k, {}), dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is not a section")
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """`key.sub=value` strings applied to a config dict (values parsed as YAML: 3, 0.5, true, [a, b])."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+def parse_config(tree: dict, source: str = "config") -> RunConfig:
+    """Validate a config dict; errors name each bad key and what is expected."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{key}: unknown key (check the spelling; see configs/demo.yaml for every key)")
+            elif err["type"] == "literal_error":
+                lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            else:
+                lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source} has {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults when `path` is None), apply overrides, validate."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path} must hold a mapping of keys to values, not {type(tree).__name__}")
+    return parse_config(apply_overrides(tree, overrides or []), str(path or "config"))

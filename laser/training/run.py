@@ -1,0 +1,178 @@
+"""`laser train`: a run config -> the parts of a Trainer -> rounds, evaluations and a metrics file in runs/<name>/.
+
+The run directory is locked while a run writes to it (`.lock` holds the writer's pid; a lock whose
+process is gone is taken over), so a second `laser train` on the same directory stops with a message
+instead of interleaving metrics.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from laser.config import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing to this run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold `run_dir/.lock` for the duration of the block."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise RunLockedError(f"{run_dir} is being written by process {pid}; wait for it, stop it, or "
+                                     "choose another run name (name=...)") from None
+            lock.unlink(missing_ok=True)  # left by a run that died
+    else:
+        raise RunLockedError(f"could not take the lock {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+def resolve_models(config: RunConfig):
+    """(policy path, {rm name: RewardModelConfig}, accuracy table or None, suite or None) for the config."""
+    from laser.config import RewardModelConfig
+
+    assets = None
+    if config.models.embedded is not None and (config.models.policy is None or config.models.reward_models is None
+                                               or config.tasks.source == "embedded"):
+        from laser.assets import AssetRecipe, build_assets, quick_recipe
+
+        recipe = quick_recipe(config.seed) if config.models.embedded == "quick" else AssetRecipe()
+        assets = build_assets(recipe)
+    if config.models.policy is None and assets is None:
+        raise ConfigError("models.policy: set a policy path, or models.embedded: default|quick")
+    policy = config.models.policy or str(assets.policy)
+    if config.models.reward_models is not None:
+        rms = dict(config.models.reward_models)
+        table = None
+    else:
+        if assets is None:
+            raise ConfigError("models.reward_models: list your reward models, or use models.embedded")
+        rms = {name: RewardModelConfig(path=str(p)) for name, p in assets.reward_models.items()}
+        table = {n: v["held_out_pairwise_accuracy"] for n, v in assets.report["reward_models"].items()}
+    return policy, rms, table, assets
+
+
+def load_tasks(config: RunConfig, assets):
+    """(train, validation, test) examples of the run."""
+    t = config.tasks
+    if t.source == "embedded":
+        if assets is None:
+            raise ConfigError("tasks.source: embedded needs models.embedded: default|quick")
+        suite = assets.suite()
+        train, validation, test = list(suite.train), list(suite.validation), list(suite.test)
+    else:
+        from laser.tasks import load_jsonl
+
+        missing = [k for k in ("train", "validation", "test") if getattr(t, k) is None]
+        if missing:
+            raise ConfigError(f"tasks.source: jsonl needs tasks.{', tasks.'.join(missing)} (paths to JSONL files)")
+        train, validation, test = (load_jsonl(getattr(t, k), answer_format=t.answer_format,
+                                              skip_bad_rows=t.skip_bad_rows)[0]
+                                   for k in ("train", "validation", "test"))
+    if t.test_per_domain:
+        per_domain: dict[str, list] = {}
+        for ex in test:
+            per_domain.setdefault(ex.domain, [])
+            if len(per_domain[ex.domain]) < t.test_per_domain:
+                per_domain[ex.domain].append(ex)
+        test = [ex for exs in per_domain.values() for ex in exs]
+    return train, validation, test
+
+
+def build_trainer(config: RunConfig):
+    """Every part of the run, built from the config (models loaded, engine started)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from laser.generation import make_embedder, make_engine
+    from laser.rewards import load_reward_model
+    from laser.strategies import make_strategy
+
+    from .dpo import DPOStep
+    from .loop import RoundSettings, Trainer
+
+    policy_path, rm_configs, table, assets = resolve_models(config)
+    train, validation, test = load_tasks(config, assets)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    policy = AutoModelForCausalLM.from_pretrained(policy_path)
+    engine = make_engine(policy_path, config.engine)
+    rms = {name: load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
+                                   **({"ref_path": c.ref_path} if c.ref_path else {}))
+           for name, c in rm_configs.items()}
+    params = dict(config.bandit.params, selection=config.bandit.selection) if config.strategy.startswith("laser") \
+        else dict(config.ensemble_params) if config.strategy.startswith("ensemble") else {}
+    embedder = make_embedder(policy, tokenizer, config.context, seed=config.seed, engine=engine)
+    strategy = make_strategy(config.strategy if config.strategy != "laser" else f"laser:{config.bandit.policy}",
+                             list(rms), dim=embedder.dim, seed=config.seed, oracle_table=table, **params)
+    dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed)
+    settings = RoundSettings(**config.round.model_dump())
+    return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, settings,
+                   config.run_dir, seed=config.seed, normalizer=config.normalizer)
+
+
+def train(config: RunConfig, progress: bool = True) -> dict:
+    """Run `config.rounds` rounds with an evaluation every `eval_every` rounds and at the end; returns the last."""
+    from tqdm.auto import tqdm
+
+    run_dir = config.run_dir
+    with run_lock(run_dir):
+        if (run_dir / "metrics.jsonl").exists():
+            raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); choose another name= or delete it")
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        trainer = build_trainer(config)
+        try:
+            last = trainer.evaluate()
+            _say(f"round 0: {_summary(last)}", progress)
+            for r in tqdm(range(config.rounds), desc=f"{config.name} ({config.strategy})", disable=not progress):
+                trainer.run_round()
+                if (r + 1) % config.eval_every == 0 or r + 1 == config.rounds:
+                    last = trainer.evaluate()
+                    _say(f"round {r + 1}: {_summary(last)}", progress)
+        finally:
+            trainer.engine.close()
+    return last
+
+
+def _summary(ev: dict) -> str:
+    acc = ", ".join(f"{d} {a:.0%}" for d, a in ev["accuracy"].items())
+    return f"test accuracy {ev['mean_accuracy']:.1%} ({acc}); RM forward passes {ev['rm_forward_total']}"
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"[laser train] {msg}")
+    log.info(msg)
