@@ -42,7 +42,7 @@ def _build_assets(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     """Run `laser train`: config file + overrides -> rounds -> runs/<name>/metrics.jsonl."""
     from laser.config import ConfigError, load_config
-    from laser.training.run import RunLockedError, train
+    from laser.training.run import RunLockedError, load_run_config, train
 
     overrides = list(args.set or [])
     if args.strategy:
@@ -50,11 +50,19 @@ def _train(args: argparse.Namespace) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     try:
-        config = load_config(args.config, overrides)
-        last = train(config, progress=not args.quiet)
-    except (ConfigError, RunLockedError) as e:
+        if args.resume:
+            if args.config or overrides:
+                raise ConfigError("--resume continues a run with the config it was started with: drop --config, "
+                                  "--set, --strategy and --name")
+            config = load_run_config(args.resume)
+        else:
+            config = load_config(args.config, overrides)
+        last = train(config, progress=not args.quiet, resume=bool(args.resume))
+    except (ConfigError, RunLockedError, FileNotFoundError) as e:
         print(f"laser train: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     print(f"final test accuracy {last['mean_accuracy']:.1%}; metrics: {config.run_dir / 'metrics.jsonl'}")
     return 0
 
@@ -86,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (directory under output_dir)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set round.n=16 (repeatable)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its newest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
     return ap

@@ -87,6 +87,7 @@ class RunConfig(_Section):
     strategy: str = "laser"
     rounds: int = Field(40, gt=0)
     eval_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(10, gt=0)  # and at the end, and on Ctrl-C
     normalizer: Literal["zscore", "quantile", "rank", "none"] = "zscore"
     ensemble_params: dict[str, Any] = {}
     models: ModelsConfig = ModelsConfig()

@@ -150,6 +150,15 @@ class RewardModel(ABC):
         """Forget cached scores (e.g. after the reward model's weights change)."""
         self._cache.clear()
 
+    def state_dict(self) -> dict:
+        """The cache and running totals (a resumed run then pays exactly the forward passes it would have)."""
+        return {"cache": [(p, c, v) for (p, c), v in self._cache.items()],
+                "stats": {k: v for k, v in self.stats.__dict__.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._cache = OrderedDict(((p, c), v) for p, c, v in state["cache"])
+        self.stats = RewardStats(**{k: (list(v) if k == "errors" else v) for k, v in state["stats"].items()})
+
 
 def _check_texts(prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[str], list[str]]:
     if isinstance(prompts, str) or isinstance(completions, str):

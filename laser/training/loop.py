@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from laser.generation import ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
@@ -196,10 +199,79 @@ class Trainer:
         self._write(line)
         return line
 
+    # --- checkpoints ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly as if it had not stopped (the policy aside)."""
+        return {"round": self.round, "epoch": self.epoch, "cursor": self.cursor, "order": self.order.tolist(),
+                "rng": self.rng.bit_generator.state, "picks": [[d, rm, c] for (d, rm), c in self.picks.items()],
+                "strategy": self.strategy.state_dict(), "normalizer": self.normalizer.state_dict(),
+                "dpo": self.dpo.state_dict(), "reward_models": {n: rm.state_dict() for n, rm in self.rms.items()},
+                "torch_rng": torch.get_rng_state(), "metrics_lines": _count_lines(self.metrics_path)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round, self.epoch, self.cursor = state["round"], state["epoch"], state["cursor"]
+        self.order = np.array(state["order"], dtype=np.int64)
+        self.rng.bit_generator.state = state["rng"]
+        self.picks = Counter({(d, rm): c for d, rm, c in state["picks"]})
+        self.strategy.load_state_dict(state["strategy"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.dpo.load_state_dict(state["dpo"])
+        for n, rm_state in state["reward_models"].items():
+            self.rms[n].load_state_dict(rm_state)
+        torch.set_rng_state(state["torch_rng"])
+        _truncate_lines(self.metrics_path, state["metrics_lines"])  # lines written after the checkpoint are redone
+
+    def save_checkpoint(self) -> Path:
+        """Write `checkpoints/round-NNNNNN/` atomically (temp dir, then rename) and point `latest` at it."""
+        ckpt_root = self.run_dir / "checkpoints"
+        ckpt_root.mkdir(exist_ok=True)
+        final = ckpt_root / f"round-{self.round:06d}"
+        tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        self.policy.save_pretrained(tmp / "policy")
+        self.tokenizer.save_pretrained(tmp / "policy")
+        torch.save(self.state_dict(), tmp / "trainer.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        latest = ckpt_root / ".latest.tmp"
+        latest.write_text(final.name)
+        os.replace(latest, ckpt_root / "latest")
+        return final
+
+    def load_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Restore the newest checkpoint (or `path`): policy weights, trainer state, and the engine's weights."""
+        ckpt_root = self.run_dir / "checkpoints"
+        if path is None:
+            if not (ckpt_root / "latest").exists():
+                raise FileNotFoundError(f"{ckpt_root} has no checkpoint to resume from")
+            path = ckpt_root / (ckpt_root / "latest").read_text().strip()
+        path = Path(path)
+        from transformers import AutoModelForCausalLM
+
+        weights = AutoModelForCausalLM.from_pretrained(path / "policy").state_dict()
+        self.policy.load_state_dict(weights)
+        self.load_state_dict(torch.load(path / "trainer.pt", weights_only=False))
+        self.engine.sync_weights(self.policy)
+        return path
+
     def _write(self, line: dict) -> None:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(line) + "\n")
             f.flush()
+
+
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _truncate_lines(path: Path, n: int) -> None:
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        if len(lines) > n:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(lines[:n]))
+            os.replace(tmp, path)
 
 
 def _subset(assignment, mask: np.ndarray):

@@ -142,27 +142,58 @@ def build_trainer(config: RunConfig):
                    config.run_dir, seed=config.seed, normalizer=config.normalizer)
 
 
-def train(config: RunConfig, progress: bool = True) -> dict:
-    """Run `config.rounds` rounds with an evaluation every `eval_every` rounds and at the end; returns the last."""
+def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
+    """Run rounds until `config.rounds`, evaluating every `eval_every` rounds and checkpointing every
+    `checkpoint_every` (and at the end, and on Ctrl-C); with `resume`, continue from the newest checkpoint."""
     from tqdm.auto import tqdm
 
     run_dir = config.run_dir
     with run_lock(run_dir):
-        if (run_dir / "metrics.jsonl").exists():
-            raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); choose another name= or delete it")
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        if not resume and (run_dir / "metrics.jsonl").exists():
+            raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); resume it with --resume {run_dir}, "
+                              "or choose another name=")
+        if not resume:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         trainer = build_trainer(config)
         try:
-            last = trainer.evaluate()
-            _say(f"round 0: {_summary(last)}", progress)
-            for r in tqdm(range(config.rounds), desc=f"{config.name} ({config.strategy})", disable=not progress):
-                trainer.run_round()
-                if (r + 1) % config.eval_every == 0 or r + 1 == config.rounds:
-                    last = trainer.evaluate()
-                    _say(f"round {r + 1}: {_summary(last)}", progress)
+            if resume:
+                path = trainer.load_checkpoint()
+                _say(f"resumed from {path} at round {trainer.round}", progress)
+                last = None
+            else:
+                last = trainer.evaluate()
+                _say(f"round 0: {_summary(last)}", progress)
+            bar = tqdm(total=config.rounds, initial=trainer.round, desc=f"{config.name} ({config.strategy})",
+                       disable=not progress)
+            try:
+                while trainer.round < config.rounds:
+                    trainer.run_round()
+                    bar.update(1)
+                    r = trainer.round
+                    if r % config.eval_every == 0 or r == config.rounds:
+                        last = trainer.evaluate()
+                        _say(f"round {r}: {_summary(last)}", progress)
+                    if r % config.checkpoint_every == 0 or r == config.rounds:
+                        trainer.save_checkpoint()
+            except KeyboardInterrupt:
+                path = trainer.save_checkpoint()
+                _say(f"interrupted: checkpoint {path}; continue with laser train --resume {run_dir}", True)
+                raise
+            finally:
+                bar.close()
         finally:
             trainer.engine.close()
-    return last
+    return last if last is not None else trainer.evaluate()
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run directory was started with."""
+    from laser.config import parse_config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    return parse_config(yaml.safe_load(path.read_text()), str(path))
 
 
 def _summary(ev: dict) -> str:
