@@ -26,7 +26,6 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from laser.assets import AssetRecipe, build_assets, quick_recipe
 from laser.assets.tokenizer import build_char_tokenizer
 from laser.generation import EngineConfig, make_engine
-from laser.tasks import make_suite
 
 
 def build_large(path: Path, hidden: int, layers: int) -> int:
@@ -42,6 +41,17 @@ def build_large(path: Path, hidden: int, layers: int) -> int:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return sum(p.numel() for p in model.parameters())
+
+
+def lora_sync_seconds(engine, path: Path) -> float | None:
+    """Fastest of 3 `sync_weights` of a LoRA-wrapped copy (r=16 on q/v, as the paper): merge, copy, unmerge."""
+    try:
+        import peft
+    except ImportError:
+        return None
+    lora = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(path),
+                               peft.LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    return min(engine.sync_weights(lora) for _ in range(3))
 
 
 def throughput(engine, prompts: list[str], n: int, max_new_tokens: int) -> tuple[float, int]:
@@ -63,9 +73,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     assets = build_assets(quick_recipe() if args.quick else AssetRecipe())
-    s = assets.recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = assets.suite()
     prompts = [ex.prompt for ex in suite.test[::max(1, len(suite.test) // args.prompts)]][:args.prompts]
     tmp = Path(tempfile.mkdtemp(prefix="laser-bench-gen-"))
     hidden, layers = (256, 4) if args.quick else (768, 8)
@@ -89,12 +97,14 @@ def main() -> None:
                       f"{torch.get_num_threads()} torch threads)", flush=True)
             trainer_model = AutoModelForCausalLM.from_pretrained(path)
             sync_s = min(engine.sync_weights(trainer_model) for _ in range(3))
+            lora_s = lora_sync_seconds(engine, path)
             engine.close()
             del engine
             t0 = time.perf_counter()
             make_engine(path, EngineConfig(engine=kind, max_model_len=128, kv_cache_mb=256)).close()
             restart_s = time.perf_counter() - t0
             syncs.append({"model": label, "engine": kind, "start_s": round(start_s, 2), "sync_s": round(sync_s, 4),
+                          "lora_sync_s": None if lora_s is None else round(lora_s, 4),
                           "restart_s": round(restart_s, 2), "restart_over_sync": round(restart_s / sync_s, 1)})
 
     print(f"\nGeneration on {platform.machine()} ({threads} threads), {args.max_new_tokens} new tokens "
@@ -107,11 +117,12 @@ def main() -> None:
             h = next(r for r in rows if r["model"] == label and r["engine"] == "hf" and r["n"] == n)
             print(f"| {label} | {v['params'] / 1e6:.2f}M | {n} | {v['prompts']} | {v['tokens_per_s']:.0f} | "
                   f"{h['tokens_per_s']:.0f} | {v['tokens_per_s'] / h['tokens_per_s']:.2f} |")
-    print("\n| model | engine | start (s) | sync_weights (s) | restart (s) | restart / sync |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("\n| model | engine | start (s) | sync_weights (s) | sync, LoRA merged (s) | restart (s) | restart / sync |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in syncs:
-        print(f"| {r['model']} | {r['engine']} | {r['start_s']:.1f} | {r['sync_s']:.4f} | {r['restart_s']:.1f} | "
-              f"{r['restart_over_sync']:.0f}x |")
+        lora = "n/a" if r["lora_sync_s"] is None else f"{r['lora_sync_s']:.4f}"
+        print(f"| {r['model']} | {r['engine']} | {r['start_s']:.1f} | {r['sync_s']:.4f} | {lora} | "
+              f"{r['restart_s']:.1f} | {r['restart_over_sync']:.0f}x |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": platform.machine(), "threads": torch.get_num_threads(),

@@ -22,13 +22,10 @@ import torch
 from laser.assets import AssetRecipe, build_assets, quick_recipe
 from laser.assets.pairs import wrong_answer
 from laser.rewards import load_reward_model
-from laser.tasks import make_suite
 
 
 def candidates(assets, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    s = assets.recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = assets.suite()
     rng = random.Random(seed)
     prompts, completions = [], []
     while len(prompts) < n:

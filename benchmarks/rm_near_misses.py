@@ -16,7 +16,6 @@ import numpy as np
 
 from laser.assets import AssetRecipe, build_assets, quick_recipe
 from laser.rewards import load_reward_model
-from laser.tasks import make_suite
 
 KINDS = {
     "off by 1": lambda v, r: v + r.choice((-1, 1)),
@@ -33,9 +32,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the reduced world (it has no arithmetic: nothing to show)")
     args = ap.parse_args()
     assets = build_assets(quick_recipe() if args.quick else AssetRecipe())
-    s = assets.recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = assets.suite()
     items = [ex for ex in suite.test if ex.domain == "arithmetic"]
     if not items:
         print("this world has no arithmetic domain")

@@ -56,9 +56,7 @@ def test_policy_is_partly_competent_and_the_report_matches_a_fresh_measurement(w
     # Re-measure from disk with plain transformers: the report is what the saved model does.
     from laser.assets.policy import greedy_accuracy
 
-    s = assets.recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = assets.suite()
     tok = AutoTokenizer.from_pretrained(assets.policy)
     model = AutoModelForCausalLM.from_pretrained(assets.policy)
     assert greedy_accuracy(model, tok, suite.test) == pytest.approx(acc)
@@ -201,9 +199,7 @@ def test_vllm_generates_from_the_policy_like_hf(world, monkeypatch):
     from vllm import LLM, SamplingParams
 
     assets, _ = world
-    s = assets.recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = assets.suite()
     prompts = [ex.prompt for ex in suite.test[::10]]
     tok = AutoTokenizer.from_pretrained(assets.policy)
     tok.padding_side = "left"

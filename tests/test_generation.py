@@ -20,15 +20,12 @@ from laser.generation import (
     make_engine,
 )
 from laser.generation.hf_engine import HFEngine
-from laser.tasks import make_suite
 
 
 @pytest.fixture(scope="module")
 def world(quick_world):
     assets, _ = quick_world
-    s = assets.recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = assets.suite()
     return assets, suite
 
 
@@ -303,3 +300,44 @@ def test_context_options(world, prompts):
         with pytest.raises(ValueError, match=match):
             ContextEmbedder(model, tok, **bad)
     assert ContextEmbedder(model, tok).embed([]).shape == (0, model.config.hidden_size)
+
+
+def test_engine_arguments_for_gpu_and_cpu():
+    from laser.generation.vllm_engine import llm_kwargs
+
+    gpu = llm_kwargs("m", gpu=True, gpu_memory_utilization=0.7, tensor_parallel_size=4, enable_prefix_caching=False)
+    assert gpu["dtype"] == "bfloat16" and gpu["gpu_memory_utilization"] == 0.7 and gpu["tensor_parallel_size"] == 4
+    assert gpu["enable_prefix_caching"] is False and gpu["enforce_eager"] is False
+    assert "kv_cache_memory_bytes" not in gpu and "enable_chunked_prefill" not in gpu
+    cpu = llm_kwargs("m", gpu=False, kv_cache_memory_bytes=32 << 20, max_model_len=256)
+    assert cpu["dtype"] == "float32" and cpu["kv_cache_memory_bytes"] == 32 << 20 and cpu["max_model_len"] == 256
+    assert cpu["enable_chunked_prefill"] is False and cpu["enforce_eager"] is True
+    assert "gpu_memory_utilization" not in cpu
+    assert llm_kwargs("m", gpu=True, dtype="float16")["dtype"] == "float16"
+
+
+def test_chat_templates_are_applied_when_the_tokenizer_has_one(world, tmp_path, prompts):
+    import shutil
+
+    assets, _ = world
+    model_dir = tmp_path / "chat-policy"
+    shutil.copytree(assets.policy, model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}"
+    tok.save_pretrained(model_dir)
+    engine = HFEngine(model_dir)
+    assert engine.format_prompt("Q: hi? A:") == "<s>[user] Q: hi? A:"
+    ids, _ = engine.encode(["Q: hi? A:"], 8)
+    assert ids[0][0] == tok.bos_token_id and ids[0].count(tok.bos_token_id) == 1  # the template's BOS only
+    assert len(engine.greedy(prompts[:2], max_new_tokens=4).samples) == 2
+    plain = HFEngine(model_dir, chat_template="never")
+    assert plain.format_prompt("Q: hi? A:") == "Q: hi? A:"
+    with pytest.raises(ValueError, match="chat_template"):
+        HFEngine(model_dir, chat_template="always")
+
+
+def test_odd_prompts_never_hang(vllm_engine, hf_engine):
+    odd = ["", "日本語だけ", "Q: " + "\n" * 40 + "A:"]
+    for engine in (vllm_engine, hf_engine):
+        out = engine.sample(odd, n=2, max_new_tokens=6, seed=0)
+        assert len(out) == 3 and all(1 <= sum(s.count for s in g) == 2 for g in out.samples)

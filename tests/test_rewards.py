@@ -23,15 +23,12 @@ from laser.rewards import (
 )
 from laser.rewards import aggregators as agg
 from laser.rewards.hf import HFSequenceClassifierRM, ImplicitDPORM, LikelihoodRM
-from laser.tasks import make_suite
 
 
 @pytest.fixture(scope="module")
 def world(quick_world):
     assets, _ = quick_world
-    s = assets.recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = assets.suite()
     return assets, suite
 
 

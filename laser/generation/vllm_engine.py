@@ -22,6 +22,29 @@ from .base import GenerationEngine, Sample, SamplingSettings, policy_state_dict
 log = logging.getLogger(__name__)
 
 
+def llm_kwargs(model_path, gpu: bool, dtype: str = "auto", max_model_len: int | None = None, seed: int = 0,
+               kv_cache_memory_bytes: int | None = 64 << 20, gpu_memory_utilization: float = 0.5,
+               tensor_parallel_size: int = 1, enable_prefix_caching: bool = True, enforce_eager: bool | None = None,
+               trust_remote_code: bool = False) -> dict:
+    """The `vllm.LLM` arguments for a GPU or a CPU machine."""
+    kwargs: dict = dict(model=str(model_path), dtype=dtype if dtype != "auto" else ("bfloat16" if gpu else "float32"),
+                        seed=seed, trust_remote_code=trust_remote_code,
+                        enforce_eager=(not gpu) if enforce_eager is None else enforce_eager,
+                        enable_prefix_caching=enable_prefix_caching)
+    if max_model_len:
+        kwargs["max_model_len"] = max_model_len
+    if gpu:
+        kwargs.update(gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
+    else:
+        if kv_cache_memory_bytes:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+        # vLLM 0.32 on CPU: a seeded request whose prefill is split across steps makes the model runner
+        # rewind its torch.Generator, which CPU generators cannot do ("CPU Generator does not use
+        # offset"), and the engine dies. Whole prefills avoid it.
+        kwargs["enable_chunked_prefill"] = False
+    return kwargs
+
+
 class VLLMEngine(GenerationEngine):
     """Sampling and greedy decoding with vLLM; `sync_weights` pushes a trainer's weights in place."""
 
@@ -36,23 +59,11 @@ class VLLMEngine(GenerationEngine):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
-        gpu = torch.cuda.is_available()
-        kwargs: dict = dict(model=str(model_path), dtype=(dtype if dtype != "auto" else
-                                                          ("bfloat16" if gpu else "float32")),
-                            seed=seed, trust_remote_code=trust_remote_code,
-                            enforce_eager=(not gpu) if enforce_eager is None else enforce_eager,
-                            enable_prefix_caching=enable_prefix_caching)
-        if max_model_len:
-            kwargs["max_model_len"] = max_model_len
-        if gpu:
-            kwargs.update(gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
-        else:
-            if kv_cache_memory_bytes:
-                kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
-            # vLLM 0.32 on CPU: a seeded request whose prefill is split across steps makes the model runner
-            # rewind its torch.Generator, which CPU generators cannot do ("CPU Generator does not use
-            # offset"), and the engine dies. Whole prefills avoid it.
-            kwargs["enable_chunked_prefill"] = False
+        kwargs = llm_kwargs(model_path, gpu=torch.cuda.is_available(), dtype=dtype, max_model_len=max_model_len,
+                            seed=seed, kv_cache_memory_bytes=kv_cache_memory_bytes,
+                            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                            enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
+                            trust_remote_code=trust_remote_code)
         kwargs.update(engine_kwargs)  # anything else vllm.LLM accepts (max_num_seqs, quantization, ...)
         threads = torch.get_num_threads()
         self.llm = LLM(**kwargs)
