@@ -75,6 +75,7 @@ class RoundConfig(_Section):
     num_pairs: int = Field(1, gt=0)
     feedback: Literal["validation_gain", "train_loss"] = "validation_gain"
     feedback_examples: int = Field(64, gt=0)
+    feedback_neighbors: int | None = Field(None, gt=0)  # None: the whole mini-batch's gain (the paper's)
     rounds_per_iteration: int = Field(4, gt=0)
 
 

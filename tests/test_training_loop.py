@@ -23,7 +23,7 @@ def world(quick_world):
     engine.close()
 
 
-def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2):
+def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, neighbors: int | None = None):
     assets, suite, engine = world
     policy = AutoModelForCausalLM.from_pretrained(assets.policy)
     engine.sync_weights(policy)  # the shared engine starts from the SFT policy for every trainer
@@ -33,7 +33,7 @@ def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2):
     strat = make_strategy(strategy, list(rms), dim=policy.config.hidden_size, seed=0)
     dpo = DPOStep(policy, tok, DPOSettings(batch_size=8), run_dir / "dpo", seed=0)
     settings = RoundSettings(prompts_per_round=12, n=6, max_new_tokens=12, feedback_examples=32,
-                             rounds_per_iteration=rounds_per_iteration)
+                             feedback_neighbors=neighbors, rounds_per_iteration=rounds_per_iteration)
     return Trainer(policy, tok, engine, embedder, rms, strat, dpo, suite.train, suite.validation,
                    suite.test[::8], settings, run_dir, seed=0)
 
@@ -67,6 +67,28 @@ def test_laser_rounds_route_score_train_and_sync(world, tmp_path):
     assert set(ev["accuracy"]) == {ex.domain for ex in trainer.test} and 0 <= ev["mean_accuracy"] <= 1
     assert sum(sum(v.values()) for v in ev["picks"].values()) == 36
     assert ev["rm_forward_total"] == sum(line["rm_forward"] for line in lines) and k >= 3
+
+
+def test_context_local_feedback_differs_per_instance(world, tmp_path):
+    trainer = make_trainer(world, "laser", tmp_path, neighbors=4)
+    assert len({ex.domain for ex in trainer.feedback_batch}) == 2  # sampled across the split's domains
+    import random
+
+    from laser.assets.pairs import correctness_pairs
+
+    examples = [ex for ex in trainer.train if ex.domain == "yes_no"][:4] + \
+        [ex for ex in trainer.train if ex.domain != "yes_no"][:4]
+    rows = correctness_pairs(examples, random.Random(0))
+    for i, r in enumerate(rows):
+        r["instance"] = i
+    contexts = trainer.embedder.embed([ex.prompt for ex in examples])
+    arms = np.zeros(len(examples), dtype=np.int64)  # one group: one update
+    trainer.dpo.start_iteration()
+    feedback, trained, metrics = trainer._train_and_feedback(rows, arms, contexts)
+    assert trained.all() and len(metrics) == 1
+    # One update, but each instance is credited with the change on the validation examples like it.
+    assert len(set(np.round(feedback, 9))) > 1
+    assert metrics[0]["reward"] == pytest.approx(feedback.mean())
 
 
 def test_the_ensemble_pays_k_forward_passes_per_candidate(world, tmp_path):

@@ -58,3 +58,14 @@ def test_mismatched_inputs_name_the_prompt():
         build_pairs(["p"], [["a", "b"]], [np.array([1.0, 0.0, 2.0])])
     with pytest.raises(ValueError, match="differ in length"):
         build_pairs(["p", "q"], [["a", "b"]], [np.array([1.0, 0.0])])
+
+
+def test_local_gain_credits_each_instance_with_its_nearest_validation_examples():
+    from laser.training.feedback import local_gain
+
+    gain = np.array([1.0, 2.0, -3.0, -5.0])
+    val = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    inst = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert local_gain(gain, inst, val, neighbors=2).tolist() == [1.5, -4.0]
+    assert local_gain(gain, inst, val, neighbors=1).tolist() == [1.0, -3.0]
+    assert local_gain(gain, inst, val, neighbors=10).tolist() == [-1.25, -1.25]  # capped at every example

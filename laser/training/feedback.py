@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from laser.tasks.base import Example
 
 
-@torch.inference_mode()
 def gold_loglik(model, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> float:
     """Mean over examples of the mean token log-probability of " " + gold answer + EOS given the prompt."""
+    return float(np.mean(gold_loglik_per_example(model, tokenizer, examples, batch_size)))
+
+
+@torch.inference_mode()
+def gold_loglik_per_example(model, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
+    """Per example: the mean token log-probability of " " + gold answer + EOS given the prompt."""
     if not examples:
         raise ValueError("gold_loglik needs at least one validation example")
     was_training = model.training
@@ -41,4 +47,18 @@ def gold_loglik(model, tokenizer, examples: Sequence[Example], batch_size: int =
                 per_example.append(float(logp[row, pos, tok].mean()))
     finally:
         model.train(was_training)
-    return sum(per_example) / len(per_example)
+    return np.array(per_example)
+
+
+def local_gain(gain: np.ndarray, instance_contexts: np.ndarray, validation_contexts: np.ndarray,
+               neighbors: int) -> np.ndarray:
+    """Per instance: the mean gain over its `neighbors` most similar validation examples (cosine of contexts).
+
+    A group's update helps some validation examples and hurts others; crediting each routed instance
+    with the change on the examples that look like it (rather than the whole batch's mean) is what lets
+    the router learn which reward model suits which kind of prompt.
+    """
+    k = min(neighbors, len(gain))
+    sim = instance_contexts @ validation_contexts.T
+    nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    return gain[nearest].mean(axis=1)

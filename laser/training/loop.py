@@ -27,7 +27,7 @@ from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
 from .dpo import DPOStep
-from .feedback import gold_loglik
+from .feedback import gold_loglik_per_example, local_gain
 from .pairs import build_pairs
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class RoundSettings:
     num_pairs: int = 1
     feedback: str = "validation_gain"  # or "train_loss"
     feedback_examples: int = 64
+    feedback_neighbors: int | None = None  # credit each instance with the gain on its k nearest validation examples
     rounds_per_iteration: int = 4      # the DPO reference model is refreshed every this many rounds
 
 
@@ -65,7 +66,9 @@ class Trainer:
         self.policy, self.tokenizer, self.engine, self.embedder = policy, tokenizer, engine, embedder
         self.rms, self.strategy, self.dpo, self.settings = dict(reward_models), strategy, dpo, settings
         self.train, self.validation, self.test = list(train), list(validation), list(test)
-        self.feedback_batch = self.validation[:settings.feedback_examples]
+        # A fixed, seeded sample of the validation split (splits are often stored domain by domain).
+        pick = np.random.default_rng(seed + 1).permutation(len(self.validation))[:settings.feedback_examples]
+        self.feedback_batch = [self.validation[i] for i in sorted(pick)]
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -141,7 +144,7 @@ class Trainer:
         pairs, pair_stats = build_pairs(prompts, per_prompt_texts, per_prompt_scores, rule=s.pair_rule,
                                         min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self.rng)
         lap("pairs")
-        feedback, trained, dpo_metrics = self._train_and_feedback(pairs, assignment.arms)
+        feedback, trained, dpo_metrics = self._train_and_feedback(pairs, assignment.arms, contexts)
         lap("train")
         if trained.any():
             self.strategy.observe(contexts[trained], _subset(assignment, trained), feedback[trained])
@@ -157,28 +160,35 @@ class Trainer:
         self._write(line)
         return line
 
-    def _train_and_feedback(self, pairs: list[dict], arms: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
-        """DPO on the pairs, one update per RM group; each instance's reward is its group's validation gain."""
+    def _train_and_feedback(self, pairs: list[dict], arms: np.ndarray,
+                            contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+        """DPO on the pairs, one update per RM group; each instance's reward is its group's validation gain
+        (over the whole validation mini-batch, or over the `feedback_neighbors` examples nearest to it)."""
+        s = self.settings
         n = len(arms)
         feedback = np.zeros(n)
         trained = np.zeros(n, dtype=bool)
         groups: dict[int, list[dict]] = defaultdict(list)
         for r in pairs:
             groups[int(arms[r["instance"]])].append(r)
+        local = s.feedback == "validation_gain" and s.feedback_neighbors
+        val_contexts = self.embedder.embed([ex.prompt for ex in self.feedback_batch]) if local and groups else None
         metrics = []
         for arm in sorted(groups):
             rows = groups[arm]
-            before = gold_loglik(self.policy, self.tokenizer, self.feedback_batch) \
-                if self.settings.feedback == "validation_gain" else 0.0
-            m = self.dpo.update(rows)
-            if self.settings.feedback == "validation_gain":
-                reward = gold_loglik(self.policy, self.tokenizer, self.feedback_batch) - before
-            else:
-                reward = -m["loss"]
             idx = sorted({r["instance"] for r in rows})
-            feedback[idx] = reward
+            if s.feedback == "validation_gain":
+                before = gold_loglik_per_example(self.policy, self.tokenizer, self.feedback_batch)
+                m = self.dpo.update(rows)
+                gain = gold_loglik_per_example(self.policy, self.tokenizer, self.feedback_batch) - before
+                feedback[idx] = local_gain(gain, contexts[idx], val_contexts, s.feedback_neighbors) if local \
+                    else gain.mean()
+            else:
+                m = self.dpo.update(rows)
+                feedback[idx] = -m["loss"]
             trained[idx] = True
-            metrics.append({"arm": arm, "pairs": len(rows), "loss": m.get("loss"), "reward": reward})
+            metrics.append({"arm": arm, "pairs": len(rows), "loss": m.get("loss"),
+                            "reward": float(feedback[idx].mean())})
         return feedback, trained, metrics
 
     # --- evaluation ----------------------------------------------------------------------------------
