@@ -56,3 +56,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(quick_world, tmp_path)
     assert [x["type"] for x in a] == ["eval", "round", "round", "round", "eval", "round", "round", "round", "eval"]
     assert b == a, f"killed after {killed_at}"
     assert (tmp_path / "killed" / "checkpoints" / "round-000006" / "policy" / "model.safetensors").exists()
+    # Resuming a run that already ended (or was killed after its final checkpoint) changes nothing.
+    again = _launch(tmp_path, "full", env, resume=True)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert _metrics(tmp_path / "full" / "metrics.jsonl") == a

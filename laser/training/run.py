@@ -159,7 +159,7 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
             if resume:
                 path = trainer.load_checkpoint()
                 _say(f"resumed from {path} at round {trainer.round}", progress)
-                last = None
+                last = _last_eval(trainer.metrics_path)  # a run killed after its final checkpoint is complete
             else:
                 last = trainer.evaluate()
                 _say(f"round 0: {_summary(last)}", progress)
@@ -183,7 +183,16 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
                 bar.close()
         finally:
             trainer.engine.close()
-    return last if last is not None else trainer.evaluate()
+    return last
+
+
+def _last_eval(metrics_path: Path) -> dict | None:
+    """The newest evaluation line of a metrics file."""
+    import json
+
+    lines = [json.loads(x) for x in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    evals = [x for x in lines if x.get("type") == "eval"]
+    return evals[-1] if evals else None
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
