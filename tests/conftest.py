@@ -22,3 +22,22 @@ def quick_world(tmp_path_factory):
     t0 = time.perf_counter()
     assets = build_assets(quick_recipe(), cache_dir=cache, progress=False)
     return assets, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def world(quick_world):
+    """(assets, task suite) of the reduced world; modules that need more define their own `world`."""
+    assets, _ = quick_world
+    return assets, assets.suite()
+
+
+def hf_greedy_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy completions by transformers' own `generate` (left padding): the reference engines must match."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+    finally:
+        tokenizer.padding_side = side
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

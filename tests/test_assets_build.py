@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import hf_greedy_texts
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from laser.assets import AssetRecipe, RewardModelSpec, SFTSpec, build_assets, quick_recipe
@@ -201,12 +202,8 @@ def test_vllm_generates_from_the_policy_like_hf(world, monkeypatch):
     assets, _ = world
     suite = assets.suite()
     prompts = [ex.prompt for ex in suite.test[::10]]
-    tok = AutoTokenizer.from_pretrained(assets.policy)
-    tok.padding_side = "left"
-    hf = AutoModelForCausalLM.from_pretrained(assets.policy)
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    out = hf.generate(**enc, max_new_tokens=8, do_sample=False)
-    hf_texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    hf_texts = hf_greedy_texts(AutoModelForCausalLM.from_pretrained(assets.policy),
+                               AutoTokenizer.from_pretrained(assets.policy), prompts, 8)
 
     llm = LLM(model=str(assets.policy), dtype="float32", max_model_len=128, kv_cache_memory_bytes=64 << 20,
               seed=0, enforce_eager=True)

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import hf_greedy_texts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from laser.generation import (
@@ -20,13 +21,6 @@ from laser.generation import (
     make_engine,
 )
 from laser.generation.hf_engine import HFEngine
-
-
-@pytest.fixture(scope="module")
-def world(quick_world):
-    assets, _ = quick_world
-    suite = assets.suite()
-    return assets, suite
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +56,8 @@ def completion_logprobs(model, tokenizer, prompt_ids: list[int], completion_ids:
 def test_hf_greedy_matches_generate_and_direct_logprobs(world, hf_engine, prompts):
     assets, _ = world
     tok = AutoTokenizer.from_pretrained(assets.policy)
-    tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(assets.policy)
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    expected = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    expected = hf_greedy_texts(model, tok, prompts, 12)
 
     cands = hf_engine.greedy(prompts, max_new_tokens=12)
     assert [c[0].text for c in cands.samples] == expected

@@ -26,13 +26,6 @@ from laser.rewards.hf import HFSequenceClassifierRM, ImplicitDPORM, LikelihoodRM
 
 
 @pytest.fixture(scope="module")
-def world(quick_world):
-    assets, _ = quick_world
-    suite = assets.suite()
-    return assets, suite
-
-
-@pytest.fixture(scope="module")
 def candidates(world):
     """Test prompts, each with its gold answer and two wrong ones (as the policy would write them)."""
     _, suite = world

@@ -14,12 +14,6 @@ from laser.training.dpo import DPOSettings, DPOStep
 from laser.training.feedback import gold_loglik
 
 
-@pytest.fixture(scope="module")
-def world(quick_world):
-    assets, _ = quick_world
-    return assets, assets.suite()
-
-
 def test_gold_loglik_matches_a_direct_forward_pass(world):
     assets, suite = world
     model = AutoModelForCausalLM.from_pretrained(assets.policy)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import hf_greedy_texts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from laser.generation import EngineConfig, make_embedder, make_engine
@@ -55,11 +56,7 @@ def test_laser_rounds_route_score_train_and_sync(world, tmp_path):
     assert len(trainer.strategy.state_dict()["feedback_history"]) == sum(li["pairs"]["pairs"] for li in lines)
     assert any(not np.allclose(before[n], p.detach()) for n, p in trainer.policy.named_parameters())
     prompts = [ex.prompt for ex in trainer.test[:8]]
-    tok = trainer.tokenizer
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    hf = trainer.policy.generate(**enc, max_new_tokens=8, do_sample=False)
-    hf_texts = tok.batch_decode(hf[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    hf_texts = hf_greedy_texts(trainer.policy, trainer.tokenizer, prompts, 8)
     assert [g[0].text for g in trainer.engine.greedy(prompts, max_new_tokens=8).samples] == hf_texts
     # Metrics: one line per round and one per eval, written as they happen.
     written = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -22,7 +22,7 @@ import torch
 
 from laser.generation import ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
-from laser.strategies import Batch, RewardStrategy
+from laser.strategies import Assignment, Batch, RewardStrategy
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
@@ -131,12 +131,10 @@ class Trainer:
             rows = [c for c, i in enumerate(instance) if i in who]
             if not rows:
                 continue
-            raw = np.full(len(flat), np.nan)
             got = rm.score([prompts[instance[c]] for c in rows], [texts[c] for c in rows])
             forward += got.forward
-            raw[rows] = got.values
             scores[rm_name] = np.full(len(flat), np.nan)
-            scores[rm_name][rows] = self.normalizer(rm_name, raw[rows])
+            scores[rm_name][rows] = self.normalizer(rm_name, got.values)
         combined = self.strategy.combine(scores, assignment, instance)
         lap("score")
         per_prompt_texts = [cands.texts(i) for i in range(len(prompts))]
@@ -284,9 +282,7 @@ def _truncate_lines(path: Path, n: int) -> None:
             os.replace(tmp, path)
 
 
-def _subset(assignment, mask: np.ndarray):
+def _subset(assignment: Assignment, mask: np.ndarray) -> Assignment:
     """The assignment of the instances where `mask` is True."""
-    from laser.strategies import Assignment
-
     return Assignment(assignment.rm_names, assignment.mask[mask], assignment.arms[mask],
                       None if assignment.probs is None else assignment.probs[mask])
