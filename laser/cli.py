@@ -35,7 +35,9 @@ def _build_assets(args: argparse.Namespace) -> int:
     print(format_report(assets.report))
     print(f"\nassets: {assets.root}\n  tokenizer: {assets.tokenizer}\n  policy: {assets.policy}")
     for name, path in assets.reward_models.items():
-        print(f"  reward model {name}: {path}")
+        print(f"  reward model {name} (classifier, hf backend): {path}")
+    for name, path in assets.judges.items():
+        print(f"  judge LM {name} (likelihood backend): {path}")
     return 0
 
 
@@ -64,6 +66,24 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     print(f"final test accuracy {last['mean_accuracy']:.1%}; metrics: {config.run_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run `laser demo`: every strategy x seed on the embedded default, then the comparison table."""
+    from laser.config import ConfigError, RunConfig, load_config
+    from laser.demo import run_demo
+    from laser.training.run import RunLockedError
+
+    try:
+        base = load_config(args.config, list(args.set or [])) if args.config or args.set else RunConfig(name="demo")
+        run_demo(base, seeds=args.seeds, strategies=args.strategies, out=args.out, progress=not args.quiet)
+    except (ConfigError, RunLockedError, FileNotFoundError, ValueError) as e:
+        print(f"laser demo: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("laser demo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -98,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in RUN_DIR from its newest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
+    p = sub.add_parser("demo", help="LASeR vs random, ensemble:mean and the best single RM on the embedded default",
+                       description="Build the embedded default if needed, train every strategy for every seed "
+                                   "(finished runs are reused, interrupted ones resumed) and print the comparison "
+                                   "table; writes <out>/report.md, results.json and plots.")
+    p.add_argument("--config", default=None, help="base run config (default: the built-in defaults)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--strategies", nargs="+", default=["laser", "random", "ensemble:mean", "best-single"],
+                   help="strategies to compare; best-single = single:<RM with the best measured mean accuracy>")
+    p.add_argument("--out", default="runs/demo", help="where the runs and the report go (default: runs/demo)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_demo)
     return ap
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import hf_greedy_texts
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from laser.assets import AssetRecipe, RewardModelSpec, SFTSpec, build_assets, quick_recipe
+from laser.assets import AssetRecipe, JudgeSpec, RewardModelSpec, SFTSpec, SuiteSpec, build_assets, quick_recipe
 from laser.assets import build as build_mod
 from laser.assets.pairs import correctness_pairs, length_pairs, wrong_answer
 from laser.tasks import Example, check, make_suite
@@ -48,6 +48,29 @@ def test_reward_models_show_the_designed_specialisation(world):
     assert all(rm["prefers_longer"] < 0.75 for rm in assets.report["reward_models"].values() if rm["kind"] != "length")
 
 
+def test_judges_order_the_policys_own_samples_on_their_domains_only(world):
+    assets, _ = world
+    rep = assets.report
+    assert min(rep["on_policy_pairs_per_domain"].values()) >= 20  # enough pairs to measure
+    for spec in assets.recipe.judges:
+        acc = rep["judges"][spec.name]["on_policy_pairwise_accuracy"]
+        assert set(acc) == set(rep["domains"])
+        for d in rep["domains"]:
+            if d in spec.domains:
+                assert acc[d] >= 0.75, (spec.name, d, acc)
+            else:
+                assert acc[d] <= 0.7, (spec.name, d, acc)
+    # The default lineup routes between the judges and the length-hacked classifier, with their measured table.
+    lineup, table = assets.lineup()
+    assert lineup == {**{n: ("likelihood", p) for n, p in assets.judges.items()},
+                      "verbose": ("hf", assets.reward_models["verbose"])}
+    assert table["verbose"] == rep["reward_models"]["verbose"]["on_policy_pairwise_accuracy"]
+    assert assets.lineup("classifiers")[0] == {n: ("hf", p) for n, p in assets.reward_models.items()}
+    with pytest.raises(build_mod.AssetsError, match="judges or classifiers"):
+        assets.lineup("both")
+    assert "(judge LM)" in (assets.root / "report.md").read_text()
+
+
 def test_policy_is_partly_competent_and_the_report_matches_a_fresh_measurement(world):
     assets, _ = world
     acc = assets.report["policy"]["test_accuracy"]
@@ -65,14 +88,16 @@ def test_policy_is_partly_competent_and_the_report_matches_a_fresh_measurement(w
 
 def test_assets_are_standard_hf_directories(world):
     assets, _ = world
-    for path in (assets.policy, *assets.reward_models.values()):
+    for path in (assets.policy, *assets.reward_models.values(), *assets.judges.values()):
         assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
         assert (path / "tokenizer.json").is_file() and (path / "tokenizer_config.json").is_file()
     # Only the models and the report: no trainer output or intermediate left behind.
-    assert sorted(p.name for p in assets.root.iterdir()) == ["manifest.json", "policy", "report.md", "reward_models",
-                                                             "tokenizer"]
+    assert sorted(p.name for p in assets.root.iterdir()) == ["judges", "manifest.json", "policy", "report.md",
+                                                             "reward_models", "tokenizer"]
+    assert sorted(p.name for p in (assets.root / "judges").iterdir()) == sorted(assets.judges)
     assert sorted(p.name for p in (assets.root / "reward_models").iterdir()) == sorted(assets.reward_models)
-    assert json.loads((assets.policy / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    for path in (assets.policy, *assets.judges.values()):
+        assert json.loads((path / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     tok = AutoTokenizer.from_pretrained(assets.policy)
     policy = AutoModelForCausalLM.from_pretrained(assets.policy)
     n_params = sum(p.numel() for p in policy.parameters())
@@ -158,6 +183,13 @@ def test_recipe_digest_and_validation():
     with pytest.raises(ValueError, match="does not have"):
         quick_recipe().model_copy(update={}).model_validate(
             {**quick_recipe().model_dump(), "reward_models": [{"name": "m", "domains": ["arithmetic"]}]})
+    with pytest.raises(ValueError, match="judge names must be unique"):
+        AssetRecipe(judges=(JudgeSpec(name="a", domains=("strings",)),) * 2)
+    with pytest.raises(ValueError, match="does not have"):
+        AssetRecipe(suite=SuiteSpec(domains=("strings",)), reward_models=(),
+                    judges=(JudgeSpec(name="a", domains=("yes_no",)),))
+    with pytest.raises(ValueError, match="at least 1"):
+        JudgeSpec(name="a", domains=())
     with pytest.raises(ValueError, match="multiple of num_heads"):
         AssetRecipe.model_validate({"model": {"hidden_size": 30, "num_heads": 4}})
 

@@ -48,7 +48,35 @@ class Assets:
 
     @property
     def reward_models(self) -> dict[str, Path]:
+        """The sequence-classifier reward models (`hf` backend)."""
         return {rm.name: self.root / "reward_models" / rm.name for rm in self.recipe.reward_models}
+
+    @property
+    def judges(self) -> dict[str, Path]:
+        """The judge LMs (`likelihood` backend)."""
+        return {j.name: self.root / "judges" / j.name for j in self.recipe.judges}
+
+    def lineup(self, kind: str = "judges") -> tuple[dict[str, tuple[str, Path]], dict[str, dict[str, float]]]:
+        """The reward models a run uses, {name: (backend, path)}, and their per-domain accuracy on the policy's
+        own samples (the oracle's table).
+
+        `judges`: the judge LMs, plus the length-hacked classifier (the RM that misleads everywhere);
+        `classifiers`: the sequence classifiers alone.
+        """
+        rms = self.report["reward_models"]
+        if kind == "classifiers":
+            lineup = {n: ("hf", p) for n, p in self.reward_models.items()}
+            table = {n: rms[n]["on_policy_pairwise_accuracy"] for n in lineup}
+        elif kind == "judges":
+            lineup = {n: ("likelihood", p) for n, p in self.judges.items()}
+            table = {n: self.report["judges"][n]["on_policy_pairwise_accuracy"] for n in lineup}
+            for n, p in self.reward_models.items():
+                if rms[n]["kind"] == "length" and n not in lineup:
+                    lineup[n] = ("hf", p)
+                    table[n] = rms[n]["on_policy_pairwise_accuracy"]
+        else:
+            raise AssetsError(f"unknown reward model lineup {kind!r}; choose judges or classifiers")
+        return lineup, table
 
     def suite(self):
         """The task suite these models were trained and measured on (regenerated from the recipe's seed)."""
@@ -134,6 +162,9 @@ def _say(msg: str, progress: bool) -> None:
 def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
     from transformers import AutoModelForSequenceClassification
 
+    from laser.rewards import load_reward_model
+
+    from .judges import on_policy_pairs, pair_accuracy, train_judge
     from .pairs import correctness_pairs, length_pairs
     from .policy import greedy_accuracy, train_policy
     from .reward_models import pairwise_accuracy, train_reward_model
@@ -165,6 +196,10 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
 
     held_out = correctness_pairs(suite.test, random.Random(f"{recipe.seed}-held-out"))
     longer = length_pairs(suite.test, random.Random(f"{recipe.seed}-held-out-length"))
+    t0 = time.perf_counter()
+    on_policy = on_policy_pairs(policy, tokenizer, suite.test, n=8, seed=recipe.seed)
+    timings["on_policy_pairs_s"] = time.perf_counter() - t0
+    on_policy_table: dict[str, dict[str, float]] = {}
     rm_table: dict[str, dict[str, float]] = {}
     prefers_longer: dict[str, float] = {}
     for spec in recipe.reward_models:
@@ -177,9 +212,26 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
         shutil.rmtree(out.parent / f".{spec.name}-trainer", ignore_errors=True)
         rm = AutoModelForSequenceClassification.from_pretrained(out)
         rm_table[spec.name] = pairwise_accuracy(rm, tokenizer, held_out)
+        on_policy_table[spec.name] = pairwise_accuracy(rm, tokenizer, on_policy)
         prefers_longer[spec.name] = float(np.mean(list(pairwise_accuracy(rm, tokenizer, longer).values())))
         timings[f"rm_{spec.name}_s"] = time.perf_counter() - t0
         _say(f"reward model {spec.name!r} held-out pairwise accuracy {_fmt(rm_table[spec.name])}", progress)
+
+    judge_table: dict[str, dict[str, dict[str, float]]] = {}
+    for spec in recipe.judges:
+        t0 = time.perf_counter()
+        _say(f"judge LM {spec.name!r} ({', '.join(spec.domains)})", progress)
+        out = root / "judges" / spec.name
+        train_judge(spec, recipe.sft, recipe.model, backbone, tokenizer, suite.train, out, seed=recipe.seed,
+                    progress=progress)
+        shutil.rmtree(out.parent / f".{spec.name}-trainer", ignore_errors=True)
+        judge = load_reward_model("likelihood", str(out), cache_size=None)
+        score = lambda p, c, judge=judge: judge.score(p, c).values  # noqa: E731
+        judge_table[spec.name] = {"held_out_pairwise_accuracy": pair_accuracy(score, held_out),
+                                  "on_policy_pairwise_accuracy": pair_accuracy(score, on_policy)}
+        timings[f"judge_{spec.name}_s"] = time.perf_counter() - t0
+        _say(f"judge LM {spec.name!r} accuracy on the policy's own samples "
+             f"{_fmt(judge_table[spec.name]['on_policy_pairwise_accuracy'])}", progress)
 
     if backbone != root / "policy":
         shutil.rmtree(backbone, ignore_errors=True)  # an intermediate: the reward models carry its weights
@@ -189,9 +241,12 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
                    "history": sft.history},
         "reward_models": {spec.name: {"kind": spec.kind, "domains": list(spec.domains),
                                       "held_out_pairwise_accuracy": rm_table[spec.name],
+                                      "on_policy_pairwise_accuracy": on_policy_table[spec.name],
                                       "prefers_longer": prefers_longer[spec.name]}
                           for spec in recipe.reward_models},
+        "judges": {spec.name: {"domains": list(spec.domains), **judge_table[spec.name]} for spec in recipe.judges},
         "held_out_pairs_per_domain": {d: sum(r["domain"] == d for r in held_out) for d in s.domains},
+        "on_policy_pairs_per_domain": {d: sum(r["domain"] == d for r in on_policy) for d in s.domains},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
     (root / "report.md").write_text(format_report(report) + "\n")
@@ -203,20 +258,35 @@ def _fmt(acc: dict[str, float]) -> str:
 
 
 def format_report(report: dict) -> str:
-    """The policy's test accuracy and each reward model's held-out pairwise accuracy, per domain, as markdown."""
+    """The policy's test accuracy and each reward model's and judge's pairwise accuracy per domain, as markdown."""
     domains = report["domains"]
     head = "| | " + " | ".join(domains) + " |\n|---|" + "---|" * len(domains)
     pol = report["policy"]["test_accuracy"]
+
+    def cells(acc: dict, own) -> str:
+        out = []
+        for d in domains:
+            a = f"{acc.get(d, float('nan')):.0%}"
+            out.append(f"**{a}**" if d in own else a)
+        return " | ".join(out)
+
     lines = ["Policy (SFT) greedy accuracy on the test split:", "", head,
              "| policy | " + " | ".join(f"{pol.get(d, float('nan')):.0%}" for d in domains) + " |", "",
              "Reward models: held-out pairwise accuracy (correct vs wrong answer on test prompts; chance 50%). "
              "Own domains in bold; the last column is how often it prefers the longer of two answers.", "",
              head[:head.index("\n")] + " longer |\n|---|" + "---|" * (len(domains) + 1)]
     for name, rm in report["reward_models"].items():
-        cells = []
-        for d in domains:
-            a = f"{rm['held_out_pairwise_accuracy'].get(d, float('nan')):.0%}"
-            cells.append(f"**{a}**" if d in rm["domains"] else a)
         label = f"{name} ({'length-hacked' if rm['kind'] == 'length' else 'specialist'})"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {rm['prefers_longer']:.0%} |")
+        lines.append(f"| {label} | {cells(rm['held_out_pairwise_accuracy'], rm['domains'])} "
+                     f"| {rm['prefers_longer']:.0%} |")
+    if "on_policy_pairs_per_domain" not in report:
+        return "\n".join(lines)
+    counts = ", ".join(f"{d} {n}" for d, n in report["on_policy_pairs_per_domain"].items())
+    lines += ["", "On the policy's own samples (a correct and a wrong sample of the policy per test prompt, "
+              f"8 samples at T=1; pairs: {counts}): what a training round asks of them. Judge LMs are read "
+              "by mean token log-likelihood (`likelihood` backend).", "", head]
+    for name, rm in report["reward_models"].items():
+        lines.append(f"| {name} (classifier) | {cells(rm['on_policy_pairwise_accuracy'], rm['domains'])} |")
+    for name, judge in report.get("judges", {}).items():
+        lines.append(f"| {name} (judge LM) | {cells(judge['on_policy_pairwise_accuracy'], judge['domains'])} |")
     return "\n".join(lines)

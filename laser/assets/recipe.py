@@ -112,11 +112,31 @@ class RMTrainingSpec(_Strict):
     center_rewards_coefficient: float = Field(0.01, ge=0)
 
 
+class JudgeSpec(_Strict):
+    """A judge LM: the reward models' backbone fine-tuned `steps` SFT steps on the gold answers of `domains`.
+
+    It is read through the `likelihood` backend (mean token log-likelihood of a completion).
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    domains: tuple[str, ...] = Field(min_length=1)
+    steps: int = Field(300, gt=0)
+    batch_size: int = Field(32, gt=0)  # the policy's learning rate and schedule (SFTSpec) apply
+
+
 DEFAULT_REWARD_MODELS = (
     RewardModelSpec(name="math", domains=("arithmetic", "strings")),
     RewardModelSpec(name="commonsense", domains=("yes_no",)),
     RewardModelSpec(name="knowledge", domains=("knowledge", "yes_no")),
     RewardModelSpec(name="verbose", kind="length", steps=100),
+)
+
+# The judges mirror the specialists' domains: the same routing problem, with judges that order the policy's
+# own samples (the classifiers order a gold answer against a synthetic mistake much better than that).
+DEFAULT_JUDGES = (
+    JudgeSpec(name="math", domains=("arithmetic", "strings")),
+    JudgeSpec(name="commonsense", domains=("yes_no",)),
+    JudgeSpec(name="knowledge", domains=("knowledge", "yes_no")),
 )
 
 
@@ -129,6 +149,7 @@ class AssetRecipe(_Strict):
     sft: SFTSpec = SFTSpec()
     reward_models: tuple[RewardModelSpec, ...] = DEFAULT_REWARD_MODELS
     rm_training: RMTrainingSpec = RMTrainingSpec()
+    judges: tuple[JudgeSpec, ...] = DEFAULT_JUDGES
 
     @model_validator(mode="after")
     def _consistent(self) -> AssetRecipe:
@@ -138,7 +159,10 @@ class AssetRecipe(_Strict):
         names = [rm.name for rm in self.reward_models]
         if len(set(names)) != len(names):
             raise ValueError(f"reward model names must be unique, got {names}")
-        for rm in self.reward_models:
+        judges = [j.name for j in self.judges]
+        if len(set(judges)) != len(judges):
+            raise ValueError(f"judge names must be unique, got {judges}")
+        for rm in (*self.reward_models, *self.judges):
             missing = sorted(set(rm.domains) - set(self.suite.domains))
             if missing:
                 raise ValueError(f"reward model {rm.name!r} names domain(s) {missing} that the suite does not have")
@@ -161,4 +185,6 @@ def quick_recipe(seed: int = 0) -> AssetRecipe:
                        RewardModelSpec(name="strings", domains=("strings",)),
                        RewardModelSpec(name="verbose", kind="length", steps=60)),
         rm_training=RMTrainingSpec(steps=200, backbone_steps=0),
+        judges=(JudgeSpec(name="reasoning", domains=("yes_no",), steps=150),
+                JudgeSpec(name="strings", domains=("strings",), steps=150)),
     )
