@@ -38,6 +38,9 @@ class ModelsConfig(_Section):
     """The policy and the reward models: `embedded` (built by `laser build-assets`) or your own."""
 
     embedded: Literal["default", "quick"] | None = "default"
+    # Which embedded reward models: judge LMs (likelihood backend) + the length-hacked classifier, or the
+    # sequence classifiers alone.
+    embedded_rms: Literal["judges", "classifiers"] = "judges"
     policy: str | None = None  # a local directory or hub id; default: the embedded policy
     reward_models: dict[str, RewardModelConfig] | None = None  # default: the embedded reward models
 
@@ -74,8 +77,10 @@ class RoundConfig(_Section):
     min_margin: float = Field(0.0, ge=0)
     num_pairs: int = Field(1, gt=0)
     feedback: Literal["validation_gain", "train_loss"] = "validation_gain"
-    feedback_examples: int = Field(64, gt=0)
-    feedback_neighbors: int | None = Field(None, gt=0)  # None: the whole mini-batch's gain (the paper's)
+    feedback_examples: int = Field(128, gt=0)
+    # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's
+    # gain (the paper's), which cannot tell which domain an update helped.
+    feedback_neighbors: int | None = Field(16, gt=0)
     rounds_per_iteration: int = Field(4, gt=0)
 
 
@@ -91,6 +96,7 @@ class RunConfig(_Section):
     checkpoint_every: int = Field(10, gt=0)  # and at the end, and on Ctrl-C
     normalizer: Literal["zscore", "quantile", "rank", "none"] = "zscore"
     ensemble_params: dict[str, Any] = {}
+    report_to: list[Literal["tensorboard", "wandb"]] = []  # besides metrics.jsonl (wandb runs offline)
     models: ModelsConfig = ModelsConfig()
     tasks: TasksConfig = TasksConfig()
     bandit: BanditConfig = BanditConfig()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"seconds", "sync_s"}
+TIMING = {"seconds", "sync_s", "elapsed_s"}
 
 
 def _launch(out: Path, name: str, env: dict, resume: bool = False) -> subprocess.Popen:

@@ -26,7 +26,8 @@ from laser.strategies import Assignment, Batch, RewardStrategy
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
-from .dpo import DPOStep
+from .distributed import broadcast_from_main, is_main_process
+from .dpo import DPOStep, is_peft
 from .feedback import gold_loglik_per_example, local_gain
 from .pairs import build_pairs
 
@@ -57,7 +58,8 @@ class Trainer:
     def __init__(self, policy, tokenizer, engine: GenerationEngine, embedder: ContextEmbedder,
                  reward_models: Mapping[str, RewardModel], strategy: RewardStrategy, dpo: DPOStep,
                  train: Sequence[Example], validation: Sequence[Example], test: Sequence[Example],
-                 settings: RoundSettings, run_dir: str | Path, seed: int = 0, normalizer: str = "zscore"):
+                 settings: RoundSettings, run_dir: str | Path, seed: int = 0, normalizer: str = "zscore",
+                 oracle: Mapping[str, str] | None = None, tracker=None):
         if list(reward_models) != list(strategy.rm_names):
             raise ValueError(f"the strategy's reward models {list(strategy.rm_names)} differ from the run's "
                              f"{list(reward_models)}")
@@ -79,6 +81,10 @@ class Trainer:
         self.epoch, self.cursor = 0, 0
         self.order = self.rng.permutation(len(self.train))
         self.picks: Counter = Counter()  # (domain, rm) -> instances assigned
+        # {domain: the RM with the best measured accuracy there}: each round reports how often it was picked.
+        self.oracle = dict(oracle) if oracle else None
+        self.elapsed = 0.0  # seconds spent in rounds and evaluations, across resumes
+        self.tracker = tracker  # a `Tracker` (TensorBoard / W&B) fed every metrics line, or None
 
     # --- data --------------------------------------------------------------------------------------
     def next_prompts(self) -> list[Example]:
@@ -117,10 +123,12 @@ class Trainer:
         contexts = self.embedder.embed(prompts)
         lap("embed")
         domains = [ex.domain for ex in examples]
-        assignment = self.strategy.assign(contexts, Batch(round=self.round, domains=domains))
+        assignment = broadcast_from_main(self.strategy.assign(contexts, Batch(round=self.round, domains=domains)))
+        by_domain: dict[str, Counter] = defaultdict(Counter)
         for i, d in enumerate(domains):
             for k in np.flatnonzero(assignment.mask[i]):
                 self.picks[(d, assignment.rm_names[k])] += 1
+                by_domain[d][assignment.rm_names[k]] += 1
         flat = list(cands.pairs())
         instance = np.array([i for i, _ in flat], dtype=np.int64)
         texts = [smp.text for _, smp in flat]
@@ -141,8 +149,10 @@ class Trainer:
         per_prompt_scores = [combined[instance == i] for i in range(len(prompts))]
         pairs, pair_stats = build_pairs(prompts, per_prompt_texts, per_prompt_scores, rule=s.pair_rule,
                                         min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self.rng)
+        pairs = broadcast_from_main(pairs)  # sampling may differ across GPUs: every rank trains on rank 0's pairs
         lap("pairs")
         feedback, trained, dpo_metrics = self._train_and_feedback(pairs, assignment.arms, contexts)
+        feedback, trained = broadcast_from_main((feedback, trained))  # every rank's router sees rank 0's reward
         lap("train")
         if trained.any():
             self.strategy.observe(contexts[trained], _subset(assignment, trained), feedback[trained])
@@ -152,11 +162,27 @@ class Trainer:
         line = {"type": "round", "round": self.round, "epoch": self.epoch, "prompts": len(prompts),
                 "candidates": cands.stats, "pairs": pair_stats.as_dict(), "rm_forward": forward,
                 "picks": {rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(assignment.rm_names)},
+                "picks_by_domain": {d: dict(c) for d, c in sorted(by_domain.items())},
+                "oracle_match": self._oracle_match(domains, assignment),
                 "feedback_mean": float(np.mean(feedback[trained])) if trained.any() else None,
                 "dpo": dpo_metrics, "sync_s": round(sync_s, 4), "seconds": t}
         self.round += 1
+        self.elapsed += sum(t.values())
         self._write(line)
         return line
+
+    def _oracle_match(self, domains: Sequence[str], assignment: Assignment) -> float | None:
+        """The share of this round's RM assignments that went to the oracle's RM of each instance's domain
+        (1 or 0 per instance for one RM per instance; 1/K for an ensemble, which asks every RM)."""
+        if self.oracle is None:
+            return None
+        share = []
+        for i, d in enumerate(domains):
+            best = self.oracle.get(d)
+            row = assignment.mask[i]
+            share.append(row[assignment.rm_names.index(best)] / max(row.sum(), 1) if best in assignment.rm_names
+                         else 0.0)
+        return float(np.mean(share))
 
     def _train_and_feedback(self, pairs: list[dict], arms: np.ndarray,
                             contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
@@ -192,6 +218,7 @@ class Trainer:
     # --- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, examples: Sequence[Example] | None = None, max_new_tokens: int = 24) -> dict:
         """Greedy test accuracy per domain (and mean), RM picks per domain so far, forward passes so far."""
+        t0 = time.perf_counter()
         examples = list(examples if examples is not None else self.test)
         out = self.engine.greedy([ex.prompt for ex in examples], max_new_tokens=max_new_tokens)
         hits: dict[str, list[bool]] = defaultdict(list)
@@ -204,6 +231,8 @@ class Trainer:
         line = {"type": "eval", "round": self.round, "accuracy": acc,
                 "mean_accuracy": float(np.mean(list(acc.values()))), "picks": dict(picks),
                 "rm_forward_total": sum(rm.stats.forward for rm in self.rms.values())}
+        self.elapsed += time.perf_counter() - t0
+        line["elapsed_s"] = round(self.elapsed, 2)
         self._write(line)
         return line
 
@@ -214,13 +243,15 @@ class Trainer:
                 "rng": self.rng.bit_generator.state, "picks": [[d, rm, c] for (d, rm), c in self.picks.items()],
                 "strategy": self.strategy.state_dict(), "normalizer": self.normalizer.state_dict(),
                 "dpo": self.dpo.state_dict(), "reward_models": {n: rm.state_dict() for n, rm in self.rms.items()},
-                "torch_rng": torch.get_rng_state(), "metrics_lines": _count_lines(self.metrics_path)}
+                "torch_rng": torch.get_rng_state(), "metrics_lines": _count_lines(self.metrics_path),
+                "elapsed": self.elapsed}
 
     def load_state_dict(self, state: dict) -> None:
         self.round, self.epoch, self.cursor = state["round"], state["epoch"], state["cursor"]
         self.order = np.array(state["order"], dtype=np.int64)
         self.rng.bit_generator.state = state["rng"]
         self.picks = Counter({(d, rm): c for d, rm, c in state["picks"]})
+        self.elapsed = state.get("elapsed", 0.0)
         self.strategy.load_state_dict(state["strategy"])
         self.normalizer.load_state_dict(state["normalizer"])
         self.dpo.load_state_dict(state["dpo"])
@@ -232,8 +263,10 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write `checkpoints/round-NNNNNN/` atomically (temp dir, then rename) and point `latest` at it."""
         ckpt_root = self.run_dir / "checkpoints"
-        ckpt_root.mkdir(exist_ok=True)
         final = ckpt_root / f"round-{self.round:06d}"
+        if not is_main_process():
+            return final
+        ckpt_root.mkdir(exist_ok=True)
         tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -255,18 +288,27 @@ class Trainer:
                 raise FileNotFoundError(f"{ckpt_root} has no checkpoint to resume from")
             path = ckpt_root / (ckpt_root / "latest").read_text().strip()
         path = Path(path)
-        from transformers import AutoModelForCausalLM
+        if is_peft(self.policy):  # the checkpoint holds the adapters only
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
 
-        weights = AutoModelForCausalLM.from_pretrained(path / "policy").state_dict()
-        self.policy.load_state_dict(weights)
+            set_peft_model_state_dict(self.policy, load_file(path / "policy" / "adapter_model.safetensors"))
+        else:
+            from transformers import AutoModelForCausalLM
+
+            self.policy.load_state_dict(AutoModelForCausalLM.from_pretrained(path / "policy").state_dict())
         self.load_state_dict(torch.load(path / "trainer.pt", weights_only=False))
         self.engine.sync_weights(self.policy)
         return path
 
     def _write(self, line: dict) -> None:
+        if not is_main_process():  # one metrics file per run
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(line) + "\n")
             f.flush()
+        if self.tracker is not None:
+            self.tracker.log(line)
 
 
 def _count_lines(path: Path) -> int:

@@ -80,8 +80,8 @@ def resolve_models(config: RunConfig):
     else:
         if assets is None:
             raise ConfigError("models.reward_models: list your reward models, or use models.embedded")
-        rms = {name: RewardModelConfig(path=str(p)) for name, p in assets.reward_models.items()}
-        table = {n: v["held_out_pairwise_accuracy"] for n, v in assets.report["reward_models"].items()}
+        lineup, table = assets.lineup(config.models.embedded_rms)
+        rms = {name: RewardModelConfig(kind=kind, path=str(p)) for name, (kind, p) in lineup.items()}
     return policy, rms, table, assets
 
 
@@ -118,7 +118,7 @@ def build_trainer(config: RunConfig):
 
     from laser.generation import make_embedder, make_engine
     from laser.rewards import load_reward_model
-    from laser.strategies import make_strategy
+    from laser.strategies import OracleStrategy, make_strategy
 
     from .dpo import DPOStep
     from .loop import RoundSettings, Trainer
@@ -127,6 +127,10 @@ def build_trainer(config: RunConfig):
     train, validation, test = load_tasks(config, assets)
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     policy = AutoModelForCausalLM.from_pretrained(policy_path)
+    if config.dpo.lora is not None:
+        from .dpo import apply_lora
+
+        policy = apply_lora(policy, config.dpo.lora)
     engine = make_engine(policy_path, config.engine)
     rms = {name: load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
                                    **({"ref_path": c.ref_path} if c.ref_path else {}))
@@ -136,10 +140,17 @@ def build_trainer(config: RunConfig):
     embedder = make_embedder(policy, tokenizer, config.context, seed=config.seed, engine=engine)
     strategy = make_strategy(config.strategy if config.strategy != "laser" else f"laser:{config.bandit.policy}",
                              list(rms), dim=embedder.dim, seed=config.seed, oracle_table=table, **params)
-    dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed)
+    tracker = None
+    if config.report_to:
+        from .tracking import Tracker
+
+        tracker = Tracker(config.run_dir, config.report_to, name=config.name, config=config.model_dump(mode="json"))
+    dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed,
+                  report_to=config.report_to)
     settings = RoundSettings(**config.round.model_dump())
+    oracle = OracleStrategy.from_accuracy(list(rms), table).best_by_domain if table else None
     return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, settings,
-                   config.run_dir, seed=config.seed, normalizer=config.normalizer)
+                   config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker)
 
 
 def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
@@ -183,6 +194,13 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
                 bar.close()
         finally:
             trainer.engine.close()
+            if trainer.tracker is not None:
+                trainer.tracker.close()
+        if trainer.round >= config.rounds:
+            from laser.report import write_run_report
+
+            report = write_run_report(run_dir)
+            _say(f"report: {report}", progress)
     return last
 
 

@@ -1,0 +1,7 @@
+"""Metrics files -> tables and plots: a run's `report.md`, and strategies compared over seeds."""
+
+from .plots import plot_accuracy, plot_picks
+from .runs import RunSummary, StrategyResult, format_comparison, format_run, mean_ci, read_run, write_run_report
+
+__all__ = ["RunSummary", "StrategyResult", "format_comparison", "format_run", "mean_ci", "plot_accuracy", "plot_picks",
+           "read_run", "write_run_report"]

@@ -1,0 +1,73 @@
+"""Matplotlib figures of runs: test accuracy per round (with a 95% band over seeds) and RM picks per domain."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(groups: Mapping[str, Sequence], out: str | Path) -> Path:
+    """Mean test accuracy per evaluation round, one line per group of runs (mean over its seeds, 95% band)."""
+    from .runs import mean_ci
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, runs in groups.items():
+        rounds = sorted(set.intersection(*({e["round"] for e in r.evals} for r in runs)))
+        stats = [mean_ci([next(e["mean_accuracy"] for e in r.evals if e["round"] == k) for r in runs])
+                 for k in rounds]
+        mean = np.array([m for m, _ in stats]) * 100
+        half = np.nan_to_num(np.array([h for _, h in stats]) * 100)
+        ax.plot(rounds, mean, marker="o", label=f"{name} (n={len(runs)})")
+        ax.fill_between(rounds, mean - half, mean + half, alpha=0.15)
+    ax.set_xlabel("round")
+    ax.set_ylabel("greedy test accuracy, mean over domains (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_picks(rounds: Sequence[dict], out: str | Path, window: int = 5) -> Path:
+    """Per domain, the share of instances assigned to each RM over the rounds (moving window of `window` rounds)."""
+    plt = _pyplot()
+    counts: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    n = len(rounds)
+    for i, r in enumerate(rounds):
+        for d, row in r.get("picks_by_domain", {}).items():
+            for rm, c in row.items():
+                counts[d].setdefault(rm, np.zeros(n))[i] = c
+    domains = sorted(counts)
+    fig, axes = plt.subplots(1, max(len(domains), 1), figsize=(3.2 * max(len(domains), 1), 3.0), sharey=True,
+                             squeeze=False)
+    rms = sorted({rm for d in domains for rm in counts[d]})
+    colors = {rm: plt.cm.tab10(i % 10) for i, rm in enumerate(rms)}
+    kernel = np.ones(max(1, min(window, n)))  # "same" convolution keeps n points only for a kernel <= n
+    for ax, d in zip(axes[0], domains, strict=False):
+        total = np.convolve(sum(counts[d].values()), kernel, mode="same")
+        shares = [np.convolve(counts[d].get(rm, np.zeros(n)), kernel, mode="same") / np.maximum(total, 1)
+                  for rm in rms]
+        ax.stackplot(np.arange(n), *shares, colors=[colors[rm] for rm in rms], labels=rms)
+        ax.set_title(d, fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("share of instances")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,81 @@
+"""`laser demo` on the reduced world: every strategy x seed trained for real, a comparison, reuse of finished runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from laser.cli import main
+from laser.demo import best_single, check_claims
+from laser.report import RunSummary, StrategyResult, format_comparison, mean_ci
+
+
+def test_mean_ci_is_the_student_t_interval():
+    m, h = mean_ci([0.4, 0.5, 0.6])
+    assert m == pytest.approx(0.5) and h == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(mean_ci([0.3])[1])
+
+
+def _run(seed, acc, forward, match=None, initial=0.3):
+    rounds = [{"type": "round", "oracle_match": m} for m in (match or [])]
+    evals = [{"round": 0, "accuracy": {"a": initial}, "mean_accuracy": initial, "rm_forward_total": 0},
+             {"round": 4, "accuracy": {"a": acc}, "mean_accuracy": acc, "rm_forward_total": forward, "elapsed_s": 9}]
+    from pathlib import Path
+
+    return RunSummary(Path(f"r{seed}"), rounds, evals, seed=seed)
+
+
+def test_claims_and_the_comparison_table_from_known_numbers():
+    results = {"laser": StrategyResult("laser", [_run(0, 0.40, 100, [0.2, 0.4, 0.8, 0.9]), _run(1, 0.42, 100,
+                                                                                                [0.5, 0.7])]),
+               "random": StrategyResult("random", [_run(0, 0.35, 100), _run(1, 0.41, 100)]),
+               "ensemble:mean": StrategyResult("ensemble:mean", [_run(0, 0.45, 300), _run(1, 0.43, 300)]),
+               "single:x": StrategyResult("single:x", [_run(0, 0.38, 100), _run(1, 0.40, 100)])}
+    claims = {c.text: c for c in check_claims(results, k=3, reference_single="single:x")}
+    assert claims["LASeR >= single:x"].holds and claims["LASeR > random"].holds
+    assert not claims["LASeR > ensemble:mean"].holds
+    assert claims["LASeR improves on the SFT policy by >= 5 points"].holds      # 30% -> 41%
+    match = claims["LASeR picks the oracle's RM on >= 70% of instances (second half)"]
+    assert match.holds and match.detail == "78%"                                 # mean of 0.85 and 0.7
+    forward = claims["LASeR runs about 1/K of the ensemble's RM forward passes"]
+    assert forward.holds and "3.00" in forward.detail
+    table = format_comparison(results, reference="laser")
+    assert "| SFT policy (round 0) | 30.0 | 30.0 |" in table
+    # random - laser per seed: -5 and -1 points; mean -3.0, t(0.975, 1) * sd / sqrt(2) = 12.706 * 2.83 / 1.41
+    assert "| random | " in table and "-3.0 ± 25.4" in table
+    assert best_single({"x": {"a": 0.9, "b": 0.5}, "y": {"a": 0.6, "b": 0.7}}) == "single:x"
+
+
+def test_laser_demo_on_the_quick_world_and_reuse(quick_world, tmp_path, monkeypatch, capsys):
+    assets, _ = quick_world
+    monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
+    out = tmp_path / "demo"
+    args = ["demo", "--set", "models.embedded=quick", "--set", "rounds=2", "--set", "eval_every=2",
+            "--set", "round.prompts_per_round=8", "--set", "round.n=4", "--set", "tasks.test_per_domain=16",
+            "--set", "round.feedback_examples=16", "--seeds", "0", "1", "--strategies", "laser", "ensemble:mean",
+            "best-single", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    single = best_single(assets.lineup()[1])
+    assert list(results["strategies"]) == ["laser", "ensemble:mean", single]
+    for runs in results["strategies"].values():
+        assert [r["seed"] for r in runs] == [0, 1]
+        assert all(r["final"]["round"] == 2 for r in runs)
+    forward = {s: results["strategies"][s][0]["final"]["rm_forward_total"] for s in ("laser", "ensemble:mean")}
+    assert forward["ensemble:mean"] > 2 * forward["laser"] > 0                    # K = 3 RMs score every sample
+    assert "| SFT policy (round 0) |" in printed and "Claims:" in printed
+    report = (out / "report.md").read_text()
+    assert "LASeR > ensemble:mean" in report and (out / "accuracy.png").exists() and (out / "picks.png").exists()
+    # Again: every run is found finished and reused, with the same table.
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert again.count("finished earlier, reused") == 6
+
+    def table(text):
+        return text[text.index("| strategy |"):text.index("Claims:")]
+
+    assert table(again) == table(printed)
+    assert main([*args[:-1], "--strategies", "nope", "--quiet"]) == 2
