@@ -17,10 +17,38 @@ from laser.training.run import RunLockedError, run_lock
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml", "paper_llama3_8b.yaml"])
 def test_shipped_configs_validate(name):
     c = load_config(ROOT / "configs" / name)
     assert isinstance(c, RunConfig) and c.dpo.loss_type == ["sigmoid", "sft"]
+
+
+def test_demo_yaml_spells_out_the_defaults_that_laser_demo_runs():
+    shown = load_config(ROOT / "configs" / "demo.yaml").model_dump()
+    shown["engine"]["max_model_len"] = None  # the embedded policy's own window (128), written out in the file
+    assert shown == RunConfig(name="demo").model_dump()
+
+
+def test_paper_config_resolves_to_the_papers_setting():
+    import yaml
+
+    c = load_config(ROOT / "configs" / "paper_llama3_8b.yaml")
+    assert c.models.embedded is None and c.models.policy == "meta-llama/Meta-Llama-3-8B"
+    rms = c.models.reward_models
+    assert len(rms) == 4 and all(r.kind == "implicit_dpo" and r.ref_path for r in rms.values())
+    assert (c.round.n, c.round.temperature, c.round.pair_rule, c.round.num_pairs) == (30, 0.8, "top_vs_rest", 10)
+    assert (c.dpo.lora.r, c.dpo.lora.alpha, c.dpo.lora.target_modules) == (16, 32, ["q_proj", "v_proj"])
+    assert (c.dpo.learning_rate, c.bandit.params, c.round.feedback) == (5e-6, {"alpha": 0.1}, "train_loss")
+    assert (c.engine.engine, c.engine.dtype, c.engine.tensor_parallel_size) == ("vllm", "bfloat16", 2)
+    from laser.generation.vllm_engine import llm_kwargs
+
+    kw = llm_kwargs(c.models.policy, gpu=True, dtype=c.engine.dtype, max_model_len=c.engine.max_model_len,
+                    gpu_memory_utilization=c.engine.gpu_memory_utilization,
+                    tensor_parallel_size=c.engine.tensor_parallel_size)
+    assert (kw["tensor_parallel_size"], kw["dtype"], kw["gpu_memory_utilization"]) == (2, "bfloat16", 0.4)
+    for name, kind in (("zero2.yaml", "DEEPSPEED"), ("fsdp.yaml", "FSDP")):
+        acc = yaml.safe_load((ROOT / "configs" / "accelerate" / name).read_text())
+        assert acc["distributed_type"] == kind and acc["mixed_precision"] == "bf16" and acc["num_processes"] == 8
 
 
 def test_overrides_and_resolved_values():
@@ -65,14 +93,74 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
     assets, _ = quick_world
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
     args = ["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--name", "t", "--quiet",
-            "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=1"]
+            "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=1",
+            "--set", "report_to=[tensorboard]"]
     assert main(args) == 0
     lines = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     assert [x["type"] for x in lines] == ["eval", "round", "eval", "round", "eval"]
     assert all(len(x["accuracy"]) == 2 for x in lines if x["type"] == "eval")
     assert (tmp_path / "t" / "config.yaml").exists() and not (tmp_path / "t" / ".lock").exists()
     assert "final test accuracy" in capsys.readouterr().out
+    # Each round says how its instances were routed, per domain, and how often to the oracle's RM.
+    rounds = [x for x in lines if x["type"] == "round"]
+    for r in rounds:
+        assert sum(sum(row.values()) for row in r["picks_by_domain"].values()) == sum(r["picks"].values())
+        assert 0.0 <= r["oracle_match"] <= 1.0
+    assert lines[-1]["elapsed_s"] > lines[0]["elapsed_s"] > 0
+    # TensorBoard holds the same numbers (step = round), and TRL's own DPO logs beside them.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
+    tb.Reload()
+    evals = [x for x in lines if x["type"] == "eval"]
+    assert [(e.step, round(e.value, 6)) for e in tb.Scalars("eval/mean_accuracy")] == \
+        [(x["round"], round(x["mean_accuracy"], 6)) for x in evals]
+    assert [e.step for e in tb.Scalars("round/rm_forward")] == [0, 1]
+    assert any((tmp_path / "t" / "tensorboard" / "trl").iterdir())
+    # The finished run's report: a table per evaluation and two plots.
+    report = (tmp_path / "t" / "report.md").read_text()
+    assert "| 0 |" in report and "| 2 |" in report and "oracle's RM" in report
+    for png in ("accuracy.png", "picks.png"):
+        assert (tmp_path / "t" / png).read_bytes()[:4] == b"\x89PNG"
     # The same run name again: refused, the metrics already written are kept.
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert len((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_lora_training_checkpoints_and_resumes_the_adapters(quick_world, tmp_path, monkeypatch):
+    pytest.importorskip("peft")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from laser.training.run import build_trainer
+
+    assets, _ = quick_world
+    monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
+    config = load_config(ROOT / "configs" / "quick.yaml", [f"output_dir={tmp_path}", "dpo.lora={r: 4, alpha: 8}",
+                                                          "dpo.learning_rate=1e-2"])
+    assert config.dpo.lora.target_modules == ["q_proj", "v_proj"]
+    trainer = build_trainer(config)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(assets.policy).state_dict()
+        trainable = [n for n, p in trainer.policy.named_parameters() if p.requires_grad]
+        assert trainable and all("lora_" in n for n in trainable)
+        trainer.run_round()
+        trainer.run_round()
+        path = trainer.save_checkpoint()
+        assert (path / "policy" / "adapter_model.safetensors").is_file()
+        adapters = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if "lora_" in n}
+        frozen = trainer.policy.get_base_model().state_dict()
+        assert torch.equal(frozen["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+        assert any(not torch.all(v == 0) for n, v in adapters.items() if "lora_B" in n)  # the adapters learned
+        with torch.no_grad():
+            for n, p in trainer.policy.named_parameters():
+                if "lora_" in n:
+                    p.zero_()
+        trainer.load_checkpoint(path)
+        for n, p in trainer.policy.named_parameters():
+            if "lora_" in n:
+                assert torch.equal(p, adapters[n]), n
+        assert trainer.round == 2
+    finally:
+        trainer.engine.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,33 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
+
+
+class LoraSettings(BaseModel):
+    """LoRA adapters through peft (the paper: r=16, alpha=32 on the q/v projections)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "v_proj"]
+
+
+def apply_lora(model, lora: LoraSettings):
+    """`model` wrapped with trainable LoRA adapters (base weights frozen); needs the `lora` extra (peft)."""
+    try:
+        import peft
+    except ImportError as e:
+        raise ImportError("dpo.lora needs peft: pip install 'laser-engine[lora]'") from e
+    config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                             target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, config)
+
+
+def is_peft(model) -> bool:
+    """Whether `model` carries peft adapters."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
 class DPOSettings(BaseModel):
@@ -33,6 +61,7 @@ class DPOSettings(BaseModel):
     epochs: int = Field(1, gt=0)  # passes over each update's pairs
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int | None = Field(None, gt=8)
+    lora: LoraSettings | None = None  # None: full fine-tuning
 
     @model_validator(mode="after")
     def _weights_match(self) -> DPOSettings:
@@ -45,17 +74,24 @@ class DPOSettings(BaseModel):
 class DPOStep:
     """Runs DPO updates of `model` in place; holds the iteration's reference model and the optimizer."""
 
-    def __init__(self, model, tokenizer, settings: DPOSettings, work_dir: str | Path, seed: int = 0):
+    def __init__(self, model, tokenizer, settings: DPOSettings, work_dir: str | Path, seed: int = 0,
+                 report_to: Sequence[str] = ()):
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        self.report_to = list(report_to)  # TRL's own per-step logs go there too (tensorboard: <run>/tensorboard/trl)
         self.work_dir = Path(work_dir)
         self.seed = seed
         self.ref_model = None
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+        # Only trainable parameters: with LoRA, the adapters (the frozen base weights take no optimizer state).
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                           lr=settings.learning_rate, weight_decay=0.0)
         self.updates = 0
 
     def start_iteration(self) -> None:
         """Freeze a copy of the current policy as the reference model of the iteration that starts."""
-        self.ref_model = copy.deepcopy(self.model).eval()
+        ref = copy.deepcopy(self.model)
+        if is_peft(ref):  # a plain model with the adapters merged in: TRL patches the reference's own forward
+            ref = ref.merge_and_unload()
+        self.ref_model = ref.eval()
         for p in self.ref_model.parameters():
             p.requires_grad_(False)
 
@@ -77,7 +113,8 @@ class DPOStep:
             output_dir=str(self.work_dir), per_device_train_batch_size=s.batch_size, num_train_epochs=s.epochs,
             learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0, beta=s.beta,
             loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
-            max_length=s.max_length, report_to=[], save_strategy="no", logging_strategy="no",
+            max_length=s.max_length, report_to=self.report_to, save_strategy="no",
+            logging_strategy="steps" if self.report_to else "no", logging_steps=1,
             disable_tqdm=True, seed=self.seed + self.updates, data_seed=self.seed + self.updates,
             dataloader_num_workers=0, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
             use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False,
@@ -86,12 +123,20 @@ class DPOStep:
         hf_logging.set_verbosity_error()
         bars = datasets_logging.is_progress_bar_enabled()
         datasets_logging.disable_progress_bar()  # tokenizing a few pairs per update: bars would only flood the log
+        tb_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        if "tensorboard" in self.report_to:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.work_dir.parent / "tensorboard" / "trl")
         try:
             trainer = DPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
                                  processing_class=self.tokenizer, optimizers=(self.optimizer, None))
             trainer.remove_callback(PrinterCallback)  # one update is one small step of the run: no summary print
             out = trainer.train()
         finally:
+            if "tensorboard" in self.report_to:
+                if tb_dir is None:
+                    os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+                else:
+                    os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir
             hf_logging.set_verbosity(verbosity)
             if bars:
                 datasets_logging.enable_progress_bar()
