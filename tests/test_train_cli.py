@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from laser.cli import main
@@ -106,6 +107,9 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
     for r in rounds:
         assert sum(sum(row.values()) for row in r["picks_by_domain"].values()) == sum(r["picks"].values())
         assert 0.0 <= r["oracle_match"] <= 1.0
+        assert set(r["feedback_by_domain"]) <= set(r["picks_by_domain"])
+        for d, row in r["feedback_by_domain"].items():
+            assert set(row) <= set(r["picks_by_domain"][d]) and all(np.isfinite(v) for v in row.values())
     assert lines[-1]["elapsed_s"] > lines[0]["elapsed_s"] > 0
     # TensorBoard holds the same numbers (step = round), and TRL's own DPO logs beside them.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -40,6 +40,8 @@ class ContextConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # last: the paper's. `mean` separates the embedded domains far better (benchmarks/context_separability.py)
+    # but did worse in the demo; see the README's Training section.
     pooling: Literal["last", "mean"] = "last"
     layer: int = -1
     dim: int | None = Field(None, gt=0)  # random projection to this many dimensions

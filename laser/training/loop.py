@@ -165,6 +165,7 @@ class Trainer:
                 "picks_by_domain": {d: dict(c) for d, c in sorted(by_domain.items())},
                 "oracle_match": self._oracle_match(domains, assignment),
                 "feedback_mean": float(np.mean(feedback[trained])) if trained.any() else None,
+                "feedback_by_domain": _mean_by(domains, assignment, feedback, trained),
                 "dpo": dpo_metrics, "sync_s": round(sync_s, 4), "seconds": t}
         self.round += 1
         self.elapsed += sum(t.values())
@@ -322,6 +323,16 @@ def _truncate_lines(path: Path, n: int) -> None:
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(lines[:n]))
             os.replace(tmp, path)
+
+
+def _mean_by(domains: Sequence[str], assignment: Assignment, feedback: np.ndarray,
+             trained: np.ndarray) -> dict[str, dict[str, float]]:
+    """{domain: {rm: mean bandit reward of the trained instances of that domain routed to that rm}}."""
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for i, d in enumerate(domains):
+        if trained[i] and assignment.arms[i] >= 0:
+            acc[d][assignment.rm_names[assignment.arms[i]]].append(float(feedback[i]))
+    return {d: {rm: round(float(np.mean(v)), 6) for rm, v in sorted(row.items())} for d, row in sorted(acc.items())}
 
 
 def _subset(assignment: Assignment, mask: np.ndarray) -> Assignment:
