@@ -82,6 +82,9 @@ class RoundConfig(_Section):
     # gain (the paper's), which cannot tell which domain an update helped.
     feedback_neighbors: int | None = Field(16, gt=0)
     rounds_per_iteration: int = Field(4, gt=0)
+    # validation_gain measures the gold answers' mean token log-likelihood (loglik) or greedy accuracy
+    # (accuracy: one generation of the feedback batch before and after each group's update).
+    validation_metric: Literal["loglik", "accuracy"] = "loglik"
 
 
 class RunConfig(_Section):

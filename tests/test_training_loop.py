@@ -24,7 +24,8 @@ def world(quick_world):
     engine.close()
 
 
-def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, neighbors: int | None = None):
+def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, neighbors: int | None = None,
+                 validation_metric: str = "loglik"):
     assets, suite, engine = world
     policy = AutoModelForCausalLM.from_pretrained(assets.policy)
     engine.sync_weights(policy)  # the shared engine starts from the SFT policy for every trainer
@@ -34,7 +35,8 @@ def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, n
     strat = make_strategy(strategy, list(rms), dim=policy.config.hidden_size, seed=0)
     dpo = DPOStep(policy, tok, DPOSettings(batch_size=8), run_dir / "dpo", seed=0)
     settings = RoundSettings(prompts_per_round=12, n=6, max_new_tokens=12, feedback_examples=32,
-                             feedback_neighbors=neighbors, rounds_per_iteration=rounds_per_iteration)
+                             feedback_neighbors=neighbors, rounds_per_iteration=rounds_per_iteration,
+                             validation_metric=validation_metric)
     return Trainer(policy, tok, engine, embedder, rms, strat, dpo, suite.train, suite.validation,
                    suite.test[::8], settings, run_dir, seed=0)
 
@@ -86,6 +88,35 @@ def test_context_local_feedback_differs_per_instance(world, tmp_path):
     # One update, but each instance is credited with the change on the validation examples like it.
     assert len(set(np.round(feedback, 9))) > 1
     assert metrics[0]["reward"] == pytest.approx(feedback.mean())
+
+
+def test_accuracy_feedback_is_the_change_in_greedy_correctness(world, tmp_path):
+    import random
+
+    from laser.assets.pairs import correctness_pairs
+    from laser.training.feedback import greedy_correct
+
+    trainer = make_trainer(world, "laser", tmp_path, validation_metric="accuracy")
+    batch = trainer.feedback_batch
+    before = greedy_correct(trainer.policy, trainer.tokenizer, batch)
+    # The per-example metric is what transformers' own greedy decoding gets right.
+    texts = hf_greedy_texts(trainer.policy, trainer.tokenizer, [ex.prompt for ex in batch],
+                            max(len(ex.target()) for ex in batch) + 4)
+    from laser.tasks import check
+
+    assert before.tolist() == [float(check(ex, t)) for ex, t in zip(batch, texts, strict=True)]
+    rows = correctness_pairs(trainer.train[:16], random.Random(0))
+    for i, r in enumerate(rows):
+        r["instance"] = i
+    contexts = trainer.embedder.embed([r["prompt"] for r in rows])
+    trainer.dpo.settings = trainer.dpo.settings.model_copy(update={"learning_rate": 5e-2})  # a step that flips answers
+    for group in trainer.dpo.optimizer.param_groups:
+        group["lr"] = 5e-2
+    trainer.dpo.start_iteration()
+    feedback, trained, _ = trainer._train_and_feedback(rows, np.zeros(len(rows), dtype=np.int64), contexts)
+    after = greedy_correct(trainer.policy, trainer.tokenizer, batch)
+    assert trained.all() and feedback == pytest.approx(np.full(len(rows), (after - before).mean()))
+    assert not np.array_equal(after, before)  # the update changed some answers: the reward is not trivially zero
 
 
 def test_the_ensemble_pays_k_forward_passes_per_candidate(world, tmp_path):

@@ -13,7 +13,6 @@ from torch.utils.data import Sampler
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, TrainerCallback
 
 from laser.tasks.base import Example
-from laser.tasks.checkers import check
 
 from .recipe import ModelSpec, SFTSpec
 
@@ -29,28 +28,14 @@ def llama_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> LlamaCo
     )
 
 
-@torch.no_grad()
 def greedy_accuracy(model, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
                     batch_size: int = 256) -> dict[str, float]:
     """Per-domain accuracy of greedy completions (HF generate), by each example's checker."""
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"
-    max_new = max(len(ex.target()) for ex in examples) + 4  # character tokens: room for the answer and a little
-    hits: dict[str, list[bool]] = {}
-    try:
-        for i in range(0, len(examples), batch_size):
-            batch = examples[i:i + batch_size]
-            enc = tokenizer([ex.prompt for ex in batch], return_tensors="pt", padding=True).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for ex, text in zip(batch, texts, strict=True):
-                hits.setdefault(ex.domain, []).append(check(ex, text))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return {d: float(np.mean(v)) for d, v in sorted(hits.items())}
+    from laser.training.feedback import greedy_correct
+
+    hits = greedy_correct(model, tokenizer, examples, batch_size=batch_size)
+    domains = np.array([ex.domain for ex in examples])
+    return {d: float(hits[domains == d].mean()) for d in sorted(set(domains))}
 
 
 class DomainMixture(Sampler[int]):

@@ -2,7 +2,8 @@
 
 `gold_loglik`: the mean per-token log-likelihood of the gold answers (and end of sequence) of a fixed
 validation mini-batch under the policy: cheap (one forward pass) and smooth, so that the gain of a
-single group update is measurable. Accuracy by generation is the alternative the loop offers.
+single group update is measurable. `greedy_correct`: whether the greedy completion of each example is
+right by its checker; its change is the alternative reward (`round.validation_metric: accuracy`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from laser.tasks.base import Example
+from laser.tasks.checkers import check
 
 
 def gold_loglik(model, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> float:
@@ -48,6 +50,31 @@ def gold_loglik_per_example(model, tokenizer, examples: Sequence[Example], batch
     finally:
         model.train(was_training)
     return np.array(per_example)
+
+
+@torch.inference_mode()
+def greedy_correct(model, tokenizer, examples: Sequence[Example], batch_size: int = 256,
+                   max_new_tokens: int | None = None) -> np.ndarray:
+    """Per example: 1.0 if the greedy completion (HF generate, left padding) passes the example's checker."""
+    if not examples:
+        raise ValueError("greedy_correct needs at least one example")
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    max_new = max_new_tokens or max(len(ex.target()) for ex in examples) + 4  # room for the answer and a little
+    out = []
+    try:
+        for i in range(0, len(examples), batch_size):
+            batch = examples[i:i + batch_size]
+            enc = tokenizer([ex.prompt for ex in batch], return_tensors="pt", padding=True).to(model.device)
+            ids = model.generate(**enc, max_new_tokens=max_new, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += [float(check(ex, text)) for ex, text in zip(batch, texts, strict=True)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return np.array(out)
 
 
 def local_gain(gain: np.ndarray, instance_contexts: np.ndarray, validation_contexts: np.ndarray,

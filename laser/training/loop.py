@@ -28,7 +28,7 @@ from laser.tasks.checkers import check
 
 from .distributed import broadcast_from_main, is_main_process
 from .dpo import DPOStep, is_peft
-from .feedback import gold_loglik_per_example, local_gain
+from .feedback import gold_loglik_per_example, greedy_correct, local_gain
 from .pairs import build_pairs
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class RoundSettings:
     feedback_examples: int = 64
     feedback_neighbors: int | None = None  # credit each instance with the gain on its k nearest validation examples
     rounds_per_iteration: int = 4      # the DPO reference model is refreshed every this many rounds
+    validation_metric: str = "loglik"  # what validation_gain measures: gold "loglik" or greedy "accuracy"
 
 
 class Trainer:
@@ -203,9 +204,10 @@ class Trainer:
             rows = groups[arm]
             idx = sorted({r["instance"] for r in rows})
             if s.feedback == "validation_gain":
-                before = gold_loglik_per_example(self.policy, self.tokenizer, self.feedback_batch)
+                metric = greedy_correct if s.validation_metric == "accuracy" else gold_loglik_per_example
+                before = metric(self.policy, self.tokenizer, self.feedback_batch)
                 m = self.dpo.update(rows)
-                gain = gold_loglik_per_example(self.policy, self.tokenizer, self.feedback_batch) - before
+                gain = metric(self.policy, self.tokenizer, self.feedback_batch) - before
                 feedback[idx] = local_gain(gain, contexts[idx], val_contexts, s.feedback_neighbors) if local \
                     else gain.mean()
             else:
