@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from laser.generation import ContextConfig, EngineConfig
 from laser.training.dpo import DPOSettings
+from laser.training.loop import RoundSettings
 
 
 class ConfigError(ValueError):
@@ -65,28 +66,6 @@ class BanditConfig(_Section):
     selection: Literal["instance", "batch"] = "instance"
 
 
-class RoundConfig(_Section):
-    """What one round does (see `laser.training.loop.RoundSettings`)."""
-
-    prompts_per_round: int = Field(32, gt=0)
-    n: int = Field(8, gt=1)
-    temperature: float = Field(0.8, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(16, gt=0)
-    pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
-    min_margin: float = Field(0.0, ge=0)
-    num_pairs: int = Field(1, gt=0)
-    feedback: Literal["validation_gain", "train_loss"] = "validation_gain"
-    feedback_examples: int = Field(128, gt=0)
-    # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's
-    # gain (the paper's), which cannot tell which domain an update helped.
-    feedback_neighbors: int | None = Field(16, gt=0)
-    rounds_per_iteration: int = Field(4, gt=0)
-    # validation_gain measures the gold answers' mean token log-likelihood (loglik) or greedy accuracy
-    # (accuracy: one generation of the feedback batch before and after each group's update).
-    validation_metric: Literal["loglik", "accuracy"] = "loglik"
-
-
 class RunConfig(_Section):
     """A training run: `laser train --config this.yaml`."""
 
@@ -103,7 +82,7 @@ class RunConfig(_Section):
     models: ModelsConfig = ModelsConfig()
     tasks: TasksConfig = TasksConfig()
     bandit: BanditConfig = BanditConfig()
-    round: RoundConfig = RoundConfig()
+    round: RoundSettings = RoundSettings()
     dpo: DPOSettings = DPOSettings()
     engine: EngineConfig = EngineConfig()
     context: ContextConfig = ContextConfig()

@@ -96,9 +96,9 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     _, rm_configs, table, _ = resolve_models(base)  # builds the embedded default on first use
-    names = [best_single(table) if s == "best-single" else s for s in strategies]
     if "best-single" in strategies and table is None:
         raise ValueError("best-single needs a measured accuracy table (the embedded reward models)")
+    names = [best_single(table) if s == "best-single" else s for s in strategies]
     results: dict[str, StrategyResult] = {}
     jobs = [(s, seed) for s in names for seed in seeds]
     for i, (strategy, seed) in enumerate(jobs, 1):

@@ -14,11 +14,12 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from laser.generation import ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
@@ -34,23 +35,28 @@ from .pairs import build_pairs
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RoundSettings:
+class RoundSettings(BaseModel):
     """What one round does (the run config's `round` section)."""
 
-    prompts_per_round: int = 16
-    n: int = 8
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 24
-    pair_rule: str = "max_min"
-    min_margin: float = 0.0
-    num_pairs: int = 1
-    feedback: str = "validation_gain"  # or "train_loss"
-    feedback_examples: int = 64
-    feedback_neighbors: int | None = None  # credit each instance with the gain on its k nearest validation examples
-    rounds_per_iteration: int = 4      # the DPO reference model is refreshed every this many rounds
-    validation_metric: str = "loglik"  # what validation_gain measures: gold "loglik" or greedy "accuracy"
+    model_config = ConfigDict(extra="forbid")
+
+    prompts_per_round: int = Field(32, gt=0)
+    n: int = Field(8, gt=1)
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(16, gt=0)
+    pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
+    min_margin: float = Field(0.0, ge=0)
+    num_pairs: int = Field(1, gt=0)
+    feedback: Literal["validation_gain", "train_loss"] = "validation_gain"
+    feedback_examples: int = Field(128, gt=0)
+    # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's
+    # gain (the paper's), which cannot tell which domain an update helped.
+    feedback_neighbors: int | None = Field(16, gt=0)
+    rounds_per_iteration: int = Field(4, gt=0)  # the DPO reference model is refreshed every this many rounds
+    # validation_gain measures the gold answers' mean token log-likelihood (loglik) or greedy accuracy
+    # (accuracy: one generation of the feedback batch before and after each group's update).
+    validation_metric: Literal["loglik", "accuracy"] = "loglik"
 
 
 class Trainer:

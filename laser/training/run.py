@@ -121,7 +121,7 @@ def build_trainer(config: RunConfig):
     from laser.strategies import OracleStrategy, make_strategy
 
     from .dpo import DPOStep
-    from .loop import RoundSettings, Trainer
+    from .loop import Trainer
 
     policy_path, rm_configs, table, assets = resolve_models(config)
     train, validation, test = load_tasks(config, assets)
@@ -147,9 +147,8 @@ def build_trainer(config: RunConfig):
         tracker = Tracker(config.run_dir, config.report_to, name=config.name, config=config.model_dump(mode="json"))
     dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed,
                   report_to=config.report_to)
-    settings = RoundSettings(**config.round.model_dump())
     oracle = OracleStrategy.from_accuracy(list(rms), table).best_by_domain if table else None
-    return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, settings,
+    return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, config.round,
                    config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker)
 
 
