@@ -87,6 +87,67 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bon(args: argparse.Namespace) -> int:
+    """Run `laser bon`: prompts JSONL -> best-of-n with a strategy -> one JSONL row per prompt, streamed."""
+    import json
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from laser.bon import BonError, BonSettings, format_summary, read_prompts, run_bon
+    from laser.bon.setup import build_runner
+    from laser.config import ConfigError
+
+    def fail(msg: str) -> int:
+        print(f"laser bon: {msg}", file=sys.stderr)
+        return 2
+
+    if args.n < 1:
+        return fail(f"--n must be >= 1 (candidates per prompt), got {args.n}")
+    feedback = args.feedback or ("none" if args.router or (args.strategy or "laser").split(":")[0] != "laser"
+                                 else "nll")
+    try:
+        settings = BonSettings(n=args.n, temperature=args.temperature, top_p=args.top_p,
+                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                               feedback=feedback, keep_candidates=args.keep_candidates)
+    except ValidationError as e:
+        err = e.errors()[0]
+        return fail(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']} (got {err.get('input')!r})")
+    try:
+        rows, skipped = read_prompts(args.input, skip_bad_rows=args.skip_bad_rows, answer_format=args.answer_format)
+        out = Path(args.out)
+        side = out.with_name(out.name + ".skipped.jsonl")
+        if skipped:
+            side.parent.mkdir(parents=True, exist_ok=True)
+            side.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in skipped), encoding="utf-8")
+            print(f"laser bon: skipped {len(skipped)} bad row(s) of {args.input}; listed in {side}", file=sys.stderr)
+        if not rows:
+            return fail(f"{args.input} has no usable rows")
+        if out.exists() and not args.resume:
+            raise BonError(f"--out {out} already exists; pass --resume to continue it, or choose another path")
+        runner, setup = build_runner(settings, policy=args.policy, rms=args.rms, strategy=args.strategy,
+                                     router=args.router, engine=args.engine)
+        try:
+            if not args.quiet:
+                mode = "frozen" if feedback == "none" else f"online, {feedback} feedback"
+                print(f"[laser bon] policy {setup.policy}; reward models {', '.join(runner.rms)}; strategy "
+                      f"{runner.strategy.name} ({mode})" + (f"; router {setup.router.checkpoint}" if setup.router
+                                                              else ""), file=sys.stderr)
+            summary = run_bon(runner, rows, out, resume=args.resume, progress=not args.quiet)
+        finally:
+            runner.engine.close()
+    except (BonError, ConfigError, FileNotFoundError) as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        print(f"laser bon: interrupted; finished rows are in {args.out}; add --resume to continue", file=sys.stderr)
+        return 130
+    summary["skipped_rows"] = len(skipped)
+    print(format_summary(summary))
+    if skipped:
+        print(f"{len(skipped)} bad input row(s) skipped: {side}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `laser`."""
     ap = argparse.ArgumentParser(prog="laser", description=__doc__)
@@ -130,6 +191,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="where the runs and the report go (default: runs/demo)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("bon", help="best-of-n: sample n responses per prompt, let the router pick the RM that judges",
+                       description="Sample --n responses per prompt with the policy, route each prompt to a reward "
+                                   "model (or several) by --strategy, keep the best-scored response. Streams one JSONL "
+                                   "row per prompt to --out as it goes.")
+    p.add_argument("--input", required=True, help="prompts JSONL: 'prompt', optional 'id', 'answer', 'domain'")
+    p.add_argument("--out", required=True, help="output JSONL (one row per prompt, appended as batches finish)")
+    p.add_argument("--policy", default=None, help="policy directory (default: the router run's trained policy, "
+                                                  "else the embedded policy)")
+    p.add_argument("--rms", default=None, help="reward models: embedded[:judges|classifiers], a YAML file, or "
+                                               "name=[kind:]path,... (default: the router run's, else embedded)")
+    p.add_argument("--strategy", default=None, help="laser[:<bandit>], single:<rm>, random, ensemble:<aggregator>, "
+                                                    "sequential, oracle (default: the router run's, else laser)")
+    p.add_argument("--router", default=None, metavar="RUN_DIR", help="reuse the router trained by laser train in "
+                                                                     "RUN_DIR (its newest checkpoint)")
+    p.add_argument("--feedback", choices=["nll", "gold", "none"], default=None,
+                   help="online learning of a laser router: nll (chosen response's mean token log-prob), gold "
+                        "(its correctness; rows need 'answer') or none (frozen). Default: none with --router, nll "
+                        "for a fresh laser router")
+    p.add_argument("--n", type=int, default=16, help="responses sampled per prompt (default 16)")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per routing step (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=["auto", "vllm", "hf"], default=None, help="generation engine (default auto)")
+    p.add_argument("--answer-format", default="exact", help="checker for rows without answer_format (default exact)")
+    p.add_argument("--keep-candidates", action="store_true", help="write every candidate with its score")
+    p.add_argument("--resume", action="store_true", help="continue --out: skip the rows already in it")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip unusable input rows (listed in <out>.skipped.jsonl) instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_bon)
     return ap
 
 

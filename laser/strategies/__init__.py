@@ -54,6 +54,11 @@ class Assignment:
         """Indices of the instances that `rm` must score."""
         return np.flatnonzero(self.mask[:, self.rm_names.index(rm)])
 
+    def subset(self, keep: np.ndarray) -> Assignment:
+        """The assignment of the instances where the boolean `keep` is True."""
+        return Assignment(self.rm_names, self.mask[keep], self.arms[keep],
+                          None if self.probs is None else self.probs[keep])
+
     @property
     def forward_per_instance(self) -> np.ndarray:
         """How many RMs score each instance (what a candidate costs in RM forward passes)."""

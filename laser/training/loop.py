@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from laser.generation import ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.strategies import Assignment, Batch, RewardStrategy
+from laser.strategies.scoring import route_and_score
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
@@ -136,24 +137,12 @@ class Trainer:
             for k in np.flatnonzero(assignment.mask[i]):
                 self.picks[(d, assignment.rm_names[k])] += 1
                 by_domain[d][assignment.rm_names[k]] += 1
-        flat = list(cands.pairs())
-        instance = np.array([i for i, _ in flat], dtype=np.int64)
-        texts = [smp.text for _, smp in flat]
-        scores: dict[str, np.ndarray] = {}
-        forward = 0
-        for rm_name, rm in self.rms.items():
-            who = set(assignment.instances_of(rm_name).tolist())
-            rows = [c for c, i in enumerate(instance) if i in who]
-            if not rows:
-                continue
-            got = rm.score([prompts[instance[c]] for c in rows], [texts[c] for c in rows])
-            forward += got.forward
-            scores[rm_name] = np.full(len(flat), np.nan)
-            scores[rm_name][rows] = self.normalizer(rm_name, got.values)
-        combined = self.strategy.combine(scores, assignment, instance)
-        lap("score")
         per_prompt_texts = [cands.texts(i) for i in range(len(prompts))]
-        per_prompt_scores = [combined[instance == i] for i in range(len(prompts))]
+        routed = route_and_score(self.strategy, self.rms, self.normalizer, prompts, per_prompt_texts, contexts,
+                                 Batch(round=self.round, domains=domains), assignment=assignment)
+        forward = routed.forward
+        lap("score")
+        per_prompt_scores = routed.per_instance(len(prompts))
         pairs, pair_stats = build_pairs(prompts, per_prompt_texts, per_prompt_scores, rule=s.pair_rule,
                                         min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self.rng)
         pairs = broadcast_from_main(pairs)  # sampling may differ across GPUs: every rank trains on rank 0's pairs
@@ -162,7 +151,7 @@ class Trainer:
         feedback, trained = broadcast_from_main((feedback, trained))  # every rank's router sees rank 0's reward
         lap("train")
         if trained.any():
-            self.strategy.observe(contexts[trained], _subset(assignment, trained), feedback[trained])
+            self.strategy.observe(contexts[trained], assignment.subset(trained), feedback[trained])
         lap("feedback")
         sync_s = self.engine.sync_weights(self.policy)
         lap("sync")
@@ -342,8 +331,3 @@ def _mean_by(domains: Sequence[str], assignment: Assignment, feedback: np.ndarra
             acc[d][assignment.rm_names[assignment.arms[i]]].append(float(feedback[i]))
     return {d: {rm: round(float(np.mean(v)), 6) for rm, v in sorted(row.items())} for d, row in sorted(acc.items())}
 
-
-def _subset(assignment: Assignment, mask: np.ndarray) -> Assignment:
-    """The assignment of the instances where `mask` is True."""
-    return Assignment(assignment.rm_names, assignment.mask[mask], assignment.arms[mask],
-                      None if assignment.probs is None else assignment.probs[mask])

@@ -112,13 +112,24 @@ def load_tasks(config: RunConfig, assets):
     return train, validation, test
 
 
+def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=None, strategy: str | None = None):
+    """The reward strategy of a run config (or `strategy`, with the config's bandit and ensemble settings)."""
+    from laser.strategies import make_strategy
+
+    spec = strategy or config.strategy
+    params = dict(config.bandit.params, selection=config.bandit.selection) if spec.startswith("laser") \
+        else dict(config.ensemble_params) if spec.startswith("ensemble") else {}
+    return make_strategy(spec if spec != "laser" else f"laser:{config.bandit.policy}", rm_names, dim=dim,
+                         seed=config.seed, oracle_table=table, **params)
+
+
 def build_trainer(config: RunConfig):
     """Every part of the run, built from the config (models loaded, engine started)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from laser.generation import make_embedder, make_engine
     from laser.rewards import load_reward_model
-    from laser.strategies import OracleStrategy, make_strategy
+    from laser.strategies import OracleStrategy
 
     from .dpo import DPOStep
     from .loop import Trainer
@@ -135,11 +146,8 @@ def build_trainer(config: RunConfig):
     rms = {name: load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
                                    **({"ref_path": c.ref_path} if c.ref_path else {}))
            for name, c in rm_configs.items()}
-    params = dict(config.bandit.params, selection=config.bandit.selection) if config.strategy.startswith("laser") \
-        else dict(config.ensemble_params) if config.strategy.startswith("ensemble") else {}
     embedder = make_embedder(policy, tokenizer, config.context, seed=config.seed, engine=engine)
-    strategy = make_strategy(config.strategy if config.strategy != "laser" else f"laser:{config.bandit.policy}",
-                             list(rms), dim=embedder.dim, seed=config.seed, oracle_table=table, **params)
+    strategy = make_run_strategy(config, list(rms), embedder.dim, table)
     tracker = None
     if config.report_to:
         from .tracking import Tracker
