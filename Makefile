@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo test test-all bench bench-bon lint clean
 
 setup: $(STAMP)
 	@$(BIN)/python -c "import torch, transformers, trl, vllm, bandits, laser; from trl import DPOTrainer; \
@@ -35,6 +35,10 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_bandits.py --json benchmarks/results/bandits.json
+
+# Best-of-n on the embedded test split, every strategy, n in {1, 4, 16} (about 2 minutes after the demo).
+bench-bon: setup
+	$(BIN)/python benchmarks/bench_bon.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -23,13 +23,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from laser.generation import ContextEmbedder, GenerationEngine, Sample
+from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Sample
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.strategies import RewardStrategy, StrategyError
 from laser.tasks.checkers import check
 
 from .inputs import PromptRow
-from .rerank import BonError, best_of_n
+from .rerank import BonError, rerank
 
 FEEDBACK = ("nll", "gold", "none")
 
@@ -75,18 +75,33 @@ class BonRunner:
 
     def step(self, rows: Sequence[PromptRow], batch_index: int = 0) -> list[dict]:
         """Best-of-n on one batch of rows; returns one output row per prompt (and learns, if online)."""
+        return self.choose(rows, self.sample(rows, batch_index), batch_index)
+
+    def sample(self, rows: Sequence[PromptRow], batch_index: int = 0) -> Candidates:
+        """The n candidates of each row (seeded by the batch's position, so a resumed run draws the same)."""
+        s = self.settings
+        t0 = time.perf_counter()
+        cands = self.engine.sample([r.prompt for r in rows], n=s.n, temperature=s.temperature, top_p=s.top_p,
+                                   max_new_tokens=s.max_new_tokens, seed=s.seed * 100_003 + batch_index)
+        self.elapsed += time.perf_counter() - t0
+        return cands
+
+    def choose(self, rows: Sequence[PromptRow], candidates: Candidates, batch_index: int = 0) -> list[dict]:
+        """Rerank the rows' candidates, learn from the feedback on the choices (if online), and return one
+        output row per prompt."""
         s = self.settings
         t0 = time.perf_counter()
         domains = [r.domain for r in rows]
+        prompts = [r.prompt for r in rows]
         try:
-            rr = best_of_n(self.engine, [r.prompt for r in rows], s.n, self.strategy, self.rms, self.embedder,
-                           self.normalizer, domains=domains if all(domains) else None, temperature=s.temperature,
-                           top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed * 100_003 + batch_index,
-                           round=batch_index)
+            rr = rerank(prompts, candidates, self.strategy, self.rms,
+                        contexts=self.embedder.embed(prompts) if self.embedder is not None else None,
+                        normalizer=self.normalizer, domains=domains if all(domains) else None, round=batch_index)
         except StrategyError as e:
             if self.strategy.name == "oracle":
                 raise BonError(f"--strategy oracle: {e} (every row needs a 'domain' the oracle table knows)") from e
             raise
+        rr.candidates = candidates
         chosen = [rr.candidates.samples[i][c.index] for i, c in enumerate(rr.choices)]
         values, ok = choice_feedback(s.feedback, chosen, rows)
         if ok.any():
