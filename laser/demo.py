@@ -26,19 +26,6 @@ def best_single(table: dict[str, dict[str, float]]) -> str:
     return "single:" + max(table, key=lambda rm: float(np.mean(list(table[rm].values()))))
 
 
-def _slug(strategy: str) -> str:
-    return strategy.replace(":", "-")
-
-
-def _finished(run_dir: Path, rounds: int) -> bool:
-    from laser.report import read_run
-
-    try:
-        return read_run(run_dir).final["round"] >= rounds
-    except (FileNotFoundError, ValueError):
-        return False
-
-
 @dataclass
 class Claim:
     """One statement the demo checks, with the numbers behind it."""
@@ -83,42 +70,20 @@ def check_claims(results: dict, k: int, laser: str = "laser", reference_single: 
 
 
 def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequence[str] = DEFAULT_STRATEGIES,
-             out: str | Path = "runs/demo", progress: bool = True) -> Path:
+             out: str | Path = "runs/demo", progress: bool = True, jobs: int = 1) -> Path:
     """Train every strategy for every seed (reusing finished runs), then write and print the comparison."""
+    from laser.grid import run_grid
     from laser.report import StrategyResult, format_comparison, plot_accuracy, plot_picks, read_run
-    from laser.strategies import parse_strategy
-    from laser.training.run import resolve_models, train
+    from laser.training.run import resolve_models
 
-    for s in strategies:
-        if s != "best-single":
-            parse_strategy(s)  # a typo fails here, not after the first hour of training
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     _, rm_configs, table, _ = resolve_models(base)  # builds the embedded default on first use
     if "best-single" in strategies and table is None:
         raise ValueError("best-single needs a measured accuracy table (the embedded reward models)")
     names = [best_single(table) if s == "best-single" else s for s in strategies]
-    results: dict[str, StrategyResult] = {}
-    jobs = [(s, seed) for s in names for seed in seeds]
-    for i, (strategy, seed) in enumerate(jobs, 1):
-        config = base.model_copy(update={"strategy": strategy, "seed": seed, "name": f"{_slug(strategy)}-s{seed}",
-                                         "output_dir": str(out)})
-        run_dir = config.run_dir
-        if _finished(run_dir, config.rounds):
-            _say(f"[{i}/{len(jobs)}] {strategy}, seed {seed}: finished earlier, reused ({run_dir})", progress)
-        else:
-            resume = (run_dir / "checkpoints" / "latest").exists()
-            if not resume and (run_dir / "metrics.jsonl").exists():
-                (run_dir / "metrics.jsonl").unlink()  # started but never checkpointed: start over
-            _say(f"[{i}/{len(jobs)}] {strategy}, seed {seed}" + (" (resumed)" if resume else ""), progress)
-            if resume:
-                from laser.training.run import load_run_config
-
-                config = load_run_config(run_dir)
-            train(config, progress=progress, resume=resume)
-        summary = read_run(run_dir)
-        results.setdefault(strategy, StrategyResult(strategy)).runs.append(summary)
+    runs = run_grid(base, names, seeds, out, jobs=jobs, progress=progress, say=lambda m: _say(m, progress))
+    results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in runs.items()}
 
     single = next((n for n in names if n.startswith("single:")), None)
     table_md = format_comparison(results, reference="laser" if "laser" in results else None)

@@ -1,8 +1,17 @@
 """Metrics files -> tables and plots: a run's `report.md`, and strategies compared over seeds."""
 
 from .machine import describe_machine
-from .plots import plot_accuracy, plot_picks
-from .runs import RunSummary, StrategyResult, format_comparison, format_run, mean_ci, read_run, write_run_report
+from .plots import plot_accuracy, plot_picks, plot_stages
+from .runs import (
+                   RunSummary,
+                   StrategyResult,
+                   format_comparison,
+                   format_run,
+                   mean_ci,
+                   read_run,
+                   rounds_to_reach,
+                   write_run_report,
+)
 
 __all__ = ["RunSummary", "StrategyResult", "describe_machine", "format_comparison", "format_run", "mean_ci",
-           "plot_accuracy", "plot_picks", "read_run", "write_run_report"]
+           "plot_accuracy", "plot_picks", "plot_stages", "read_run", "rounds_to_reach", "write_run_report"]

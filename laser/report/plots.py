@@ -71,3 +71,26 @@ def plot_picks(rounds: Sequence[dict], out: str | Path, window: int = 5) -> Path
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return Path(out)
+
+
+def plot_stages(stage_seconds: Mapping[str, Mapping[str, float]], out: str | Path) -> Path:
+    """Seconds per stage of a round (generate, score, train, ...), one stacked bar per strategy (mean over seeds)."""
+    plt = _pyplot()
+    names = list(stage_seconds)
+    stages = list(dict.fromkeys(k for row in stage_seconds.values() for k in row))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * len(names) + 2), 4.0))
+    bottom = np.zeros(len(names))
+    for i, st in enumerate(stages):
+        v = np.array([stage_seconds[n].get(st, 0.0) for n in names])
+        ax.bar(names, v, bottom=bottom, label=st, color=plt.cm.tab10(i % 10))
+        bottom += v
+    ax.set_ylabel("seconds per run (all rounds)")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

@@ -141,17 +141,32 @@ def write_run_report(run_dir: str | Path) -> Path:
     return out
 
 
-def format_comparison(results: Mapping[str, StrategyResult], reference: str | None = None) -> str:
+def rounds_to_reach(res: StrategyResult, target: float) -> int | None:
+    """The first evaluated round at which the strategy's mean test accuracy over seeds reaches `target`."""
+    by_round: dict[int, list[float]] = defaultdict(list)
+    for r in res.runs:
+        for ev in r.evals:
+            by_round[ev["round"]].append(ev["mean_accuracy"])
+    full = len(res.runs)
+    hits = (rd for rd in sorted(by_round) if len(by_round[rd]) == full and np.mean(by_round[rd]) >= target - 1e-12)
+    return next(hits, None)
+
+
+def format_comparison(results: Mapping[str, StrategyResult], reference: str | None = None,
+                      reach: str | None = None) -> str:
     """Strategies side by side: test accuracy per domain and mean (mean ± 95% CI over seeds, in %), the paired
-    difference to `reference`, the share of oracle picks, RM forward passes and wall time."""
+    difference to `reference`, the share of oracle picks, RM forward passes and wall time; with `reach`, the
+    rounds each strategy needed to reach that strategy's final mean accuracy."""
     first = next(iter(results.values())).runs[0]
     domains = list(first.final["accuracy"])
+    target = float(np.mean(results[reach].accuracy())) if reach in results else None
     head = ("| strategy | " + " | ".join(domains) + " | mean | vs " + (reference or "-")
-            + " | oracle picks (2nd half) | RM forward passes | wall s |")
-    lines = [head, "|---|" + "---|" * (len(domains) + 5)]
+            + " | oracle picks (2nd half) | RM forward passes | wall s |"
+            + (f" rounds to reach {reach} ({target * 100:.1f}) |" if target is not None else ""))
+    lines = [head, "|---|" + "---|" * (len(domains) + 5 + (target is not None))]
     sft = first.initial  # every run starts from the same policy and evaluates it greedily at round 0
     lines.append("| SFT policy (round 0) | " + " | ".join(f"{sft['accuracy'][d] * 100:.1f}" for d in domains)
-                 + f" | {sft['mean_accuracy'] * 100:.1f} | | | 0 | |")
+                 + f" | {sft['mean_accuracy'] * 100:.1f} | | | 0 | |" + (" |" if target is not None else ""))
     ref = results.get(reference) if reference else None
     for name, res in results.items():
         cells = [_pm(*mean_ci(res.accuracy(d))) for d in domains]
@@ -164,6 +179,11 @@ def format_comparison(results: Mapping[str, StrategyResult], reference: str | No
         match = [m for r in res.runs if (m := r.oracle_match()) is not None]
         forward = np.mean([r.final["rm_forward_total"] for r in res.runs])
         wall = np.mean([r.wall_s for r in res.runs])
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | **{_pm(*mean_ci(res.accuracy()))}** | {diff} | "
-                     + (f"{np.mean(match):.0%}" if match else "") + f" | {forward:,.0f} | {wall:.0f} |")
+        row = (f"| {name} | " + " | ".join(cells) + f" | **{_pm(*mean_ci(res.accuracy()))}** | {diff} | "
+               + (f"{np.mean(match):.0%}" if match else "") + f" | {forward:,.0f} | {wall:.0f} |")
+        if target is not None:
+            rd = rounds_to_reach(res, target)
+            last = max(r.final["round"] for r in res.runs)
+            row += f" {rd if rd is not None else f'not in {last}'} |"
+        lines.append(row)
     return "\n".join(lines)

@@ -117,10 +117,16 @@ def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=No
     from laser.strategies import make_strategy
 
     spec = strategy or config.strategy
-    params = dict(config.bandit.params, selection=config.bandit.selection) if spec.startswith("laser") \
-        else dict(config.ensemble_params) if spec.startswith("ensemble") else {}
-    return make_strategy(spec if spec != "laser" else f"laser:{config.bandit.policy}", rm_names, dim=dim,
-                         seed=config.seed, oracle_table=table, **params)
+    if spec == "laser":
+        spec = f"laser:{config.bandit.policy}"
+    params = {}
+    if spec.startswith("laser"):
+        # bandit.params belong to bandit.policy; another bandit named in the strategy keeps its own defaults
+        params = dict(config.bandit.params if spec == f"laser:{config.bandit.policy}" else {},
+                      selection=config.bandit.selection)
+    elif spec.startswith("ensemble"):
+        params = dict(config.ensemble_params)
+    return make_strategy(spec, rm_names, dim=dim, seed=config.seed, oracle_table=table, **params)
 
 
 def build_trainer(config: RunConfig):

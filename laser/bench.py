@@ -1,0 +1,97 @@
+"""`laser bench`: every strategy x S seeds on the embedded default, with confidence intervals, cost and plots.
+
+The runs go to `<runs>/<strategy>-s<seed>/` (reused when finished with the same config, resumed when
+interrupted: `laser.grid`); the comparison goes to `benchmarks/results/<date>-<name>/`: `report.md`
+(the command and the machine at the top, then test accuracy per domain and mean as mean ± 95% CI over
+seeds, the paired difference to LASeR, oracle picks, RM forward passes, wall time and the rounds each
+strategy needed to reach ensemble:mean's final accuracy), `results.json` (every raw number: each run's
+evaluations and per-stage seconds) and `accuracy.png`, `picks.png`, `stages.png`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from laser.config import RunConfig
+
+# "singles" stands for single:<rm> for every reward model of the run.
+DEFAULT_STRATEGIES = ("laser", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
+                      "ensemble:worst_case", "ensemble:uncertainty_weighted", "singles", "oracle")
+QUICK = {"seeds": (0,), "overrides": {"rounds": 16, "eval_every": 4, "checkpoint_every": 8}}
+FULL = {"seeds": (0, 1, 2, 3, 4), "overrides": {"eval_every": 5}}
+
+
+def expand(strategies: Sequence[str], rm_names: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for s in strategies:
+        out += [f"single:{rm}" for rm in rm_names] if s == "singles" else [s]
+    return list(dict.fromkeys(out))
+
+
+def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], runs_dir: str | Path,
+              results_dir: str | Path, jobs: int = 1, command: str = "laser bench", progress: bool = True) -> Path:
+    """Train the grid, then write the comparison (see the module docstring); returns the report's path."""
+    from laser.grid import run_grid
+    from laser.report import (
+        StrategyResult,
+        describe_machine,
+        format_comparison,
+        plot_accuracy,
+        plot_picks,
+        plot_stages,
+        read_run,
+    )
+    from laser.training.run import resolve_models
+
+    t0 = time.perf_counter()
+    _, rm_configs, table, _ = resolve_models(base)
+    names = expand(strategies, list(rm_configs))
+    if "oracle" in names and table is None:
+        raise ValueError("the oracle needs the measured accuracy table of the embedded reward models")
+    runs = run_grid(base, names, seeds, runs_dir, jobs=jobs, progress=progress,
+                    say=lambda m: print(f"[laser bench] {m}", file=sys.stderr, flush=True))
+    results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in runs.items()}
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = "laser" if "laser" in results else None
+    reach = "ensemble:mean" if "ensemble:mean" in results else None
+    table_md = format_comparison(results, reference=reference, reach=reach)
+    plot_accuracy({n: r.runs for n, r in results.items()}, out / "accuracy.png")
+    if reference:
+        plot_picks(results[reference].runs[0].rounds, out / "picks.png")
+    stages = {n: {k: float(np.mean([r.stage_seconds().get(k, 0.0) for r in res.runs]))
+                  for k in res.runs[0].stage_seconds()} for n, res in results.items()}
+    plot_stages(stages, out / "stages.png")
+    wall = time.perf_counter() - t0
+    lines = [f"# Strategies on the embedded default: {len(names)} strategies x {len(seeds)} seeds", "",
+             f"Command: `{command}`  ", f"Machine: {describe_machine()}  ",
+             f"Date: {datetime.date.today().isoformat()}; wall time of the command: {wall:.0f} s "
+             f"({jobs} parallel run(s); finished runs reused count 0)", "",
+             f"K = {len(rm_configs)} reward models ({', '.join(rm_configs)}); {base.rounds} rounds of "
+             f"{base.round.prompts_per_round} prompts x {base.round.n} samples, evaluated every {base.eval_every} "
+             f"rounds; greedy test accuracy in %, mean ± 95% CI (Student t) over seeds {list(seeds)}; 'vs laser' "
+             "is the paired difference per seed with its CI; 'wall s' is each run's time in rounds and "
+             "evaluations.", "", table_md, "",
+             "![accuracy per round, mean and 95% band over seeds](accuracy.png)", "",
+             "![LASeR's RM picks per domain over the rounds, first seed](picks.png)", "",
+             "![seconds per stage, mean over seeds](stages.png)"]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    raw = {"command": command, "machine": describe_machine(), "seeds": list(seeds), "reward_models": list(rm_configs),
+           "oracle_table": table, "config": base.model_dump(mode="json"), "wall_s": wall,
+           "strategies": {n: [{"seed": r.seed, "run_dir": str(r.run_dir), "evals": r.evals,
+                               "stage_seconds": r.stage_seconds(), "wall_s": r.wall_s,
+                               "oracle_match_second_half": r.oracle_match(),
+                               "rm_forward_per_round": [x["rm_forward"] for x in r.rounds]}
+                              for r in res.runs] for n, res in results.items()}}
+    (out / "results.json").write_text(json.dumps(raw, indent=1))
+    print(table_md)
+    print(f"\nreport: {report}")
+    return report
