@@ -60,3 +60,25 @@ def test_normalizers_reject_nan(cls):
 def test_quantile_normalizer_bad_params():
     with pytest.raises(ValueError, match="low must be < high"):
         QuantileNormalizer(0.8, 0.2)
+
+
+def test_quantile_normalizer_equals_numpy_quantile_of_the_history_exactly():
+    """The sorted-history lookup gives bit for bit what np.quantile over the (windowed) history gives."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        low, high = float(rng.uniform(0, 0.4)), float(rng.uniform(0.5, 1))
+        window = [None, 1, 5, 37][trial % 4]
+        norm, history = QuantileNormalizer(low, high, window), []
+        for _ in range(25):
+            v = rng.integers(-2, 3, size=rng.integers(1, 6)).astype(float) if trial % 2 else rng.standard_normal(5)
+            out = norm.normalize(v)
+            for x, got in zip(v, out, strict=True):
+                history = (history + [float(x)])[-window:] if window else history + [float(x)]
+                q_low, q_high = np.quantile(history, [low, high])
+                want = (1.0 if x > q_high else 0.0 if x < q_low else 0.5) if q_high <= q_low \
+                    else np.clip((x - q_low) / (q_high - q_low), 0.0, 1.0)
+                assert got == want
+        assert norm.history == history
+        restored = QuantileNormalizer(low, high, window)
+        restored.load_state_dict(norm.state_dict())
+        assert np.array_equal(restored.normalize([0.25, -1.0]), norm.normalize([0.25, -1.0]))

@@ -1,0 +1,74 @@
+"""`laser bench` and the grid it runs: reuse only on the same config, parallel runs, the results folder."""
+
+import json
+
+import pytest
+
+from laser.cli import main
+from laser.config import RunConfig
+from laser.grid import GridError, job_config, run_state
+from laser.report import StrategyResult, format_comparison, rounds_to_reach
+from laser.report.runs import RunSummary
+
+
+def _summary(accs, rounds=(0, 5, 10), seed=0):
+    evals = [{"round": r, "accuracy": {"a": x}, "mean_accuracy": x, "rm_forward_total": 10 * r}
+             for r, x in zip(rounds, accs, strict=True)]
+    return RunSummary(run_dir=__import__("pathlib").Path("x"), rounds=[], evals=evals, seed=seed)
+
+
+def test_rounds_to_reach_uses_the_mean_over_seeds():
+    res = StrategyResult("s", [_summary([0.1, 0.3, 0.5]), _summary([0.1, 0.5, 0.5], seed=1)])
+    assert rounds_to_reach(res, 0.4) == 5           # mean 0.4 at round 5
+    assert rounds_to_reach(res, 0.45) == 10
+    assert rounds_to_reach(res, 0.6) is None
+    table = format_comparison({"ens": StrategyResult("ens", [_summary([0.1, 0.2, 0.4])]), "s": res}, reach="ens")
+    assert "rounds to reach ens (40.0)" in table
+    assert table.splitlines()[-1].endswith(" 5 |") and table.splitlines()[-2].endswith(" 10 |")
+
+
+def test_a_run_directory_with_another_config_is_not_reused(tmp_path):
+    import yaml
+
+    base = RunConfig()
+    c = job_config(base, "random", 3, tmp_path)
+    assert c.name == "random-s3" and c.seed == 3 and run_state(c) == "new"
+    c.run_dir.mkdir(parents=True)
+    other = c.model_copy(update={"rounds": 7})
+    (c.run_dir / "config.yaml").write_text(yaml.safe_dump(other.model_dump(mode="json")))
+    with pytest.raises(GridError, match="rounds: 7 there, 40 asked"):
+        run_state(c)
+    (c.run_dir / "config.yaml").write_text(yaml.safe_dump(c.model_dump(mode="json")))
+    (c.run_dir / "metrics.jsonl").write_text("")
+    assert run_state(c) == "new" and not (c.run_dir / "metrics.jsonl").exists()  # never checkpointed: redo
+
+
+def test_laser_bench_in_parallel_on_the_quick_world(quick_world, tmp_path, monkeypatch, capsys):
+    assets, _ = quick_world
+    monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    args = ["bench", "--quick", "--set", "models.embedded=quick", "--set", "rounds=2", "--set", "eval_every=1",
+            "--set", "checkpoint_every=2", "--set", "round.prompts_per_round=8", "--set", "round.n=4",
+            "--set", "tasks.test_per_domain=16", "--set", "round.feedback_examples=16",
+            "--strategies", "laser", "ensemble:mean", "--seeds", "0", "--jobs", "2", "--runs", str(runs),
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    assert "Command: `laser bench --quick" in report and "Machine: " in report and " cores of " in report
+    assert "rounds to reach ensemble:mean" in report and "| laser |" in report and "| ensemble:mean |" in report
+    raw = json.loads((out / "results.json").read_text())
+    assert set(raw["strategies"]) == {"laser", "ensemble:mean"}
+    for name, rs in raw["strategies"].items():
+        assert [r["seed"] for r in rs] == [0] and [e["round"] for e in rs[0]["evals"]] == [0, 1, 2]
+        assert set(rs[0]["stage_seconds"]) >= {"generate", "score", "train"}
+        assert (runs / f"{name.replace(':', '-')}-s0" / "train.log").exists()  # each ran in its own process
+    ens, las = (raw["strategies"][s][0]["rm_forward_per_round"] for s in ("ensemble:mean", "laser"))
+    assert sum(ens) > 2 * sum(las) > 0
+    for png in ("accuracy.png", "picks.png", "stages.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # Again: both runs are reused, not retrained; a changed setting is refused instead of mixed in.
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().err.count("finished earlier, reused") == 2
+    assert main([*args, "--set", "round.n=3"]) == 2
+    assert "holds a run with another config (round.n: 4 there, 3 asked)" in capsys.readouterr().err
