@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench bench-bon lint clean
+.PHONY: setup demo test test-all bench bench-bon bench-strategies bench-simulate lint clean
 
 setup: $(STAMP)
 	@$(BIN)/python -c "import torch, transformers, trl, vllm, bandits, laser; from trl import DPOTrainer; \
@@ -39,6 +39,14 @@ bench: setup
 # Best-of-n on the embedded test split, every strategy, n in {1, 4, 16} (about 2 minutes after the demo).
 bench-bon: setup
 	$(BIN)/python benchmarks/bench_bon.py
+
+# Every strategy x 5 seeds on the embedded default (`laser bench`; --quick: 1 seed, about 10 minutes).
+bench-strategies: setup
+	$(BIN)/laser bench
+
+# The selection simulator: every strategy on 100,000 simulated instances, noise, drift, scale (about 5 minutes).
+bench-simulate: setup
+	$(BIN)/python benchmarks/bench_simulate.py
 
 lint: setup
 	$(BIN)/ruff check .
