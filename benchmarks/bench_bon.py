@@ -18,6 +18,7 @@ oracle (the best RM per domain by the build's on-policy table; it reads the doma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             if frozen:
                 strategy = make_bon_strategy(setup, spec, embedder, normalizer)
             else:
-                fresh = type(setup)(setup.policy, setup.reward_models, setup.table, setup.config)  # no router state
+                fresh = dataclasses.replace(setup, router=None)  # the same setup, without the trained state
                 strategy = make_bon_strategy(fresh, spec, embedder if spec == "laser" else None, normalizer)
             runner = BonRunner(engine, strategy, rms, settings.model_copy(
                 update={"feedback": "none" if frozen else feedback}), embedder if spec == "laser" else None,

@@ -72,19 +72,29 @@ def _train(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """Run `laser demo`: every strategy x seed on the embedded default, then the comparison table."""
-    from laser.config import ConfigError, RunConfig, load_config
+    from laser.config import RunConfig, load_config
     from laser.demo import run_demo
-    from laser.training.run import RunLockedError
 
-    try:
+    def run() -> None:
         base = load_config(args.config, list(args.set or [])) if args.config or args.set else RunConfig(name="demo")
         run_demo(base, seeds=args.seeds, strategies=args.strategies, out=args.out, progress=not args.quiet,
                  jobs=args.jobs)
-    except (ConfigError, RunLockedError, FileNotFoundError, ValueError) as e:
-        print(f"laser demo: {e}", file=sys.stderr)
+
+    return _resumable("laser demo", run)
+
+
+def _resumable(command: str, run) -> int:
+    """Run a grid command: a bad config or input exits 2 with the message, Ctrl-C says how to continue."""
+    from laser.config import ConfigError
+    from laser.training.run import RunLockedError
+
+    try:
+        run()
+    except (ConfigError, RunLockedError, FileNotFoundError, ValueError) as e:  # GridError is a ValueError
+        print(f"{command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("laser demo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        print(f"{command}: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
     return 0
 
@@ -94,14 +104,12 @@ def _bench(args: argparse.Namespace) -> int:
     import datetime
 
     from laser.bench import DEFAULT_STRATEGIES, FULL, QUICK, run_bench
-    from laser.config import ConfigError, RunConfig, load_config
-    from laser.grid import GridError
-    from laser.training.run import RunLockedError
+    from laser.config import RunConfig, load_config
 
     mode = QUICK if args.quick else FULL
     name = args.name or ("quick" if args.quick else "strategies")
     overrides = [f"{k}={v}" for k, v in mode["overrides"].items()] + list(args.set or [])
-    try:
+    def run() -> None:
         base = load_config(args.config, overrides) if args.config or overrides else RunConfig()
         base = base.model_copy(update={"name": name})
         out = args.out or f"benchmarks/results/{datetime.date.today().isoformat()}-{name}"
@@ -109,13 +117,8 @@ def _bench(args: argparse.Namespace) -> int:
                   args.runs or f"runs/bench-{name}", out, jobs=args.jobs,
                   command="laser bench " + " ".join(sys.argv[2:] if args.argv is None else args.argv),
                   progress=not args.quiet)
-    except (ConfigError, GridError, RunLockedError, FileNotFoundError, ValueError) as e:
-        print(f"laser bench: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("laser bench: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
-        return 130
-    return 0
+
+    return _resumable("laser bench", run)
 
 
 def _bon(args: argparse.Namespace) -> int:
