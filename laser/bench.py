@@ -70,7 +70,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                   for k in res.runs[0].stage_seconds()} for n, res in results.items()}
     plot_stages(stages, out / "stages.png")
     wall = time.perf_counter() - t0
-    lines = [f"# Strategies on the embedded default: {len(names)} strategies x {len(seeds)} seeds", "",
+    lines = [f"# Strategies on the embedded default: {len(names)} strategies x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}  ",
              f"Date: {datetime.date.today().isoformat()}; wall time of the command: {wall:.0f} s "
              f"({jobs} parallel run(s); finished runs reused count 0)", "",

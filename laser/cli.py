@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "single RM and the oracle for several seeds (finished runs reused, interrupted "
                                    "ones resumed), then write report.md, results.json and plots under "
                                    "benchmarks/results/<date>-<name>/.")
-    p.add_argument("--quick", action="store_true", help="1 seed, 16 rounds: about 10 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="1 seed, 16 rounds: about 7 minutes on 2 cores")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2 3 4; --quick: 0)")
     p.add_argument("--strategies", nargs="+", default=None,
                    help="default: laser laser:lints laser:exp3 random sequential ensemble:mean ensemble:worst_case "

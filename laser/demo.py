@@ -92,7 +92,7 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     if "laser" in results:
         plot_picks(results["laser"].runs[0].rounds, out / "picks.png")
     k = len(rm_configs)
-    lines = [f"# LASeR demo: {len(names)} strategies x {len(seeds)} seeds on the embedded default", "",
+    lines = [f"# LASeR demo: {len(names)} strategies x {len(seeds)} seed{'s' if len(seeds) != 1 else ''} on the embedded default", "",
              f"K = {k} reward models ({', '.join(rm_configs)}); {base.rounds} rounds of {base.round.prompts_per_round} "
              f"prompts x {base.round.n} samples; test accuracy is greedy, in %, mean ± 95% CI over seeds "
              f"{list(seeds)}; 'vs laser' is the paired difference per seed.", "", table_md, "",
