@@ -55,9 +55,9 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
     names = expand(strategies, list(rm_configs))
     if "oracle" in names and table is None:
         raise ValueError("the oracle needs the measured accuracy table of the embedded reward models")
-    runs = run_grid(base, names, seeds, runs_dir, jobs=jobs, progress=progress,
+    grid = run_grid(base, names, seeds, runs_dir, jobs=jobs, progress=progress,
                     say=lambda m: print(f"[laser bench] {m}", file=sys.stderr, flush=True))
-    results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in runs.items()}
+    results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in grid.runs.items()}
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     reference = "laser" if "laser" in results else None
@@ -70,10 +70,12 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                   for k in res.runs[0].stage_seconds()} for n, res in results.items()}
     plot_stages(stages, out / "stages.png")
     wall = time.perf_counter() - t0
-    lines = [f"# Strategies on the embedded default: {len(names)} strategies x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}", "",
+    n_seeds = f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else "")
+    lines = [f"# Strategies on the embedded default: {len(names)} strategies x {n_seeds}", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}  ",
              f"Date: {datetime.date.today().isoformat()}; wall time of the command: {wall:.0f} s "
-             f"({jobs} parallel run(s); finished runs reused count 0)", "",
+             f"({jobs} parallel run(s); {grid.reused} of {len(names) * len(seeds)} runs finished earlier and reused, "
+             "their time not included)", "",
              f"K = {len(rm_configs)} reward models ({', '.join(rm_configs)}); {base.rounds} rounds of "
              f"{base.round.prompts_per_round} prompts x {base.round.n} samples, evaluated every {base.eval_every} "
              f"rounds; greedy test accuracy in %, mean ± 95% CI (Student t) over seeds {list(seeds)}; 'vs laser' "

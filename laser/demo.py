@@ -82,8 +82,8 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     if "best-single" in strategies and table is None:
         raise ValueError("best-single needs a measured accuracy table (the embedded reward models)")
     names = [best_single(table) if s == "best-single" else s for s in strategies]
-    runs = run_grid(base, names, seeds, out, jobs=jobs, progress=progress, say=lambda m: _say(m, progress))
-    results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in runs.items()}
+    grid = run_grid(base, names, seeds, out, jobs=jobs, progress=progress, say=lambda m: _say(m, progress))
+    results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in grid.runs.items()}
 
     single = next((n for n in names if n.startswith("single:")), None)
     table_md = format_comparison(results, reference="laser" if "laser" in results else None)
@@ -92,7 +92,8 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     if "laser" in results:
         plot_picks(results["laser"].runs[0].rounds, out / "picks.png")
     k = len(rm_configs)
-    lines = [f"# LASeR demo: {len(names)} strategies x {len(seeds)} seed{'s' if len(seeds) != 1 else ''} on the embedded default", "",
+    n_seeds = f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else "")
+    lines = [f"# LASeR demo: {len(names)} strategies x {n_seeds} on the embedded default", "",
              f"K = {k} reward models ({', '.join(rm_configs)}); {base.rounds} rounds of {base.round.prompts_per_round} "
              f"prompts x {base.round.n} samples; test accuracy is greedy, in %, mean ± 95% CI over seeds "
              f"{list(seeds)}; 'vs laser' is the paired difference per seed.", "", table_md, "",
@@ -100,7 +101,8 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     lines += [f"- [{'x' if c.holds else ' '}] {c.text}: {c.detail}" for c in claims]
     lines += ["", "![accuracy per round](accuracy.png)", "",
               "![LASeR's RM picks per domain, seed " + str(seeds[0]) + "](picks.png)", "",
-              f"Total wall time of this command: {time.perf_counter() - t0:.0f} s (finished runs reused count 0)."]
+              f"Total wall time of this command: {time.perf_counter() - t0:.0f} s ({grid.reused} of "
+              f"{len(names) * len(seeds)} runs finished earlier and reused, their time not included)."]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -106,9 +107,17 @@ def _train_in_subprocess(config: RunConfig, state: str, cores: list[int]) -> Non
         raise GridError(f"{config.name} failed (exit {proc.returncode}); the end of {log}:\n  " + "\n  ".join(tail))
 
 
+@dataclass(frozen=True)
+class GridRuns:
+    """What `run_grid` did: {strategy: [run dir per seed]} and the number of finished runs it reused."""
+
+    runs: dict[str, list[Path]]
+    reused: int
+
+
 def run_grid(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out: str | Path, jobs: int = 1,
-             progress: bool = True, say: Callable[[str], None] | None = None) -> dict[str, list[Path]]:
-    """Train (or reuse) every (strategy, seed); returns {strategy: [run dir per seed]}."""
+             progress: bool = True, say: Callable[[str], None] | None = None) -> GridRuns:
+    """Train (or reuse) every (strategy, seed); returns the run directories and how many were reused."""
     from laser.strategies import parse_strategy
     from laser.training.run import load_run_config, train
 
@@ -150,4 +159,4 @@ def run_grid(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], o
     runs: dict[str, list[Path]] = {}
     for c in configs:
         runs.setdefault(c.strategy, []).append(c.run_dir)
-    return runs
+    return GridRuns(runs, reused=len(configs) - len(todo))

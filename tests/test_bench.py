@@ -56,6 +56,7 @@ def test_laser_bench_in_parallel_on_the_quick_world(quick_world, tmp_path, monke
     report = (out / "report.md").read_text()
     assert "Command: `laser bench --quick" in report and "Machine: " in report and " cores of " in report
     assert "rounds to reach ensemble:mean" in report and "| laser |" in report and "| ensemble:mean |" in report
+    assert "2 strategies x 1 seed\n" in report and "0 of 2 runs finished earlier and reused" in report
     raw = json.loads((out / "results.json").read_text())
     assert set(raw["strategies"]) == {"laser", "ensemble:mean"}
     for name, rs in raw["strategies"].items():
@@ -70,5 +71,6 @@ def test_laser_bench_in_parallel_on_the_quick_world(quick_world, tmp_path, monke
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().err.count("finished earlier, reused") == 2
+    assert "2 of 2 runs finished earlier and reused" in (out / "report.md").read_text()
     assert main([*args, "--set", "round.n=3"]) == 2
     assert "holds a run with another config (round.n: 4 there, 3 asked)" in capsys.readouterr().err

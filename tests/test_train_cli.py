@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,34 @@ from laser.config import ConfigError, RunConfig, load_config
 from laser.training.run import RunLockedError, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of the offline W&B run under `run_dir`, read from its `.wandb` record log.
+
+    The file is a 7-byte header then LevelDB-log records in 32 KiB blocks: crc (4), length (2, little
+    endian), type (1: full, 2: first, 3: middle, 4: last), payload (a serialized `Record` protobuf).
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, pos, block, rows, parts = path.read_bytes(), 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            break
+        parts += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(parts)
+            parts = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+    return rows
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml", "paper_llama3_8b.yaml"])
@@ -95,7 +124,7 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
     args = ["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--name", "t", "--quiet",
             "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=1",
-            "--set", "report_to=[tensorboard]"]
+            "--set", "report_to=[tensorboard,wandb]"]
     assert main(args) == 0
     lines = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     assert [x["type"] for x in lines] == ["eval", "round", "eval", "round", "eval"]
@@ -121,6 +150,12 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
         [(x["round"], round(x["mean_accuracy"], 6)) for x in evals]
     assert [e.step for e in tb.Scalars("round/rm_forward")] == [0, 1]
     assert any((tmp_path / "t" / "tensorboard" / "trl").iterdir())
+    # W&B (offline) holds them too, at step = round; TRL's per-update logs stay out of that run.
+    history = wandb_history(tmp_path / "t")
+    logged = [(h["_step"], round(h["eval/mean_accuracy"], 6)) for h in history if "eval/mean_accuracy" in h]
+    assert logged == [(x["round"], round(x["mean_accuracy"], 6)) for x in evals]
+    assert [h["_step"] for h in history if "round/rm_forward" in h] == [0, 1]
+    assert not any(k.startswith("train/") for h in history for k in h)
     # The finished run's report: a table per evaluation and two plots.
     report = (tmp_path / "t" / "report.md").read_text()
     assert "| 0 |" in report and "| 2 |" in report and "oracle's RM" in report

@@ -77,7 +77,10 @@ class DPOStep:
     def __init__(self, model, tokenizer, settings: DPOSettings, work_dir: str | Path, seed: int = 0,
                  report_to: Sequence[str] = ()):
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
-        self.report_to = list(report_to)  # TRL's own per-step logs go there too (tensorboard: <run>/tensorboard/trl)
+        # TRL's own per-step logs go to TensorBoard too (<run>/tensorboard/trl), not to W&B: transformers'
+        # WandbCallback would re-key every metric of the run (ours included) to its per-update global_step and
+        # overwrite the run's config with each update's TrainingArguments. The round lines carry the DPO loss.
+        self.report_to = [t for t in report_to if t != "wandb"]
         self.work_dir = Path(work_dir)
         self.seed = seed
         self.ref_model = None

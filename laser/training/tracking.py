@@ -41,7 +41,7 @@ class Tracker:
             try:
                 import wandb
             except ImportError as e:
-                raise ImportError("report_to: wandb needs the wandb package: pip install wandb") from e
+                raise ImportError("report_to: wandb needs the wandb package: pip install 'laser-engine[wandb]'") from e
             self.wandb = wandb.init(project="laser", name=name, dir=str(run_dir), mode="offline", config=config,
                                     resume="allow", id=name)
 
