@@ -124,10 +124,12 @@ class JudgeSpec(_Strict):
     batch_size: int = Field(32, gt=0)  # the policy's learning rate and schedule (SFTSpec) apply
 
 
+# math and knowledge cover two domains each and need 900 steps to reach 85% held-out pairwise accuracy on
+# both (300 steps: 81% on arithmetic, 84.5% on yes_no); the policy and the judges do not depend on it.
 DEFAULT_REWARD_MODELS = (
-    RewardModelSpec(name="math", domains=("arithmetic", "strings")),
+    RewardModelSpec(name="math", domains=("arithmetic", "strings"), steps=900),
     RewardModelSpec(name="commonsense", domains=("yes_no",)),
-    RewardModelSpec(name="knowledge", domains=("knowledge", "yes_no")),
+    RewardModelSpec(name="knowledge", domains=("knowledge", "yes_no"), steps=900),
     RewardModelSpec(name="verbose", kind="length", steps=100),
 )
 
