@@ -74,8 +74,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
     lines = [f"# Strategies on the embedded default: {len(names)} strategies x {n_seeds}", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}  ",
              f"Date: {datetime.date.today().isoformat()}; wall time of the command: {wall:.0f} s "
-             f"({jobs} parallel run(s); {grid.reused} of {len(names) * len(seeds)} runs finished earlier and reused, "
-             "their time not included)", "",
+             f"({jobs} parallel run(s); {grid.reuse_note()})", "",
              f"K = {len(rm_configs)} reward models ({', '.join(rm_configs)}); {base.rounds} rounds of "
              f"{base.round.prompts_per_round} prompts x {base.round.n} samples, evaluated every {base.eval_every} "
              f"rounds; greedy test accuracy in %, mean ± 95% CI (Student t) over seeds {list(seeds)}; 'vs laser' "

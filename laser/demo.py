@@ -101,8 +101,7 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     lines += [f"- [{'x' if c.holds else ' '}] {c.text}: {c.detail}" for c in claims]
     lines += ["", "![accuracy per round](accuracy.png)", "",
               "![LASeR's RM picks per domain, seed " + str(seeds[0]) + "](picks.png)", "",
-              f"Total wall time of this command: {time.perf_counter() - t0:.0f} s ({grid.reused} of "
-              f"{len(names) * len(seeds)} runs finished earlier and reused, their time not included)."]
+              f"Total wall time of this command: {time.perf_counter() - t0:.0f} s ({grid.reuse_note()})."]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({

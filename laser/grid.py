@@ -114,6 +114,11 @@ class GridRuns:
     runs: dict[str, list[Path]]
     reused: int
 
+    def reuse_note(self) -> str:
+        """How many runs were reused, for a report's wall-time line."""
+        total = sum(len(dirs) for dirs in self.runs.values())
+        return f"{self.reused} of {total} runs finished earlier and reused, their time not included"
+
 
 def run_grid(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out: str | Path, jobs: int = 1,
              progress: bool = True, say: Callable[[str], None] | None = None) -> GridRuns:
