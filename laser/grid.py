@@ -2,7 +2,8 @@
 
 `laser demo` and `laser bench` both train a grid of runs under one directory (`<out>/<strategy>-s<seed>/`).
 A finished run is reused only if it was trained with the same config (name and output directory
-aside); otherwise the grid stops and says which setting differs, rather than mixing results. With
+aside) on the same embedded assets (the recipe digest in its `assets.json`); otherwise the grid stops
+and says which setting differs, rather than mixing results. With
 `jobs > 1` the runs go to that many worker processes, each pinned to its own share of the CPU cores
 (torch and vLLM's CPU kernels otherwise both claim every core, and two runs fight over them).
 """
@@ -56,9 +57,9 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def run_state(config: RunConfig) -> str:
     """'finished', 'resume' (a checkpoint to continue from), or 'new'. Raises GridError when the directory
-    holds a run of another config."""
+    holds a run of another config, or one trained on other embedded assets than this version builds."""
     from laser.report import read_run
-    from laser.training.run import load_run_config
+    from laser.training.run import check_assets, load_run_config
 
     run_dir = config.run_dir
     if not (run_dir / "config.yaml").exists():
@@ -71,13 +72,20 @@ def run_state(config: RunConfig) -> str:
     if diff:
         raise GridError(f"{run_dir} holds a run with another config ({'; '.join(diff[:4])}); move it away or "
                         "choose another output directory")
+    state = None
     try:
         if read_run(run_dir).final["round"] >= config.rounds:
-            return "finished"
+            state = "finished"
     except (FileNotFoundError, ValueError):
         pass
-    if (run_dir / "checkpoints" / "latest").exists():
-        return "resume"
+    if state is None and (run_dir / "checkpoints" / "latest").exists():
+        state = "resume"
+    if state is not None:
+        try:
+            check_assets(config)  # results of another world are never reused or continued
+        except ConfigError as e:
+            raise GridError(str(e)) from None
+        return state
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # started but never checkpointed: start over
     return "new"
 

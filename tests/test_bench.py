@@ -43,6 +43,25 @@ def test_a_run_directory_with_another_config_is_not_reused(tmp_path):
     assert run_state(c) == "new" and not (c.run_dir / "metrics.jsonl").exists()  # never checkpointed: redo
 
 
+def test_a_run_of_other_embedded_assets_is_not_reused_or_resumed(tmp_path):
+    import yaml
+
+    from laser.assets import AssetRecipe
+
+    c = job_config(RunConfig(), "random", 0, tmp_path)
+    c.run_dir.mkdir(parents=True)
+    (c.run_dir / "config.yaml").write_text(yaml.safe_dump(c.model_dump(mode="json")))
+    (c.run_dir / "checkpoints").mkdir()
+    (c.run_dir / "checkpoints" / "latest").write_text("round-000010")
+    with pytest.raises(GridError, match=r"trained on embedded assets unknown \(no assets.json\)"):
+        run_state(c)  # written before runs recorded their assets: which world it saw is unknown
+    (c.run_dir / "assets.json").write_text(json.dumps({"digest": "0123456789abcdef"}))
+    with pytest.raises(GridError, match=f"assets 0123456789abcdef, but this version builds {AssetRecipe().digest()}"):
+        run_state(c)
+    (c.run_dir / "assets.json").write_text(json.dumps({"digest": AssetRecipe().digest()}))
+    assert run_state(c) == "resume"
+
+
 def test_laser_bench_in_parallel_on_the_quick_world(quick_world, tmp_path, monkeypatch, capsys):
     assets, _ = quick_world
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))

@@ -165,6 +165,13 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert len((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()) == 5
+    # The run records which embedded world it saw; resuming it on another one is refused, nothing rewritten.
+    record = tmp_path / "t" / "assets.json"
+    assert json.loads(record.read_text()) == {"digest": assets.recipe.digest()}
+    record.write_text(json.dumps({"digest": "0123456789abcdef"}))
+    assert main(["train", "--resume", str(tmp_path / "t"), "--quiet"]) == 2
+    assert "trained on embedded assets 0123456789abcdef" in capsys.readouterr().err
+    assert len((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()) == 5
 
 
 def test_lora_training_checkpoints_and_resumes_the_adapters(quick_world, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ instead of interleaving metrics.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -60,16 +61,43 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def embedded_recipe(config: RunConfig):
+    """The `AssetRecipe` of the embedded assets the run uses, or None when it uses none."""
+    if config.models.embedded is None or (config.models.policy is not None and config.models.reward_models is not None
+                                          and config.tasks.source != "embedded"):
+        return None
+    from laser.assets import AssetRecipe, quick_recipe
+
+    return quick_recipe(config.seed) if config.models.embedded == "quick" else AssetRecipe()
+
+
+ASSETS_RECORD = "assets.json"
+
+
+def check_assets(config: RunConfig) -> None:
+    """Raise ConfigError if the run directory's models were built from another embedded recipe than the
+    one this code builds now (a finished or resumed run would otherwise mix two worlds)."""
+    path = config.run_dir / ASSETS_RECORD
+    recipe = embedded_recipe(config)
+    now = recipe.digest() if recipe is not None else None
+    try:
+        saved = json.loads(path.read_text()).get("digest")
+    except FileNotFoundError:
+        saved = "unknown (no assets.json)" if now is not None else None
+    if saved != now:
+        raise ConfigError(f"{config.run_dir} was trained on embedded assets {saved}, but this version builds "
+                          f"{now}: its results belong to another world; move it away or choose another name=")
+
+
 def resolve_models(config: RunConfig):
     """(policy path, {rm name: RewardModelConfig}, accuracy table or None, suite or None) for the config."""
     from laser.config import RewardModelConfig
 
     assets = None
-    if config.models.embedded is not None and (config.models.policy is None or config.models.reward_models is None
-                                               or config.tasks.source == "embedded"):
-        from laser.assets import AssetRecipe, build_assets, quick_recipe
+    recipe = embedded_recipe(config)
+    if recipe is not None:
+        from laser.assets import build_assets
 
-        recipe = quick_recipe(config.seed) if config.models.embedded == "quick" else AssetRecipe()
         assets = build_assets(recipe)
     if config.models.policy is None and assets is None:
         raise ConfigError("models.policy: set a policy path, or models.embedded: default|quick")
@@ -176,8 +204,12 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
         if not resume and (run_dir / "metrics.jsonl").exists():
             raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); resume it with --resume {run_dir}, "
                               "or choose another name=")
-        if not resume:
+        if resume:
+            check_assets(config)
+        else:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+            recipe = embedded_recipe(config)
+            (run_dir / ASSETS_RECORD).write_text(json.dumps({"digest": recipe.digest() if recipe else None}) + "\n")
         trainer = build_trainer(config)
         try:
             if resume:
