@@ -43,6 +43,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
         StrategyResult,
         describe_machine,
         format_comparison,
+        grid_title,
         plot_accuracy,
         plot_picks,
         plot_stages,
@@ -70,8 +71,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                   for k in res.runs[0].stage_seconds()} for n, res in results.items()}
     plot_stages(stages, out / "stages.png")
     wall = time.perf_counter() - t0
-    n_seeds = f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else "")
-    lines = [f"# Strategies on the embedded default: {len(names)} strategies x {n_seeds}", "",
+    lines = [f"# Strategies on the embedded default: {grid_title(len(names), len(seeds))}", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}  ",
              f"Date: {datetime.date.today().isoformat()}; wall time of the command: {wall:.0f} s "
              f"({jobs} parallel run(s); {grid.reuse_note()})", "",

@@ -73,7 +73,7 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
              out: str | Path = "runs/demo", progress: bool = True, jobs: int = 1) -> Path:
     """Train every strategy for every seed (reusing finished runs), then write and print the comparison."""
     from laser.grid import run_grid
-    from laser.report import StrategyResult, format_comparison, plot_accuracy, plot_picks, read_run
+    from laser.report import StrategyResult, format_comparison, grid_title, plot_accuracy, plot_picks, read_run
     from laser.training.run import resolve_models
 
     out = Path(out)
@@ -92,8 +92,7 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     if "laser" in results:
         plot_picks(results["laser"].runs[0].rounds, out / "picks.png")
     k = len(rm_configs)
-    n_seeds = f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else "")
-    lines = [f"# LASeR demo: {len(names)} strategies x {n_seeds} on the embedded default", "",
+    lines = [f"# LASeR demo: {grid_title(len(names), len(seeds))} on the embedded default", "",
              f"K = {k} reward models ({', '.join(rm_configs)}); {base.rounds} rounds of {base.round.prompts_per_round} "
              f"prompts x {base.round.n} samples; test accuracy is greedy, in %, mean ± 95% CI over seeds "
              f"{list(seeds)}; 'vs laser' is the paired difference per seed.", "", table_md, "",

@@ -27,6 +27,12 @@ def test_rounds_to_reach_uses_the_mean_over_seeds():
     assert table.splitlines()[-1].endswith(" 5 |") and table.splitlines()[-2].endswith(" 10 |")
 
 
+def test_report_titles_count_in_the_singular_and_plural():
+    from laser.report import grid_title
+
+    assert grid_title(1, 2) == "1 strategy x 2 seeds" and grid_title(13, 1) == "13 strategies x 1 seed"
+
+
 def test_a_run_directory_with_another_config_is_not_reused(tmp_path):
     import yaml
 

@@ -50,3 +50,21 @@ def test_benchmark_implementations_agree_on_a_tiny_stream():
     assert all(r.instances == steps and r.per_second > 0 for r in rows.values())
     ratios = bb.ratios(list(rows.values()))
     assert {r["peer"] for r in ratios} == {"mabwiser LinUCB", "mabwiser LinTS", "LASeR code LinUCB"}
+
+
+def test_feedback_by_domain_averages_rewards_and_counts_second_half_picks(tmp_path):
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import feedback_by_domain as fb
+
+    lines = [{"type": "eval", "round": 0}]
+    for r, (gain, picks) in enumerate([(0.001, {"a": 3}), (0.003, {"a": 1, "b": 1}), (0.002, {"b": 2}),
+                                       (0.004, {"a": 1, "b": 3})]):
+        lines.append({"type": "round", "round": r, "feedback_by_domain": {"x": {"a": gain}},
+                      "picks_by_domain": {"x": picks}})
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    rows = fb.summarize([tmp_path]).splitlines()
+    # a's reward: mean of 1, 3, 2, 4 (x1e-3) = 2.5, s.e. std/sqrt(4); rounds 2-3 are the second half: a 1 of 6.
+    assert rows[2] == f"| x | a | 4 | +2.50 | {np.std([1, 3, 2, 4]) / 2:.2f} | 17% |"
+    assert len(rows) == 3  # b picked but never rewarded: no row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -117,6 +118,27 @@ def test_accuracy_feedback_is_the_change_in_greedy_correctness(world, tmp_path):
     after = greedy_correct(trainer.policy, trainer.tokenizer, batch)
     assert trained.all() and feedback == pytest.approx(np.full(len(rows), (after - before).mean()))
     assert not np.array_equal(after, before)  # the update changed some answers: the reward is not trivially zero
+
+
+def test_margin_feedback_is_the_change_in_gold_minus_wrong_log_likelihood(world, tmp_path):
+    from laser.assets.pairs import correctness_pairs
+    from laser.tasks import check
+    from laser.training.feedback import gold_margin_per_example
+
+    trainer = make_trainer(world, "laser", tmp_path, validation_metric="margin")
+    batch, wrong = trainer.feedback_batch, trainer.feedback_wrong
+    assert len(wrong) == len(batch) and all(not check(ex, " " + w) for ex, w in zip(batch, wrong, strict=True))
+    assert wrong == make_trainer(world, "laser", tmp_path / "again", validation_metric="margin").feedback_wrong
+    before = gold_margin_per_example(trainer.policy, trainer.tokenizer, batch, wrong)
+    rows = correctness_pairs(trainer.train[:16], random.Random(0))
+    for i, r in enumerate(rows):
+        r["instance"] = i
+    contexts = trainer.embedder.embed([r["prompt"] for r in rows])
+    trainer.dpo.start_iteration()
+    feedback, trained, _ = trainer._train_and_feedback(rows, np.zeros(len(rows), dtype=np.int64), contexts)
+    after = gold_margin_per_example(trainer.policy, trainer.tokenizer, batch, wrong)
+    assert trained.all() and feedback == pytest.approx(np.full(len(rows), (after - before).mean()), abs=1e-5)
+    assert abs(feedback[0]) > 0
 
 
 def test_the_ensemble_pays_k_forward_passes_per_candidate(world, tmp_path):

@@ -7,11 +7,12 @@ from .runs import (
                    StrategyResult,
                    format_comparison,
                    format_run,
+                   grid_title,
                    mean_ci,
                    read_run,
                    rounds_to_reach,
                    write_run_report,
 )
 
-__all__ = ["RunSummary", "StrategyResult", "describe_machine", "format_comparison", "format_run", "mean_ci",
-           "plot_accuracy", "plot_picks", "plot_stages", "read_run", "rounds_to_reach", "write_run_report"]
+__all__ = ["RunSummary", "StrategyResult", "describe_machine", "format_comparison", "format_run", "grid_title",
+           "mean_ci", "plot_accuracy", "plot_picks", "plot_stages", "read_run", "rounds_to_reach", "write_run_report"]

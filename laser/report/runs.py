@@ -71,6 +71,12 @@ def read_run(run_dir: str | Path) -> RunSummary:
     return summary
 
 
+def grid_title(n_strategies: int, n_seeds: int) -> str:
+    """"1 strategy x 3 seeds", in the singular or plural as the counts need."""
+    return (f"{n_strategies} strateg{'y' if n_strategies == 1 else 'ies'} x "
+            f"{n_seeds} seed{'' if n_seeds == 1 else 's'}")
+
+
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """(mean, half-width of the Student-t confidence interval); the half-width is nan for fewer than 2 values."""
     from scipy import stats

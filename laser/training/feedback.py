@@ -2,8 +2,10 @@
 
 `gold_loglik`: the mean per-token log-likelihood of the gold answers (and end of sequence) of a fixed
 validation mini-batch under the policy: cheap (one forward pass) and smooth, so that the gain of a
-single group update is measurable. `greedy_correct`: whether the greedy completion of each example is
-right by its checker; its change is the alternative reward (`round.validation_metric: accuracy`).
+single group update is measurable. `gold_margin`: the gold answer's log-likelihood minus a plausible
+wrong answer's (`round.validation_metric: margin`): what the policy prefers, less sensitive to format.
+`greedy_correct`: whether the greedy completion of each example is right by its checker; its change is
+the alternative reward (`round.validation_metric: accuracy`).
 """
 
 from __future__ import annotations
@@ -22,21 +24,45 @@ def gold_loglik(model, tokenizer, examples: Sequence[Example], batch_size: int =
     return float(np.mean(gold_loglik_per_example(model, tokenizer, examples, batch_size)))
 
 
-@torch.inference_mode()
 def gold_loglik_per_example(model, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
     """Per example: the mean token log-probability of " " + gold answer + EOS given the prompt."""
     if not examples:
         raise ValueError("gold_loglik needs at least one validation example")
+    return answer_logprob(model, tokenizer, [ex.prompt for ex in examples], [ex.target() for ex in examples],
+                          batch_size, reduce="mean")
+
+
+def gold_margin_per_example(model, tokenizer, examples: Sequence[Example], wrong: Sequence[str],
+                            batch_size: int = 64) -> np.ndarray:
+    """Per example: log p(" " + gold answer + EOS) - log p(" " + `wrong` answer + EOS), summed over tokens.
+
+    What the policy prefers, the right answer or a plausible wrong one: the held-out counterpart of DPO's
+    implicit reward margin. Tokens the two answers share in form (" (", ")", EOS) weigh on both sides,
+    so that a change of format alone moves it little, unlike the gold answers' mean log-likelihood.
+    """
+    if not examples:
+        raise ValueError("gold_margin needs at least one validation example")
+    if len(wrong) != len(examples):
+        raise ValueError(f"gold_margin needs one wrong answer per example, got {len(wrong)} for {len(examples)}")
+    prompts = [ex.prompt for ex in examples]
+    gold = answer_logprob(model, tokenizer, prompts, [ex.target() for ex in examples], batch_size, reduce="sum")
+    return gold - answer_logprob(model, tokenizer, prompts, list(wrong), batch_size, reduce="sum")
+
+
+@torch.inference_mode()
+def answer_logprob(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64,
+                   reduce: str = "mean") -> np.ndarray:
+    """Per prompt: the log-probability of " " + answer + EOS after it, token mean (`reduce="mean"`) or sum."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     eos = tokenizer.eos_token or ""
-    per_example = []
+    out = []
     try:
-        for i in range(0, len(examples), batch_size):
-            batch = examples[i:i + batch_size]
-            prompt_ids = [tokenizer(ex.prompt)["input_ids"] for ex in batch]
-            answer_ids = [tokenizer(" " + ex.target() + eos, add_special_tokens=False)["input_ids"] for ex in batch]
+        for i in range(0, len(prompts), batch_size):
+            prompt_ids = [tokenizer(p)["input_ids"] for p in prompts[i:i + batch_size]]
+            answer_ids = [tokenizer(" " + a + eos, add_special_tokens=False)["input_ids"]
+                          for a in answers[i:i + batch_size]]
             seqs = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
             width = max(len(s) for s in seqs)
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -45,11 +71,11 @@ def gold_loglik_per_example(model, tokenizer, examples: Sequence[Example], batch
             logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
             for row, (p, a) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
                 pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
-                tok = torch.tensor(a, device=device)
-                per_example.append(float(logp[row, pos, tok].mean()))
+                tok = logp[row, pos, torch.tensor(a, device=device)]
+                out.append(float(tok.mean() if reduce == "mean" else tok.sum()))
     finally:
         model.train(was_training)
-    return np.array(per_example)
+    return np.array(out)
 
 
 @torch.inference_mode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -27,10 +28,11 @@ from laser.strategies import Assignment, Batch, RewardStrategy
 from laser.strategies.scoring import route_and_score
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
+from laser.tasks.mistakes import wrong_answer
 
 from .distributed import broadcast_from_main, is_main_process
 from .dpo import DPOStep, is_peft
-from .feedback import gold_loglik_per_example, greedy_correct, local_gain
+from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain
 from .pairs import build_pairs
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,10 @@ class RoundSettings(BaseModel):
     # gain (the paper's), which cannot tell which domain an update helped.
     feedback_neighbors: int | None = Field(16, gt=0)
     rounds_per_iteration: int = Field(4, gt=0)  # the DPO reference model is refreshed every this many rounds
-    # validation_gain measures the gold answers' mean token log-likelihood (loglik) or greedy accuracy
-    # (accuracy: one generation of the feedback batch before and after each group's update).
-    validation_metric: Literal["loglik", "accuracy"] = "loglik"
+    # validation_gain measures the gold answers' mean token log-likelihood (loglik), their log-likelihood
+    # minus that of a plausible wrong answer (margin), or greedy accuracy (accuracy: one generation of the
+    # feedback batch before and after each group's update).
+    validation_metric: Literal["loglik", "margin", "accuracy"] = "loglik"
 
 
 class Trainer:
@@ -79,6 +82,9 @@ class Trainer:
         # A fixed, seeded sample of the validation split (splits are often stored domain by domain).
         pick = np.random.default_rng(seed + 1).permutation(len(self.validation))[:settings.feedback_examples]
         self.feedback_batch = [self.validation[i] for i in sorted(pick)]
+        # The wrong side of the `margin` metric: one plausible mistake per feedback example, fixed for the run.
+        self.feedback_wrong = [wrong_answer(ex, random.Random(f"{seed}-{ex.id}")) for ex in self.feedback_batch] \
+            if settings.validation_metric == "margin" else None
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -199,10 +205,9 @@ class Trainer:
             rows = groups[arm]
             idx = sorted({r["instance"] for r in rows})
             if s.feedback == "validation_gain":
-                metric = greedy_correct if s.validation_metric == "accuracy" else gold_loglik_per_example
-                before = metric(self.policy, self.tokenizer, self.feedback_batch)
+                before = self._validation_metric()
                 m = self.dpo.update(rows)
-                gain = metric(self.policy, self.tokenizer, self.feedback_batch) - before
+                gain = self._validation_metric() - before
                 feedback[idx] = local_gain(gain, contexts[idx], val_contexts, s.feedback_neighbors) if local \
                     else gain.mean()
             else:
@@ -212,6 +217,15 @@ class Trainer:
             metrics.append({"arm": arm, "pairs": len(rows), "loss": m.get("loss"),
                             "reward": float(feedback[idx].mean())})
         return feedback, trained, metrics
+
+    def _validation_metric(self) -> np.ndarray:
+        """Per feedback example: the `round.validation_metric` of the policy now."""
+        metric = self.settings.validation_metric
+        if metric == "accuracy":
+            return greedy_correct(self.policy, self.tokenizer, self.feedback_batch)
+        if metric == "margin":
+            return gold_margin_per_example(self.policy, self.tokenizer, self.feedback_batch, self.feedback_wrong)
+        return gold_loglik_per_example(self.policy, self.tokenizer, self.feedback_batch)
 
     # --- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, examples: Sequence[Example] | None = None, max_new_tokens: int = 24) -> dict:
