@@ -68,3 +68,23 @@ def test_feedback_by_domain_averages_rewards_and_counts_second_half_picks(tmp_pa
     # a's reward: mean of 1, 3, 2, 4 (x1e-3) = 2.5, s.e. std/sqrt(4); rounds 2-3 are the second half: a 1 of 6.
     assert rows[2] == f"| x | a | 4 | +2.50 | {np.std([1, 3, 2, 4]) / 2:.2f} | 17% |"
     assert len(rows) == 3  # b picked but never rewarded: no row
+
+
+def test_feedback_ceiling_is_the_share_of_resampled_means_that_rank_the_oracle_first():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import feedback_by_domain as fb
+
+    # a's rewards are 0 or 2 (mean 1), b's always 0.9: the mean of n draws of a beats b when more than
+    # 0.45 n of them are 2: 1/2 for n = 1, 3/4 for n = 2, 11/16 for n = 4.
+    gains = {("x", "a"): [0.0, 2.0], ("x", "b"): [0.9], ("y", "a"): [1.0], ("y", "b"): [3.0],
+             ("z", "b"): [1.0]}
+    oracle = {"x": "a", "y": "a", "z": "a"}
+    for n, expected in [(1, 0.5), (2, 0.75), (4, 11 / 16)]:
+        c = fb.ceiling(gains, oracle, n, draws=20_000)
+        assert abs(c["x"] - expected) < 0.015, (n, c)
+        assert c["y"] == 0.0  # another RM always scores higher
+        assert c["z"] == 0.0  # the oracle's RM was never rewarded there
+    assert abs(fb.ceiling(gains, {"x": "b"}, 2, draws=20_000)["x"] - 0.25) < 0.015  # b wins when a drew 0, 0
+    rows = fb.ceiling_table(gains, {"x": "a", "y": "a"}, ns=(2,)).splitlines()
+    assert rows[0] == "| rewards per (domain, RM) | x | y | mean |"
+    assert re.fullmatch(r"\| 2 \| 7\d% \| 0% \| \*\*3\d%\*\* \|", rows[2]), rows[2]
