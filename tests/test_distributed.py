@@ -1,16 +1,22 @@
-"""Two processes (gloo on CPU): the round's decisions are taken on rank 0 and every rank gets them."""
+"""Two processes (gloo on CPU): the round's decisions are taken on rank 0 and every rank gets them, and
+`laser train` under torchrun trains one run as one process would."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from laser.strategies import Batch, make_strategy
-from laser.training.distributed import broadcast_from_main, is_main_process, world
+from laser.training.distributed import broadcast_from_main, is_main_process, main_first, world
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _worker(rank: int, size: int, port: int, out: str) -> None:
@@ -22,9 +28,21 @@ def _worker(rank: int, size: int, port: int, out: str) -> None:
         mine = strategy.assign(contexts, Batch(round=0))
         shared = broadcast_from_main(mine)
         feedback = broadcast_from_main(np.full(3, float(rank)))
+        ran = []
+        got = main_first(lambda: ran.append(rank) or rank * 10 + 7)  # runs on rank 0 only
+
+        def refuse():
+            raise ValueError(f"rank {rank} refuses")
+
+        try:
+            main_first(refuse)
+            refused = None
+        except ValueError as e:
+            refused = str(e)
         with open(f"{out}.{rank}", "w") as f:
             json.dump({"world": list(world()), "main": is_main_process(), "mine": mine.arms.tolist(),
-                       "shared": shared.arms.tolist(), "feedback": feedback.tolist()}, f)
+                       "shared": shared.arms.tolist(), "feedback": feedback.tolist(), "ran": ran, "got": got,
+                       "refused": refused}, f)
     finally:
         dist.destroy_process_group()
 
@@ -42,8 +60,66 @@ def test_assignments_and_feedback_come_from_rank_0(tmp_path):
     assert r0["mine"] != r1["mine"]                               # the ranks would have disagreed
     assert r0["shared"] == r1["shared"] == r0["mine"]             # both use rank 0's assignment
     assert r0["feedback"] == r1["feedback"] == [0.0, 0.0, 0.0]
+    assert (r0["ran"], r1["ran"]) == ([0], []) and r0["got"] == r1["got"] == 7  # rank 0's result everywhere
+    assert r0["refused"] == r1["refused"] == "rank 0 refuses"                    # and rank 0's error
 
 
 def test_a_single_process_returns_its_input():
     x = {"a": 1}
     assert broadcast_from_main(x) is x and is_main_process() and world() == (0, 1)
+
+
+def _train(tmp_path, name: str, env: dict, processes: int) -> subprocess.CompletedProcess:
+    """`laser train` of the quick config (2 rounds, HF engine) in one process, or under torchrun."""
+    import shutil
+    import sys
+
+    args = ["-m", "laser.cli", "train", "--config", str(ROOT / "configs" / "quick.yaml"), "--name", name,
+            "--quiet", "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=1",
+            "--set", "engine.engine=hf"]
+    if processes > 1:
+        torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+        cmd = [torchrun, "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *args]
+    else:
+        cmd = [sys.executable, *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world, tmp_path):
+    """Two ranks (DDP over gloo) train one run: rank 0 alone writes it, and the run is the one-process run."""
+    assets, _ = quick_world
+    env = {**os.environ, "LASER_ASSETS_DIR": str(assets.root.parent), "OMP_NUM_THREADS": "1"}
+    two = _train(tmp_path, "two", env, processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = _train(tmp_path, "one", env, processes=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = ([json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("two", "one"))
+    assert [x["type"] for x in a] == [x["type"] for x in b] == ["eval", "round", "eval", "round", "eval"]  # once each
+    assert [x["processes"] for x in a if x["type"] == "eval"] == [2, 2, 2]
+    assert [x["processes"] for x in b if x["type"] == "eval"] == [1, 1, 1]
+    ra, rb = ([x for x in lines if x["type"] == "round"] for lines in (a, b))
+    # Same assignments and pairs (rank 0's); the DPO gradient is the mean over both ranks' halves of each batch,
+    # so the first update's loss and bandit reward match the single process's up to float summation order.
+    assert [r["picks"] for r in ra] == [r["picks"] for r in rb]
+    assert [r["pairs"] for r in ra] == [r["pairs"] for r in rb]
+    assert [d["loss"] for d in ra[0]["dpo"]] == pytest.approx([d["loss"] for d in rb[0]["dpo"]], rel=1e-5)
+    assert ra[0]["feedback_mean"] == pytest.approx(rb[0]["feedback_mean"], rel=1e-3)
+    for x, y in zip(a, b, strict=True):
+        if x["type"] == "eval":
+            assert abs(x["mean_accuracy"] - y["mean_accuracy"]) <= 1 / 16, (x, y)
+    run = tmp_path / "two"
+    assert (run / "checkpoints" / "latest").read_text() == "round-000002" and (run / "report.md").exists()
+    assert not (run / ".lock").exists()
+    # Rank 0's refusal stops every rank: a second run into the same directory changes nothing.
+    before = (run / "metrics.jsonl").read_text()
+    again = _train(tmp_path, "two", env, processes=2)
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+    assert (run / "metrics.jsonl").read_text() == before

@@ -79,6 +79,7 @@ def test_paper_config_resolves_to_the_papers_setting():
     for name, kind in (("zero2.yaml", "DEEPSPEED"), ("fsdp.yaml", "FSDP")):
         acc = yaml.safe_load((ROOT / "configs" / "accelerate" / name).read_text())
         assert acc["distributed_type"] == kind and acc["mixed_precision"] == "bf16" and acc["num_processes"] == 8
+        assert c.dpo.batch_size == 16 and c.dpo.batch_size % acc["num_processes"] == 0  # the global batch, split
 
 
 def test_overrides_and_resolved_values():

@@ -106,3 +106,17 @@ def test_settings_are_checked():
         DPOSettings(beta=0)
     with pytest.raises(ValidationError, match="extra"):
         DPOSettings(lr=1.0)
+
+
+def test_batch_size_is_the_global_batch_split_across_processes(world, tmp_path, monkeypatch):
+    import laser.training.dpo as dpo
+
+    assets, _ = world
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    model = AutoModelForCausalLM.from_pretrained(assets.policy)
+    assert DPOStep(model, tok, DPOSettings(batch_size=8), tmp_path).per_device_batch_size == 8
+    monkeypatch.setattr(dpo, "world", lambda: (1, 2))
+    assert DPOStep(model, tok, DPOSettings(batch_size=8), tmp_path).per_device_batch_size == 4
+    monkeypatch.setattr(dpo, "world", lambda: (0, 3))
+    with pytest.raises(ValueError, match=r"dpo.batch_size \(8\) must be a multiple of the number of processes \(3\)"):
+        DPOStep(model, tok, DPOSettings(batch_size=8), tmp_path)

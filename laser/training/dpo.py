@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .distributed import world
+
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +59,7 @@ class DPOSettings(BaseModel):
     learning_rate: float = Field(1e-4, gt=0)  # for the tiny embedded policy; ~5e-7 full / 5e-6 LoRA at 8B
     loss_type: list[str] = ["sigmoid", "sft"]
     loss_weights: list[float] | None = [1.0, 1.0]
-    batch_size: int = Field(8, gt=0)
+    batch_size: int = Field(8, gt=0)  # pairs per optimizer step, over all processes together
     epochs: int = Field(1, gt=0)  # passes over each update's pairs
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int | None = Field(None, gt=8)
@@ -88,6 +90,13 @@ class DPOStep:
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                            lr=settings.learning_rate, weight_decay=0.0)
         self.updates = 0
+        # `batch_size` is the global batch: each of several processes (DDP, ZeRO, FSDP) takes its share, so
+        # that a run takes the same optimizer steps on any number of GPUs.
+        processes = world()[1]
+        if settings.batch_size % processes:
+            raise ValueError(f"dpo.batch_size ({settings.batch_size}) must be a multiple of the number of "
+                             f"processes ({processes}): it is the global batch, split evenly across them")
+        self.per_device_batch_size = settings.batch_size // processes
 
     def start_iteration(self) -> None:
         """Freeze a copy of the current policy as the reference model of the iteration that starts."""
@@ -113,9 +122,9 @@ class DPOStep:
         data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
         s = self.settings
         args = DPOConfig(
-            output_dir=str(self.work_dir), per_device_train_batch_size=s.batch_size, num_train_epochs=s.epochs,
-            learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0, beta=s.beta,
-            loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
+            output_dir=str(self.work_dir), per_device_train_batch_size=self.per_device_batch_size,
+            num_train_epochs=s.epochs, learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
+            beta=s.beta, loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
             max_length=s.max_length, report_to=self.report_to, save_strategy="no",
             logging_strategy="steps" if self.report_to else "no", logging_steps=1,
             disable_tqdm=True, seed=self.seed + self.updates, data_seed=self.seed + self.updates,

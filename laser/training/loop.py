@@ -30,7 +30,7 @@ from laser.tasks.base import Example
 from laser.tasks.checkers import check
 from laser.tasks.mistakes import wrong_answer
 
-from .distributed import broadcast_from_main, is_main_process
+from .distributed import broadcast_from_main, is_main_process, world
 from .dpo import DPOStep, is_peft
 from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain
 from .pairs import build_pairs
@@ -242,7 +242,7 @@ class Trainer:
             picks[d][rm] = c
         line = {"type": "eval", "round": self.round, "accuracy": acc,
                 "mean_accuracy": float(np.mean(list(acc.values()))), "picks": dict(picks),
-                "rm_forward_total": sum(rm.stats.forward for rm in self.rms.values())}
+                "rm_forward_total": sum(rm.stats.forward for rm in self.rms.values()), "processes": world()[1]}
         self.elapsed += time.perf_counter() - t0
         line["elapsed_s"] = round(self.elapsed, 2)
         self._write(line)
@@ -270,7 +270,8 @@ class Trainer:
         for n, rm_state in state["reward_models"].items():
             self.rms[n].load_state_dict(rm_state)
         torch.set_rng_state(state["torch_rng"])
-        _truncate_lines(self.metrics_path, state["metrics_lines"])  # lines written after the checkpoint are redone
+        if is_main_process():  # lines written after the checkpoint are redone
+            _truncate_lines(self.metrics_path, state["metrics_lines"])
 
     def save_checkpoint(self) -> Path:
         """Write `checkpoints/round-NNNNNN/` atomically (temp dir, then rename) and point `latest` at it."""

@@ -11,12 +11,14 @@ import errno
 import json
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import yaml
 
 from laser.config import ConfigError, RunConfig
+
+from .distributed import init_distributed, is_main_process, main_first, world
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ def build_trainer(config: RunConfig):
     embedder = make_embedder(policy, tokenizer, config.context, seed=config.seed, engine=engine)
     strategy = make_run_strategy(config, list(rms), embedder.dim, table)
     tracker = None
-    if config.report_to:
+    if config.report_to and is_main_process():  # one set of logs per run
         from .tracking import Tracker
 
         tracker = Tracker(config.run_dir, config.report_to, name=config.name, config=config.model_dump(mode="json"))
@@ -199,17 +201,18 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
     `checkpoint_every` (and at the end, and on Ctrl-C); with `resume`, continue from the newest checkpoint."""
     from tqdm.auto import tqdm
 
+    init_distributed()
+    progress = progress and is_main_process()
     run_dir = config.run_dir
-    with run_lock(run_dir):
-        if not resume and (run_dir / "metrics.jsonl").exists():
-            raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); resume it with --resume {run_dir}, "
-                              "or choose another name=")
-        if resume:
-            check_assets(config)
-        else:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-            recipe = embedded_recipe(config)
-            (run_dir / ASSETS_RECORD).write_text(json.dumps({"digest": recipe.digest() if recipe else None}) + "\n")
+    with ExitStack() as held:
+        # Rank 0 owns the run directory; the other ranks stop with its error if it cannot start the run.
+        main_first(lambda: held.enter_context(run_lock(run_dir)))
+        main_first(lambda: _prepare_run_dir(config, resume))
+        recipe = embedded_recipe(config)
+        if recipe is not None and world()[1] > 1:  # rank 0 builds the assets; the others then find them cached
+            from laser.assets import build_assets
+
+            main_first(lambda: build_assets(recipe) and None)
         trainer = build_trainer(config)
         try:
             if resume:
@@ -241,12 +244,26 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
             trainer.engine.close()
             if trainer.tracker is not None:
                 trainer.tracker.close()
-        if trainer.round >= config.rounds:
+        if trainer.round >= config.rounds and is_main_process():
             from laser.report import write_run_report
 
             report = write_run_report(run_dir)
             _say(f"report: {report}", progress)
     return last
+
+
+def _prepare_run_dir(config: RunConfig, resume: bool) -> None:
+    """Check that the run directory can take this run (new) or continue it (resume); write its config."""
+    run_dir = config.run_dir
+    if not resume and (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); resume it with --resume {run_dir}, "
+                          "or choose another name=")
+    if resume:
+        check_assets(config)
+    else:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        recipe = embedded_recipe(config)
+        (run_dir / ASSETS_RECORD).write_text(json.dumps({"digest": recipe.digest() if recipe else None}) + "\n")
 
 
 def _last_eval(metrics_path: Path) -> dict | None:
