@@ -45,6 +45,7 @@ def _build_assets(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     """Run `laser train`: config file + overrides -> rounds -> runs/<name>/metrics.jsonl."""
     from laser.config import ConfigError, load_config
+    from laser.training.distributed import is_main_process
     from laser.training.run import RunLockedError, load_run_config, train
 
     overrides = list(args.set or [])
@@ -66,7 +67,8 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print(f"final test accuracy {last['mean_accuracy']:.1%}; metrics: {config.run_dir / 'metrics.jsonl'}")
+    if is_main_process():  # once per run, not once per rank
+        print(f"final test accuracy {last['mean_accuracy']:.1%}; metrics: {config.run_dir / 'metrics.jsonl'}")
     return 0
 
 

@@ -69,20 +69,27 @@ def test_a_single_process_returns_its_input():
     assert broadcast_from_main(x) is x and is_main_process() and world() == (0, 1)
 
 
-def _train(tmp_path, name: str, env: dict, processes: int) -> subprocess.CompletedProcess:
-    """`laser train` of the quick config (2 rounds, HF engine) in one process, or under torchrun."""
+def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False) -> list[str]:
+    """`laser train` of the quick config (4 rounds, HF engine) in one process, or under torchrun."""
     import shutil
     import sys
 
-    args = ["-m", "laser.cli", "train", "--config", str(ROOT / "configs" / "quick.yaml"), "--name", name,
-            "--quiet", "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=1",
-            "--set", "engine.engine=hf"]
+    args = ["-m", "laser.cli", "train", "--quiet"]
+    if resume:
+        args += ["--resume", str(tmp_path / name)]
+    else:
+        args += ["--config", str(ROOT / "configs" / "quick.yaml"), "--name", name, "--set", f"output_dir={tmp_path}",
+                 "--set", "rounds=4", "--set", "eval_every=2", "--set", "checkpoint_every=2",
+                 "--set", "engine.engine=hf"]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-        cmd = [torchrun, "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *args]
-    else:
-        cmd = [sys.executable, *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        return [torchrun, "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *args]
+    return [sys.executable, *args]
+
+
+def _train(tmp_path, name: str, env: dict, processes: int, resume: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(_train_cmd(tmp_path, name, processes, resume), env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def _free_port() -> int:
@@ -102,7 +109,8 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     one = _train(tmp_path, "one", env, processes=1)
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = ([json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("two", "one"))
-    assert [x["type"] for x in a] == [x["type"] for x in b] == ["eval", "round", "eval", "round", "eval"]  # once each
+    kinds = ["eval", "round", "round", "eval", "round", "round", "eval"]
+    assert [x["type"] for x in a] == [x["type"] for x in b] == kinds  # each line once: rank 0 alone writes
     assert [x["processes"] for x in a if x["type"] == "eval"] == [2, 2, 2]
     assert [x["processes"] for x in b if x["type"] == "eval"] == [1, 1, 1]
     ra, rb = ([x for x in lines if x["type"] == "round"] for lines in (a, b))
@@ -116,8 +124,28 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
         if x["type"] == "eval":
             assert abs(x["mean_accuracy"] - y["mean_accuracy"]) <= 1 / 16, (x, y)
     run = tmp_path / "two"
-    assert (run / "checkpoints" / "latest").read_text() == "round-000002" and (run / "report.md").exists()
+    assert (run / "checkpoints" / "latest").read_text() == "round-000004" and (run / "report.md").exists()
     assert not (run / ".lock").exists()
+    assert two.stdout.count("final test accuracy") == 1  # said once, by rank 0
+    # Killed (SIGKILL, every rank) after its round-2 checkpoint and resumed: the same run as without the kill.
+    import signal
+    import time
+
+    killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 300
+    while not latest.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert latest.read_text() == "round-000002"
+    resumed = _train(tmp_path, "killed", env, processes=2, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    c = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    timing = {"seconds", "sync_s", "elapsed_s"}
+    assert [{k: v for k, v in x.items() if k not in timing} for x in c] == \
+        [{k: v for k, v in x.items() if k not in timing} for x in a]
     # Rank 0's refusal stops every rank: a second run into the same directory changes nothing.
     before = (run / "metrics.jsonl").read_text()
     again = _train(tmp_path, "two", env, processes=2)
