@@ -118,5 +118,17 @@ def test_batch_size_is_the_global_batch_split_across_processes(world, tmp_path, 
     monkeypatch.setattr(dpo, "world", lambda: (1, 2))
     assert DPOStep(model, tok, DPOSettings(batch_size=8), tmp_path).per_device_batch_size == 4
     monkeypatch.setattr(dpo, "world", lambda: (0, 3))
-    with pytest.raises(ValueError, match=r"dpo.batch_size \(8\) must be a multiple of the number of processes \(3\)"):
+    from laser.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dpo.batch_size \(8\) must be a multiple of the number of processes \(3\)"):
         DPOStep(model, tok, DPOSettings(batch_size=8), tmp_path)
+
+
+def test_fsdp_is_refused_with_what_to_use_instead(world, tmp_path, monkeypatch):
+    assets, _ = world
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
+    from laser.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"FSDP is not supported.*Use DDP.*DeepSpeed ZeRO"):
+        DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), AutoTokenizer.from_pretrained(assets.policy),
+                DPOSettings(), tmp_path)

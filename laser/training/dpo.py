@@ -73,6 +73,24 @@ class DPOSettings(BaseModel):
         return self
 
 
+def per_device_batch_size(settings: DPOSettings) -> int:
+    """Each process's share of `dpo.batch_size`, which is the global batch: a run takes the same optimizer
+    steps on any number of processes (DDP, DeepSpeed ZeRO). Raises ConfigError for a launch the DPO step
+    cannot run under (FSDP, or a batch that does not split evenly)."""
+    from laser.config import ConfigError  # here: laser.config imports this module
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
+        raise ConfigError("FSDP is not supported: each RM group's DPO update is its own TRL trainer and all of "
+                          "them share one persistent optimizer, which transformers refuses under FSDP. Use DDP "
+                          "(torchrun, or accelerate launch --multi_gpu) or DeepSpeed ZeRO "
+                          "(configs/accelerate/zero2.yaml)")
+    processes = world()[1]
+    if settings.batch_size % processes:
+        raise ConfigError(f"dpo.batch_size ({settings.batch_size}) must be a multiple of the number of "
+                          f"processes ({processes}): it is the global batch, split evenly across them")
+    return settings.batch_size // processes
+
+
 class DPOStep:
     """Runs DPO updates of `model` in place; holds the iteration's reference model and the optimizer."""
 
@@ -90,13 +108,7 @@ class DPOStep:
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                            lr=settings.learning_rate, weight_decay=0.0)
         self.updates = 0
-        # `batch_size` is the global batch: each of several processes (DDP, ZeRO, FSDP) takes its share, so
-        # that a run takes the same optimizer steps on any number of GPUs.
-        processes = world()[1]
-        if settings.batch_size % processes:
-            raise ValueError(f"dpo.batch_size ({settings.batch_size}) must be a multiple of the number of "
-                             f"processes ({processes}): it is the global batch, split evenly across them")
-        self.per_device_batch_size = settings.batch_size // processes
+        self.per_device_batch_size = per_device_batch_size(settings)
 
     def start_iteration(self) -> None:
         """Freeze a copy of the current policy as the reference model of the iteration that starts."""

@@ -201,7 +201,10 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
     `checkpoint_every` (and at the end, and on Ctrl-C); with `resume`, continue from the newest checkpoint."""
     from tqdm.auto import tqdm
 
+    from .dpo import per_device_batch_size
+
     init_distributed()
+    per_device_batch_size(config.dpo)  # a launch the DPO step cannot run under stops here, before any work
     progress = progress and is_main_process()
     run_dir = config.run_dir
     with ExitStack() as held:
