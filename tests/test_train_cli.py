@@ -76,7 +76,7 @@ def test_paper_config_resolves_to_the_papers_setting():
                     gpu_memory_utilization=c.engine.gpu_memory_utilization,
                     tensor_parallel_size=c.engine.tensor_parallel_size)
     assert (kw["tensor_parallel_size"], kw["dtype"], kw["gpu_memory_utilization"]) == (2, "bfloat16", 0.4)
-    for name, kind in (("zero2.yaml", "DEEPSPEED"),):
+    for name, kind in (("ddp.yaml", "MULTI_GPU"),):
         acc = yaml.safe_load((ROOT / "configs" / "accelerate" / name).read_text())
         assert acc["distributed_type"] == kind and acc["mixed_precision"] == "bf16" and acc["num_processes"] == 8
         assert c.dpo.batch_size == 16 and c.dpo.batch_size % acc["num_processes"] == 0  # the global batch, split

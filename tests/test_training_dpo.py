@@ -124,11 +124,12 @@ def test_batch_size_is_the_global_batch_split_across_processes(world, tmp_path, 
         DPOStep(model, tok, DPOSettings(batch_size=8), tmp_path)
 
 
-def test_fsdp_is_refused_with_what_to_use_instead(world, tmp_path, monkeypatch):
-    assets, _ = world
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
+@pytest.mark.parametrize("flag, wrapper", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_fsdp_and_deepspeed_launches_are_refused_with_what_to_use_instead(world, tmp_path, monkeypatch, flag, wrapper):
     from laser.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"FSDP is not supported.*Use DDP.*DeepSpeed ZeRO"):
+    assets, _ = world
+    monkeypatch.setenv(flag, "true")  # what `accelerate launch` sets with such a config
+    with pytest.raises(ConfigError, match=rf"{wrapper} is not supported.*Use DDP.*configs/accelerate/ddp.yaml"):
         DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), AutoTokenizer.from_pretrained(assets.policy),
                 DPOSettings(), tmp_path)

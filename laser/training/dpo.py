@@ -75,15 +75,17 @@ class DPOSettings(BaseModel):
 
 def per_device_batch_size(settings: DPOSettings) -> int:
     """Each process's share of `dpo.batch_size`, which is the global batch: a run takes the same optimizer
-    steps on any number of processes (DDP, DeepSpeed ZeRO). Raises ConfigError for a launch the DPO step
-    cannot run under (FSDP, or a batch that does not split evenly)."""
+    steps on any number of processes (DDP). Raises ConfigError for a launch the DPO step cannot run under
+    (FSDP, DeepSpeed, or a batch that does not split evenly)."""
     from laser.config import ConfigError  # here: laser.config imports this module
 
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
-        raise ConfigError("FSDP is not supported: each RM group's DPO update is its own TRL trainer and all of "
-                          "them share one persistent optimizer, which transformers refuses under FSDP. Use DDP "
-                          "(torchrun, or accelerate launch --multi_gpu) or DeepSpeed ZeRO "
-                          "(configs/accelerate/zero2.yaml)")
+    for wrapper, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(flag, "false").lower() in ("1", "true"):
+            raise ConfigError(f"{wrapper} is not supported: each RM group's DPO update is its own TRL trainer, and all "
+                              f"of them share one persistent optimizer, which {wrapper} takes over (transformers "
+                              "refuses it under FSDP; DeepSpeed ZeRO re-points it at its own flat partition). Use "
+                              "DDP: torchrun --nproc_per_node N, or accelerate launch --config_file "
+                              "configs/accelerate/ddp.yaml")
     processes = world()[1]
     if settings.batch_size % processes:
         raise ConfigError(f"dpo.batch_size ({settings.batch_size}) must be a multiple of the number of "
