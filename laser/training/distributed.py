@@ -1,10 +1,10 @@
 """Several processes (`accelerate launch`, torchrun): the round's decisions are made once, on rank 0.
 
 Every rank runs the same round, so that TRL/accelerate can spread the DPO step over the GPUs (DDP;
-`laser.training.dpo` says why FSDP and DeepSpeed are refused). Decisions with randomness or accumulated state (the RM assignment, the bandit
-feedback) are taken on rank 0 and broadcast, so that every rank trains on the same pairs and updates
-the same router. The run directory (its lock, config, metrics, checkpoints, report) belongs to rank 0.
-In a single process these calls return their input.
+`laser.training.dpo` says why FSDP and DeepSpeed are refused). Decisions with randomness or
+accumulated state (the RM assignment, the bandit feedback) are taken on rank 0 and broadcast, so that
+every rank trains on the same pairs and updates the same router. The run directory (its lock, config,
+metrics, checkpoints, report) belongs to rank 0. In a single process these calls return their input.
 """
 
 from __future__ import annotations
