@@ -8,6 +8,7 @@ instead of interleaving metrics.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import os
@@ -217,6 +218,12 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
 
             main_first(lambda: build_assets(recipe) and None)
         trainer = build_trainer(config)
+        # accelerate runs a full gc.collect() at the start of every TRL train() call, i.e. of every RM group's
+        # DPO update. With the engine, the reward models and the policy loaded the process tracks some 560k
+        # objects, and that collection cost 0.3 s, 6x the update itself. Frozen, the loaded parts are left out
+        # of every collection (they live as long as the run); what the run creates is collected as before.
+        gc.collect()
+        gc.freeze()
         try:
             if resume:
                 path = trainer.load_checkpoint()
@@ -244,6 +251,7 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
             finally:
                 bar.close()
         finally:
+            gc.unfreeze()  # a later run in this process may collect what this one loaded
             trainer.engine.close()
             if trainer.tracker is not None:
                 trainer.tracker.close()
