@@ -27,6 +27,7 @@ def main() -> None:
     from laser.assets.judges import on_policy_pairs
     from laser.config import RunConfig
     from laser.generation.contexts import ContextEmbedder
+    from laser.training.feedback import answer_token_logprobs
     from laser.training.run import load_tasks, resolve_models
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,10 +50,7 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
 
     def logp(prompt: str, answer: str, reduce: str) -> torch.Tensor:
-        p = tok(prompt)["input_ids"]
-        a = tok(" " + answer.strip() + tok.eos_token, add_special_tokens=False)["input_ids"]
-        lp = model(input_ids=torch.tensor([p + a])).logits.float().log_softmax(-1)[0, len(p) - 1:len(p) + len(a) - 1]
-        tokens = lp[torch.arange(len(a)), torch.tensor(a)]
+        tokens = answer_token_logprobs(model, tok, [prompt], [answer.strip()])[0]
         return tokens.mean() if reduce == "mean" else tokens.sum()
 
     def grad(value: torch.Tensor) -> torch.Tensor:

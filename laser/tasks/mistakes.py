@@ -13,6 +13,7 @@ from .base import Example
 
 _OPTION = re.compile(r"\(([A-D])\) (\S+)")
 
+
 def wrong_answer(example: Example, rng: random.Random) -> str:
     """A plausible incorrect completion for `example` (without the leading space), in the policy's format."""
     gold = example.answer

@@ -55,27 +55,34 @@ def answer_logprob(model, tokenizer, prompts: Sequence[str], answers: Sequence[s
     """Per prompt: the log-probability of " " + answer + EOS after it, token mean (`reduce="mean"`) or sum."""
     was_training = model.training
     model.eval()
+    try:
+        return np.array([float(t.mean() if reduce == "mean" else t.sum())
+                         for t in answer_token_logprobs(model, tokenizer, prompts, answers, batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def answer_token_logprobs(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                          batch_size: int = 64) -> list[torch.Tensor]:
+    """Per prompt: the log-probabilities of the tokens of " " + answer + EOS after it (differentiable
+    outside `answer_logprob`'s inference mode, e.g. for gradients of the validation metric)."""
     device = next(model.parameters()).device
     eos = tokenizer.eos_token or ""
     out = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            prompt_ids = [tokenizer(p)["input_ids"] for p in prompts[i:i + batch_size]]
-            answer_ids = [tokenizer(" " + a + eos, add_special_tokens=False)["input_ids"]
-                          for a in answers[i:i + batch_size]]
-            seqs = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
-            width = max(len(s) for s in seqs)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
-            logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-            for row, (p, a) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
-                pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
-                tok = logp[row, pos, torch.tensor(a, device=device)]
-                out.append(float(tok.mean() if reduce == "mean" else tok.sum()))
-    finally:
-        model.train(was_training)
-    return np.array(out)
+    for i in range(0, len(prompts), batch_size):
+        prompt_ids = [tokenizer(p)["input_ids"] for p in prompts[i:i + batch_size]]
+        answer_ids = [tokenizer(" " + a + eos, add_special_tokens=False)["input_ids"]
+                      for a in answers[i:i + batch_size]]
+        seqs = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
+        width = max(len(s) for s in seqs)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+        logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+        for row, (p, a) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
+            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
+            out.append(logp[row, pos, torch.tensor(a, device=device)])
+    return out
 
 
 @torch.inference_mode()

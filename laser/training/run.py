@@ -279,8 +279,6 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> None:
 
 def _last_eval(metrics_path: Path) -> dict | None:
     """The newest evaluation line of a metrics file."""
-    import json
-
     lines = [json.loads(x) for x in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
     evals = [x for x in lines if x.get("type") == "eval"]
     return evals[-1] if evals else None
