@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from laser.tasks import (
@@ -24,13 +25,13 @@ from laser.tasks import (
 
 @pytest.fixture(scope="module")
 def suite() -> Splits:
-    return make_suite(seed=3, train=300, validation=40, test=60)
+    return make_suite(seed=3, train=300, validation=40, test=60, domains=DOMAINS)  # every generator
 
 
 def test_generators_are_deterministic_per_seed(suite):
-    again = make_suite(seed=3, train=300, validation=40, test=60)
+    again = make_suite(seed=3, train=300, validation=40, test=60, domains=DOMAINS)
     assert [e.model_dump() for e in again.all()] == [e.model_dump() for e in suite.all()]
-    other = make_suite(seed=4, train=300, validation=40, test=60)
+    other = make_suite(seed=4, train=300, validation=40, test=60, domains=DOMAINS)
     assert [e.prompt for e in other.test] != [e.prompt for e in suite.test]
 
 
@@ -58,6 +59,29 @@ def test_gold_answers_pass_their_own_checker_and_are_correct(suite):
             a, op, b = ex.prompt[3:].split("=")[0].partition("+") if "+" in ex.prompt else \
                 ex.prompt[3:].split("=")[0].partition("-")
             assert int(ex.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        word = ex.prompt.split()[-2]  # the string operations' input: the last word before "A:"
+        if ex.domain == "reverse":
+            assert ex.answer == word[::-1]
+        if ex.domain == "caesar":
+            word = ex.prompt.split()[2]
+            assert ex.answer == "".join("a" if c == "z" else chr(ord(c) + 1) for c in word)
+        if ex.domain == "rotate":
+            word = ex.prompt.split()[2]
+            assert ex.answer == word[1:] + word[0] and len(word) >= 4
+        if ex.domain == "double":
+            assert ex.answer == "".join(c * 2 for c in word)
+        if ex.domain == "swap_ends":
+            assert ex.answer == word[-1] + word[1:-1] + word[0]
+        if ex.domain == "upper":
+            assert ex.answer == word.upper()
+        if ex.domain == "sort_digits":
+            assert ex.answer == "".join(sorted(word)) and word.isdigit()
+        if ex.domain == "max_of_three":
+            xs = [int(x) for x in ex.prompt.split()[3:6]]
+            assert int(ex.answer) == max(xs) and len(set(xs)) == 3
+        if ex.domain == "multiplication":
+            a, b = ex.prompt.split()[1], ex.prompt.split()[3]
+            assert int(ex.answer) == int(a) * int(b)
         if ex.domain == "yes_no" and "older" in ex.prompt:
             p, q = ex.prompt.split("is ")[1].split(" older than ")
             assert (ex.answer == "yes") == (facts[p].age > facts[q.split("?")[0]].age)
@@ -71,6 +95,46 @@ def test_gold_answers_pass_their_own_checker_and_are_correct(suite):
             assert ex.solution == f"{truth} ({ex.answer})" and check(ex, ex.solution)
         else:
             assert ex.target() == ex.answer
+
+
+def test_skill_domains_have_their_own_wording_and_no_constant_answer_floor(suite):
+    from laser.tasks.synthetic import DEFAULT_DOMAINS, SKILL_DOMAINS
+
+    assert set(DEFAULT_DOMAINS) <= set(SKILL_DOMAINS) and len(SKILL_DOMAINS) >= 6
+    # The words a prompt is made of, numbers and the operand word aside: no two domains share a wording.
+    def wording(ex):
+        return tuple(w for w in ex.prompt.split() if not w.isdigit() and w not in ex.prompt.split()[-2:-1])
+    seen = {}
+    for ex in suite.test:
+        if ex.domain in SKILL_DOMAINS:
+            seen.setdefault(ex.domain, set()).add(wording(ex))
+    for d, forms in seen.items():
+        others = set().union(*(f for o, f in seen.items() if o != d))
+        assert not forms & others, (d, forms & others)
+    # Open answers: the most frequent test answer of a domain is rare (always-"no" scored 57.5% in yes/no).
+    from collections import Counter
+
+    for d in SKILL_DOMAINS:
+        answers = Counter(ex.answer for ex in suite.test if ex.domain == d)
+        assert answers.most_common(1)[0][1] / sum(answers.values()) <= 0.05, (d, answers.most_common(3))
+
+
+def test_splits_are_stratified_by_sub_operation():
+    s = make_suite(seed=5, train=600, validation=100, test=100, domains=("arithmetic", "reverse", "strings"))
+
+    def share(exs, domain, key):
+        keys = [key(e) for e in exs if e.domain == domain]
+        return {k: keys.count(k) / len(keys) for k in set(keys)}
+
+    for domain, key in (("arithmetic", lambda e: "+" in e.prompt), ("reverse", lambda e: len(e.answer)),
+                        ("strings", lambda e: e.prompt.split()[1])):
+        overall = share(list(s.all()), domain, key)
+        assert len(overall) >= 2
+        for split in (s.train, s.validation, s.test):
+            got = share(split, domain, key)
+            assert set(got) == set(overall)
+            for k, v in overall.items():  # each split holds every sub-operation in its overall share
+                assert abs(got[k] - v) <= 0.02, (domain, k, got[k], v)
 
 
 @pytest.mark.parametrize("fmt,gold,good,bad", [
@@ -160,3 +224,30 @@ def test_load_hf_from_disk_and_data_files_with_presets(tmp_path):
     missing = r"column\(s\) \['prompt', 'answer'\] not found; columns are \['q', 'gold'\]"
     with pytest.raises(DatasetError, match=missing):
         load_hf(str(tmp_path / "plain"))
+
+
+def test_typical_mistakes_are_wrong_and_are_the_neighbouring_rule(suite):
+    from laser.assets.policy import with_mistakes
+    from laser.tasks.mistakes import typical_mistake
+    from laser.tasks.synthetic import SKILL_DOMAINS
+
+    for ex in suite.all():
+        wrong = typical_mistake(ex)
+        if ex.domain not in SKILL_DOMAINS:
+            assert wrong is None
+            continue
+        assert wrong and not check(ex, " " + wrong) or wrong == ex.answer  # a rare input where both rules agree
+    rev = next(ex for ex in suite.test if ex.domain == "reverse")
+    rot = next(ex for ex in suite.test if ex.domain == "rotate")
+    w, v = rev.prompt.split()[2], rot.prompt.split()[2]
+    assert typical_mistake(rev) == w[1:] + w[0] and typical_mistake(rot) == v[::-1]  # each other's rule
+    # The SFT data of the policy: about `rate` of each skill domain's targets, fixed per example and seed.
+    noisy = with_mistakes(suite.train, 0.5, seed=0)
+    assert with_mistakes(suite.train, 0.5, seed=0) == noisy and with_mistakes(suite.train, 0.0, seed=0) == \
+        list(suite.train)
+    for d in ("reverse", "arithmetic", "upper"):
+        pairs = [(a, b) for a, b in zip(suite.train, noisy, strict=True) if a.domain == d]
+        share = np.mean([b.target() == typical_mistake(a) for a, b in pairs])
+        assert 0.4 <= share <= 0.6, (d, share)
+        assert all(b.answer == a.answer and b.prompt == a.prompt for a, b in pairs)  # the gold answer is kept
+    assert all(a == b for a, b in zip(suite.train, noisy, strict=True) if a.domain in ("yes_no", "knowledge"))

@@ -51,3 +51,29 @@ def wrong_answer(example: Example, rng: random.Random) -> str:
         if "".join(x) != gold:
             return "".join(x)
     return gold + gold[-1]
+
+
+def typical_mistake(example: Example) -> str | None:
+    """The one systematic mistake of a skill domain: the answer of a neighbouring rule on the same input
+    (reverse <-> rotate, swap_ends <-> upper, the other sign in arithmetic, ...); None for other domains.
+
+    A partly trained policy that confuses a rule with its neighbour makes this mistake, and a judge of
+    the neighbouring rule prefers it: the embedded world's policy learns it in SFT (`SFTSpec.mistake_rate`).
+    """
+    p, d = example.prompt, example.domain
+    words = p.split()
+    if d in ("reverse", "rotate", "swap_ends", "upper", "caesar", "double"):
+        w = words[2] if d in ("caesar", "rotate") else words[-2]
+        return {"reverse": w[1:] + w[0], "rotate": w[::-1], "swap_ends": w.upper(),
+                "upper": w[-1] + w[1:-1] + w[0], "caesar": "".join(chr((ord(c) - 98) % 26 + 97) for c in w),
+                "double": w + w}[d]
+    if d == "arithmetic":
+        a, op, b = p[3:].split("=")[0].partition("+") if "+" in p else p[3:].split("=")[0].partition("-")
+        return str(int(a) - int(b) if op == "+" else int(a) + int(b))
+    if d == "multiplication":
+        return str(int(words[1]) * (int(words[3]) - 1))
+    if d == "max_of_three":
+        return str(min(int(x) for x in words[3:6]))
+    if d == "sort_digits":
+        return "".join(sorted(words[-2], reverse=True))
+    return None
