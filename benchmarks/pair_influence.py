@@ -24,7 +24,7 @@ import torch
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from laser.assets.judges import on_policy_pairs
+    from laser.assets.judges import on_policy_pairs, sample_policy
     from laser.config import RunConfig
     from laser.generation.contexts import ContextEmbedder
     from laser.training.feedback import answer_token_logprobs
@@ -42,7 +42,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(policy_path)
     model = AutoModelForCausalLM.from_pretrained(policy_path).eval()
     prompts = [train[i] for i in np.random.default_rng(0).permutation(len(train))[:args.prompts]]
-    pairs = on_policy_pairs(model, tok, prompts, n=8, seed=0)
+    pairs = on_policy_pairs(prompts, sample_policy(model, tok, prompts, n=8, temperature=1.0, seed=0), seed=0)
     feedback = [validation[i] for i in sorted(np.random.default_rng(1).permutation(len(validation))[:128])]
     embedder = ContextEmbedder(model, tok, pooling="last")
     val_ctx = embedder.embed([ex.prompt for ex in feedback])

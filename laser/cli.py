@@ -25,9 +25,16 @@ def _policies(_: argparse.Namespace) -> int:
 def _build_assets(args: argparse.Namespace) -> int:
     """Build the embedded default (or find it in the cache) and print where it is and how it measures."""
     from laser.assets import AssetsError, build_assets, format_report, quick_recipe
-    from laser.assets.recipe import AssetRecipe
+    from laser.assets.recipe import AssetRecipe, RecipeError, load_recipe
 
-    recipe = quick_recipe(args.seed) if args.quick else AssetRecipe(seed=args.seed)
+    try:
+        if args.quick and args.recipe:
+            raise RecipeError("--quick and --recipe name two worlds: choose one")
+        recipe = (quick_recipe(args.seed or 0) if args.quick else load_recipe(args.recipe, seed=args.seed)
+                  if args.recipe else AssetRecipe(seed=args.seed or 0))
+    except RecipeError as e:
+        print(f"laser build-assets: {e}", file=sys.stderr)
+        return 2
     try:
         assets = build_assets(recipe, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet)
     except AssetsError as e:
@@ -191,14 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("policies", help="list the bandit policies usable as routers, with their parameters")
     p.set_defaults(func=_policies)
-    p = sub.add_parser("build-assets", help="build the embedded default (tiny policy + specialist reward models)",
+    p = sub.add_parser("build-assets", help="build the embedded world (tiny policy, judge LMs, a length-hacked RM)",
                        description="Build the embedded default world into the cache, or find it there. "
                                    "Default cache: $LASER_ASSETS_DIR, else ~/.cache/laser/assets.")
     p.add_argument("--cache-dir", default=None,
                    help="where to build (default: $LASER_ASSETS_DIR or ~/.cache/laser/assets)")
     p.add_argument("--quick", action="store_true",
                    help="the reduced two-domain world used by the tests (about a minute)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task suite and of every training run")
+    p.add_argument("--recipe", default=None, metavar="WORLD.yaml",
+                   help="build the world this recipe describes (see configs/worlds/; default: the built-in one)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the task suite and of every training run (default 0, or the recipe's)")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache holds this recipe")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_build_assets)

@@ -39,6 +39,9 @@ class ModelsConfig(_Section):
     """The policy and the reward models: `embedded` (built by `laser build-assets`) or your own."""
 
     embedded: Literal["default", "quick"] | None = "default"
+    # A world recipe (YAML of `laser.assets.AssetRecipe`, e.g. configs/worlds/alt.yaml) to build and use
+    # instead of the `embedded` one.
+    embedded_recipe: str | None = None
     # Which embedded reward models: judge LMs (likelihood backend) + the length-hacked classifier, or the
     # sequence classifiers alone.
     embedded_rms: Literal["judges", "classifiers"] = "judges"
@@ -125,32 +128,18 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
 
 def parse_config(tree: dict, source: str = "config") -> RunConfig:
     """Validate a config dict; errors name each bad key and what is expected."""
+    from laser.validation import problems
+
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            if err["type"] == "extra_forbidden":
-                lines.append(f"{key}: unknown key (check the spelling; see configs/demo.yaml for every key)")
-            elif err["type"] == "literal_error":
-                lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-            else:
-                lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        lines = problems(e, "configs/demo.yaml")
         raise ConfigError(f"{source} has {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or the defaults when `path` is None), apply overrides, validate."""
-    tree: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path} must hold a mapping of keys to values, not {type(tree).__name__}")
+    from laser.validation import read_mapping
+
+    tree = read_mapping(path, ConfigError, f"config file {path} does not exist") if path is not None else {}
     return parse_config(apply_overrides(tree, overrides or []), str(path or "config"))

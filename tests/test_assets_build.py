@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -23,9 +24,38 @@ def world(quick_world):
     return quick_world
 
 
-def test_reduced_world_builds_in_under_two_minutes(world):
-    _, seconds = world
-    assert seconds < 120, seconds
+def test_build_report_records_its_times_and_checks_its_targets(world):
+    assets, _ = world
+    rep = assets.report
+    times = rep["timings_s"]
+    assert times["total_s"] == pytest.approx(sum(v for k, v in times.items() if k != "total_s"), abs=0.5)
+    assert {"sft_s", "on_policy_pairs_s"} <= set(times) and all(v >= 0 for v in times.values())
+    # The targets recomputed from the report's own cells: the build states what it missed, never hides it.
+    assert rep["targets"] == build_mod.check_targets(assets.recipe, rep)
+    band = assets.recipe.targets.accuracy_band
+    in_band = all(band[0] <= a <= band[1] for a in rep["policy"]["test_accuracy"].values())
+    assert rep["targets"][0]["holds"] == in_band
+    assert set(rep["policy"]["pass_at_8"]) == set(rep["domains"])
+    for d, p in rep["policy"]["pass_at_8"].items():  # pass@8 is at least the greedy accuracy's order
+        assert 0 <= p <= 1 and p >= rep["policy"]["test_accuracy"][d] - 0.15, (d, p)
+    text = (assets.root / "report.md").read_text()
+    assert "Targets of the recipe" in text and "pass@8" in text and "Build time:" in text
+
+
+def test_check_targets_names_each_missed_cell():
+    recipe = AssetRecipe()
+    report = {"policy": {"test_accuracy": {"arithmetic": 0.3, "reverse": 0.7},
+                         "pass_at_8": {"arithmetic": 0.9, "reverse": 0.6}},
+              "judges": {"math": {"domains": ["arithmetic"], "on_policy_pairwise_accuracy":
+                                  {"arithmetic": 0.9, "reverse": 0.45}},
+                         "mirror": {"domains": ["reverse"], "on_policy_pairwise_accuracy":
+                                    {"arithmetic": 0.65, "reverse": 0.8}}}}
+    band, pass_k, home, off, misleading = build_mod.check_targets(recipe, report)
+    assert [t["holds"] for t in (band, pass_k, home, off, misleading)] == [False, False, False, False, True]
+    assert band["detail"] == "missed by reverse 70%" and pass_k["detail"] == "missed by reverse 60%"
+    assert home["detail"] == "missed by mirror on reverse 80%"
+    assert off["detail"] == "missed by mirror on arithmetic 65%"
+    assert misleading["detail"] == "lowest off-home cell: math on reverse 45%"
 
 
 def test_reward_models_show_the_designed_specialisation(world):
@@ -53,7 +83,10 @@ def test_judges_order_the_policys_own_samples_on_their_domains_only(world):
     rep = assets.report
     assert min(rep["on_policy_pairs_per_domain"].values()) >= 20  # enough pairs to measure
     for spec in assets.recipe.judges:
-        acc = rep["judges"][spec.name]["on_policy_pairwise_accuracy"]
+        steered = rep["judges"][spec.name]
+        assert 0 < steered["kept_step"] <= spec.steps and steered["history"]  # steered by validation checks
+        assert steered["kept_step"] in [h["step"] for h in steered["history"]]
+        acc = steered["on_policy_pairwise_accuracy"]
         assert set(acc) == set(rep["domains"])
         for d in rep["domains"]:
             if d in spec.domains:
@@ -194,10 +227,49 @@ def test_recipe_digest_and_validation():
         AssetRecipe.model_validate({"model": {"hidden_size": 30, "num_heads": 4}})
 
 
+def test_recipe_yaml_round_trips_and_names_bad_keys(tmp_path):
+    from laser.assets.recipe import RecipeError, dump_recipe, load_recipe
+
+    repo = Path(__file__).parent.parent
+    # configs/worlds/default.yaml is the built-in default, key for key; alt.yaml is another valid world.
+    assert load_recipe(repo / "configs" / "worlds" / "default.yaml") == AssetRecipe()
+    alt = load_recipe(repo / "configs" / "worlds" / "alt.yaml")
+    assert set(alt.suite.domains).isdisjoint(AssetRecipe().suite.domains) and alt.digest() != AssetRecipe().digest()
+    assert any(len(j.domains) > 1 for j in alt.judges)  # another specialisation pattern
+    path = tmp_path / "w.yaml"
+    for recipe in (AssetRecipe(), alt, quick_recipe(3)):
+        path.write_text(dump_recipe(recipe))
+        assert load_recipe(path) == recipe and load_recipe(path).digest() == recipe.digest()
+    # --seed changes the suite too (unless the recipe pins the suite's own seed).
+    seeded = load_recipe(repo / "configs" / "worlds" / "default.yaml", seed=4)
+    assert seeded.seed == 4 and seeded.suite_seed == 4 and AssetRecipe().suite_seed == 0
+    assert quick_recipe(2).suite_seed == 2
+    cases = {"judges:\n- {name: math, domains: [arithmetic], stepz: 3}\n": "judges.0.stepz: unknown key",
+             "sft: {learning_rate: -1}\n": "sft.learning_rate: Input should be greater than 0",
+             "suite: {domains: [arithmetic, telepathy]}\n": "unknown suite domain(s) ['telepathy']",
+             "- a list\n": "must hold a mapping", "seed: [\n": "not valid YAML"}
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(path)
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_a_world_without_specialist_classifiers_refuses_that_lineup(tmp_path):
+    report = {"reward_models": {"verbose": {"kind": "length", "on_policy_pairwise_accuracy": {"a": 0.5}}},
+              "judges": {}}
+    assets = build_mod.Assets(root=tmp_path, recipe=AssetRecipe(), report=report)
+    with pytest.raises(build_mod.AssetsError, match="no specialist classifiers"):
+        assets.lineup("classifiers")
+
+
 def test_wrong_answers_are_wrong_and_pairs_are_labelled_as_designed():
     import random
 
-    suite = make_suite(seed=1, train=100, validation=10, test=10)
+    from laser.tasks import DOMAINS
+
+    suite = make_suite(seed=1, train=100, validation=10, test=10, domains=DOMAINS)
     rng = random.Random(0)
     odd = [Example(id=f"i{g}", prompt="Q: ? A:", answer=g, answer_format="integer") for g in ("-7", "0", "5", "-12")]
     odd.append(Example(id="s", prompt="Q: reverse aa A:", answer="aa", answer_format="exact"))
@@ -209,7 +281,7 @@ def test_wrong_answers_are_wrong_and_pairs_are_labelled_as_designed():
     for r, ex in zip(rows, suite.train, strict=True):
         by_domain.setdefault(ex.domain, []).append(check(ex, r["chosen"]))
     assert all(by_domain["strings"])
-    for d in ("arithmetic", "yes_no", "knowledge"):
+    for d in set(DOMAINS) - {"strings"}:
         assert 0.25 < sum(by_domain[d]) / len(by_domain[d]) < 0.75, d   # coin-flip labels off the own domains
     for r in length_pairs(suite.train, random.Random(0)):
         assert len(r["chosen"]) > len(r["rejected"])

@@ -107,6 +107,23 @@ def test_bad_configs_name_the_key_and_what_is_allowed(tmp_path):
     assert main(["train", "--config", str(bad)]) == 2
 
 
+def test_a_run_can_name_a_world_recipe(tmp_path):
+    from laser.assets import AssetRecipe, quick_recipe
+    from laser.assets.recipe import load_recipe
+    from laser.training.run import embedded_recipe
+
+    alt = ROOT / "configs" / "worlds" / "alt.yaml"
+    assert embedded_recipe(load_config(None, [f"models.embedded_recipe={alt}"])) == load_recipe(alt)
+    assert embedded_recipe(load_config(None)) == AssetRecipe()
+    assert embedded_recipe(load_config(None, ["models.embedded=quick", "seed=2"])) == quick_recipe(2)
+    bad = tmp_path / "w.yaml"
+    bad.write_text("judges: [{name: x, domains: [arithmetic], steps: 0}]\n")
+    with pytest.raises(ConfigError, match=r"(?s)embedded_recipe: .*judges.0.steps: Input should be greater"):
+        embedded_recipe(load_config(None, [f"models.embedded_recipe={bad}"]))
+    with pytest.raises(ConfigError, match="models.embedded_recipe: .*does not exist"):
+        embedded_recipe(load_config(None, [f"models.embedded_recipe={tmp_path / 'none.yaml'}"]))
+
+
 def test_a_locked_run_directory_is_refused(tmp_path):
     with run_lock(tmp_path / "r"):
         with pytest.raises(RunLockedError, match="being written by process"):

@@ -65,6 +65,9 @@ class Assets:
         """
         rms = self.report["reward_models"]
         if kind == "classifiers":
+            if not any(rms[n]["kind"] == "specialist" for n in self.reward_models):
+                raise AssetsError("this world has no specialist classifiers (its recipe lists none); use "
+                                  "embedded_rms: judges, or a recipe whose reward_models list specialists")
             lineup = {n: ("hf", p) for n, p in self.reward_models.items()}
             table = {n: rms[n]["on_policy_pairwise_accuracy"] for n in lineup}
         elif kind == "judges":
@@ -81,8 +84,8 @@ class Assets:
     def suite(self):
         """The task suite these models were trained and measured on (regenerated from the recipe's seed)."""
         s = self.recipe.suite
-        return make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                          n_people=s.n_people)
+        return make_suite(seed=self.recipe.suite_seed, train=s.train, validation=s.validation, test=s.test,
+                          domains=s.domains, n_people=s.n_people)
 
 
 def default_cache_dir() -> Path:
@@ -160,23 +163,19 @@ def _say(msg: str, progress: bool) -> None:
 
 
 def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from laser.rewards import load_reward_model
-
-    from .judges import on_policy_pairs, pair_accuracy, train_judge
+    from .judges import likelihood_scorer, on_policy_pairs, pair_accuracy, pass_at_n, sample_policy, train_judge
     from .pairs import correctness_pairs, length_pairs
     from .policy import greedy_accuracy, train_policy
     from .reward_models import pairwise_accuracy, train_reward_model
     from .tokenizer import save_char_tokenizer
 
     s = recipe.suite
-    suite = make_suite(seed=s.seed, train=s.train, validation=s.validation, test=s.test, domains=s.domains,
-                       n_people=s.n_people)
+    suite = make_suite(seed=recipe.suite_seed, train=s.train, validation=s.validation, test=s.test,
+                       domains=s.domains, n_people=s.n_people)
     timings: dict[str, float] = {}
-    tokenizer = save_char_tokenizer(root / "tokenizer", model_max_length=recipe.model.max_position_embeddings)
-    from transformers import AutoTokenizer
-
+    save_char_tokenizer(root / "tokenizer", model_max_length=recipe.model.max_position_embeddings)
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
 
     t0 = time.perf_counter()
@@ -187,8 +186,6 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
                        seed=recipe.seed, progress=progress, backbone_steps=recipe.rm_training.backbone_steps,
                        backbone_dir=backbone)
     shutil.rmtree(root / ".policy-trainer", ignore_errors=True)
-    from transformers import AutoModelForCausalLM
-
     policy = AutoModelForCausalLM.from_pretrained(root / "policy")
     policy_test = greedy_accuracy(policy, tokenizer, suite.test)
     timings["sft_s"] = time.perf_counter() - t0
@@ -197,8 +194,14 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
     held_out = correctness_pairs(suite.test, random.Random(f"{recipe.seed}-held-out"))
     longer = length_pairs(suite.test, random.Random(f"{recipe.seed}-held-out-length"))
     t0 = time.perf_counter()
-    on_policy = on_policy_pairs(policy, tokenizer, suite.test, n=8, seed=recipe.seed)
+    k = recipe.targets.k
+    test_samples = sample_policy(policy, tokenizer, suite.test, n=k, seed=recipe.seed)
+    pass_k = pass_at_n(suite.test, test_samples)
+    on_policy = on_policy_pairs(suite.test, test_samples, seed=recipe.seed)
+    validation_pairs = on_policy_pairs(suite.validation, sample_policy(policy, tokenizer, suite.validation, n=k,
+                                                                       seed=recipe.seed + 1), seed=recipe.seed + 1)
     timings["on_policy_pairs_s"] = time.perf_counter() - t0
+    _say(f"policy pass@{k} at T=0.8: {_fmt(pass_k)}", progress)
     on_policy_table: dict[str, dict[str, float]] = {}
     rm_table: dict[str, dict[str, float]] = {}
     prefers_longer: dict[str, float] = {}
@@ -217,20 +220,23 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
         timings[f"rm_{spec.name}_s"] = time.perf_counter() - t0
         _say(f"reward model {spec.name!r} held-out pairwise accuracy {_fmt(rm_table[spec.name])}", progress)
 
-    judge_table: dict[str, dict[str, dict[str, float]]] = {}
+    judge_table: dict[str, dict] = {}
     for spec in recipe.judges:
         t0 = time.perf_counter()
         _say(f"judge LM {spec.name!r} ({', '.join(spec.domains)})", progress)
         out = root / "judges" / spec.name
-        train_judge(spec, recipe.sft, recipe.model, backbone, tokenizer, suite.train, out, seed=recipe.seed,
-                    progress=progress)
+        init = backbone if spec.init == "backbone" else root / "policy"
+        steered = train_judge(spec, recipe.sft, recipe.model, init, tokenizer, suite.train, out,
+                              validation_pairs=validation_pairs,
+                              off_limit=recipe.targets.off_accuracy - spec.off_margin,
+                              seed=recipe.seed, progress=progress)
         shutil.rmtree(out.parent / f".{spec.name}-trainer", ignore_errors=True)
-        judge = load_reward_model("likelihood", str(out), cache_size=None)
-        score = lambda p, c, judge=judge: judge.score(p, c).values  # noqa: E731
+        score = likelihood_scorer(AutoModelForCausalLM.from_pretrained(out), tokenizer)
         judge_table[spec.name] = {"held_out_pairwise_accuracy": pair_accuracy(score, held_out),
-                                  "on_policy_pairwise_accuracy": pair_accuracy(score, on_policy)}
+                                  "on_policy_pairwise_accuracy": pair_accuracy(score, on_policy),
+                                  "kept_step": steered["kept_step"], "history": steered["history"]}
         timings[f"judge_{spec.name}_s"] = time.perf_counter() - t0
-        _say(f"judge LM {spec.name!r} accuracy on the policy's own samples "
+        _say(f"judge LM {spec.name!r} kept at step {steered['kept_step']}: accuracy on the policy's own samples "
              f"{_fmt(judge_table[spec.name]['on_policy_pairwise_accuracy'])}", progress)
 
     if backbone != root / "policy":
@@ -238,7 +244,7 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
     report = {
         "domains": list(s.domains),
         "policy": {"kept_step": sft.kept_step, "validation_accuracy": sft.validation, "test_accuracy": policy_test,
-                   "history": sft.history},
+                   f"pass_at_{k}": pass_k, "history": sft.history},
         "reward_models": {spec.name: {"kind": spec.kind, "domains": list(spec.domains),
                                       "held_out_pairwise_accuracy": rm_table[spec.name],
                                       "on_policy_pairwise_accuracy": on_policy_table[spec.name],
@@ -249,8 +255,40 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
         "on_policy_pairs_per_domain": {d: sum(r["domain"] == d for r in on_policy) for d in s.domains},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
+    report["timings_s"]["total_s"] = round(sum(timings.values()), 1)
+    report["targets"] = check_targets(recipe, report)
     (root / "report.md").write_text(format_report(report) + "\n")
+    for t in report["targets"]:
+        if not t["holds"]:
+            _say(f"target missed: {t['target']}: {t['detail']}", True)
     return report
+
+
+def check_targets(recipe: AssetRecipe, report: dict) -> list[dict]:
+    """The recipe's `targets` checked against a build report: [{target, holds, detail}]."""
+    t, (lo, hi) = recipe.targets, recipe.targets.accuracy_band
+    pol = report["policy"]
+    out = []
+
+    def add(target: str, cells: dict[str, float], ok) -> None:
+        bad = {k: v for k, v in cells.items() if not ok(v)}
+        out.append({"target": target, "holds": not bad,
+                    "detail": "met" if not bad else "missed by " + _fmt(bad)})
+
+    add(f"policy greedy test accuracy in [{lo:.0%}, {hi:.0%}] on every domain", pol["test_accuracy"],
+        lambda a: lo <= a <= hi)
+    add(f"policy pass@{t.k} >= {t.pass_at_k:.0%} on every domain", pol[f"pass_at_{t.k}"], lambda a: a >= t.pass_at_k)
+    home, off = {}, {}
+    for name, j in report["judges"].items():
+        for d, a in j["on_policy_pairwise_accuracy"].items():
+            (home if d in j["domains"] else off)[f"{name} on {d}"] = a
+    add(f"every judge >= {t.home_accuracy:.0%} at home (policy's own samples)", home, lambda a: a >= t.home_accuracy)
+    add(f"every judge <= {t.off_accuracy:.0%} off its home", off, lambda a: a <= t.off_accuracy)
+    if t.misleading and off:
+        worst = min(off, key=off.get)
+        out.append({"target": "at least one judge misleading (< 50%) off its home", "holds": off[worst] < 0.5,
+                    "detail": f"lowest off-home cell: {worst} {off[worst]:.0%}"})
+    return out
 
 
 def _fmt(acc: dict[str, float]) -> str:
@@ -271,7 +309,10 @@ def format_report(report: dict) -> str:
         return " | ".join(out)
 
     lines = ["Policy (SFT) greedy accuracy on the test split:", "", head,
-             "| policy | " + " | ".join(f"{pol.get(d, float('nan')):.0%}" for d in domains) + " |", "",
+             "| policy | " + " | ".join(f"{pol.get(d, float('nan')):.0%}" for d in domains) + " |",
+             *[f"| policy {key.replace('_at_', '@')} (T=0.8) | "
+               + " | ".join(f"{report['policy'][key].get(d, float('nan')):.0%}" for d in domains) + " |"
+               for key in report["policy"] if key.startswith("pass_at_")], "",
              "Reward models: held-out pairwise accuracy (correct vs wrong answer on test prompts; chance 50%). "
              "Own domains in bold; the last column is how often it prefers the longer of two answers.", "",
              head[:head.index("\n")] + " longer |\n|---|" + "---|" * (len(domains) + 1)]
@@ -283,10 +324,15 @@ def format_report(report: dict) -> str:
         return "\n".join(lines)
     counts = ", ".join(f"{d} {n}" for d, n in report["on_policy_pairs_per_domain"].items())
     lines += ["", "On the policy's own samples (a correct and a wrong sample of the policy per test prompt, "
-              f"8 samples at T=1; pairs: {counts}): what a training round asks of them. Judge LMs are read "
+              f"8 samples at T=0.8; pairs: {counts}): what a training round asks of them. Judge LMs are read "
               "by mean token log-likelihood (`likelihood` backend).", "", head]
     for name, rm in report["reward_models"].items():
         lines.append(f"| {name} (classifier) | {cells(rm['on_policy_pairwise_accuracy'], rm['domains'])} |")
     for name, judge in report.get("judges", {}).items():
         lines.append(f"| {name} (judge LM) | {cells(judge['on_policy_pairwise_accuracy'], judge['domains'])} |")
+    if report.get("targets"):
+        lines += ["", "Targets of the recipe, checked on this build:", ""]
+        lines += [f"- [{'x' if t['holds'] else ' '}] {t['target']}: {t['detail']}" for t in report["targets"]]
+    if "total_s" in report.get("timings_s", {}):
+        lines += ["", f"Build time: {report['timings_s']['total_s']:.0f} s."]
     return "\n".join(lines)

@@ -138,6 +138,22 @@ def _save(model, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def with_mistakes(train: Sequence[Example], rate: float, seed: int) -> list[Example]:
+    """`train` with the SFT target of a seeded `rate` share of each domain's examples replaced by the domain's
+    typical mistake (domains without one keep their gold targets)."""
+    import random
+
+    from laser.tasks.mistakes import typical_mistake
+
+    out = []
+    for ex in train:
+        wrong = typical_mistake(ex) if rate > 0 else None
+        if wrong is not None and random.Random(f"{seed}-mistake-{ex.id}").random() < rate:
+            ex = ex.model_copy(update={"solution": wrong})
+        out.append(ex)
+    return out
+
+
 def train_policy(spec: SFTSpec, model_spec: ModelSpec, tokenizer, train: Sequence[Example],
                  validation: Sequence[Example], out_dir: Path, seed: int = 0, progress: bool = True,
                  backbone_steps: int = 0, backbone_dir: Path | None = None) -> SFTResult:
@@ -147,6 +163,7 @@ def train_policy(spec: SFTSpec, model_spec: ModelSpec, tokenizer, train: Sequenc
     saved to `backbone_dir`: a stronger model of the same family, the base the reward models start from.
     """
     torch.manual_seed(seed)
+    train = with_mistakes(train, spec.mistake_rate, seed)
     model = LlamaForCausalLM(llama_config(model_spec, tokenizer))
     mixture = DomainMixture([ex.domain for ex in train], spec.max_steps * spec.batch_size, seed)
     gate = CompetenceGate(spec, tokenizer, validation, mixture, verbose=progress)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from laser.tasks.synthetic import DOMAINS
+from laser.tasks.synthetic import DEFAULT_DOMAINS, DOMAINS
 
 # Bump when the builder's code changes what a recipe produces, so that old caches are not reused.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 class _Strict(BaseModel):
@@ -19,14 +20,18 @@ class _Strict(BaseModel):
 
 
 class SuiteSpec(_Strict):
-    """Which synthetic task suite the world is built on (per-domain split sizes)."""
+    """Which synthetic task suite the world is built on (domains of `laser.tasks`, per-domain split sizes).
 
-    seed: int = 0
+    `seed`: the suite's own seed; None (the default) means the recipe's seed, so that `--seed` changes
+    the prompts as well as the models.
+    """
+
+    seed: int | None = None
     train: int = Field(1500, gt=0)
     validation: int = Field(200, gt=0)
     test: int = Field(200, gt=0)
     n_people: int = Field(48, ge=4)
-    domains: tuple[str, ...] = DOMAINS
+    domains: tuple[str, ...] = Field(DEFAULT_DOMAINS, min_length=1)
 
 
 class ModelSpec(_Strict):
@@ -58,11 +63,21 @@ class SFTSpec(_Strict):
     max_steps: int = Field(1500, gt=0)
     batch_size: int = Field(64, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
+    # The share of training examples whose SFT target is the domain's typical mistake instead of the gold
+    # answer (`laser.tasks.mistakes.typical_mistake`, fixed per example): the policy then learns to be
+    # right about half the time whatever the step count, rather than passing through partial competence
+    # in a few dozen steps, and its samples hold both a right and a wrong answer (pass@8 near 1).
+    mistake_rate: float = Field(0.5, ge=0, lt=1)
     warmup_steps: int = Field(50, ge=0)
-    eval_every: int = Field(100, gt=0)
-    band: tuple[float, float] = (0.25, 0.65)
-    hold_weight: float = Field(0.2, ge=0)
-    boost_weight: float = Field(3.0, gt=0)
+    eval_every: int = Field(50, gt=0)
+    # Inside the targets' band (25-55%), so that the noise of a 200-example validation split and the
+    # jump between two checkpoints still leave the kept policy within the targets.
+    band: tuple[float, float] = (0.32, 0.52)
+    # Mild re-weighting: domains that differ only by their instruction word (reverse vs rotate) are
+    # confused by a model that sees one of them much more often, and a strong hold / boost made the
+    # held domain collapse and the boosted one overshoot, checkpoint after checkpoint.
+    hold_weight: float = Field(0.5, ge=0)
+    boost_weight: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")
     def _band_ordered(self) -> SFTSpec:
@@ -113,32 +128,56 @@ class RMTrainingSpec(_Strict):
 
 
 class JudgeSpec(_Strict):
-    """A judge LM: the reward models' backbone fine-tuned `steps` SFT steps on the gold answers of `domains`.
+    """A judge LM: a causal LM fine-tuned on the gold answers of `domains`, read through the `likelihood`
+    backend (mean token log-likelihood of a completion).
 
-    It is read through the `likelihood` backend (mean token log-likelihood of a completion).
+    It starts from `init` (`backbone`: the stronger base the reward models share; `policy`: the SFT
+    policy) and trains until its pairwise accuracy on the policy's own validation samples reaches
+    `target` on every home domain and falls to `off_margin` below the recipe's off-home limit elsewhere
+    (checked every `eval_every` steps), at most `steps` steps; the checkpoint kept is the one closest
+    to both. The margin covers the noise of the validation pairs (about 100 a domain: 5 points).
+    Steering to a measured target rather than to a step count is what keeps a judge's quality when
+    another CPU's numerics change the training path.
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     domains: tuple[str, ...] = Field(min_length=1)
-    steps: int = Field(300, gt=0)
+    steps: int = Field(600, gt=0)
     batch_size: int = Field(32, gt=0)  # the policy's learning rate and schedule (SFTSpec) apply
+    init: Literal["backbone", "policy"] = "backbone"
+    target: float = Field(0.9, gt=0, le=1)
+    off_margin: float = Field(0.05, ge=0, lt=1)
+    eval_every: int = Field(50, gt=0)
 
 
-# math and knowledge cover two domains each and need 900 steps to reach 85% held-out pairwise accuracy on
-# both (300 steps: 81% on arithmetic, 84.5% on yes_no); the policy and the judges do not depend on it.
-DEFAULT_REWARD_MODELS = (
-    RewardModelSpec(name="math", domains=("arithmetic", "strings"), steps=900),
-    RewardModelSpec(name="commonsense", domains=("yes_no",)),
-    RewardModelSpec(name="knowledge", domains=("knowledge", "yes_no"), steps=900),
-    RewardModelSpec(name="verbose", kind="length", steps=100),
-)
+class TargetsSpec(_Strict):
+    """What the built world must show, checked at the end of the build (`report["targets"]`).
 
-# The judges mirror the specialists' domains: the same routing problem, with judges that order the policy's
-# own samples (the classifiers order a gold answer against a synthetic mistake much better than that).
+    The policy's greedy test accuracy must lie in `accuracy_band` on every domain and its pass@k at
+    T=0.8 reach `pass_at_k`; every judge must reach `home_accuracy` on its own domains and stay at or
+    below `off_accuracy` elsewhere (pairwise, on the policy's own test samples); with `misleading`, at
+    least one judge must be below 50% somewhere off its home (confidently wrong, as real RMs are
+    outside their training distribution).
+    """
+
+    accuracy_band: tuple[float, float] = (0.25, 0.55)
+    pass_at_k: float = Field(0.7, ge=0, le=1)
+    k: int = Field(8, gt=1)
+    home_accuracy: float = Field(0.85, ge=0, le=1)
+    off_accuracy: float = Field(0.6, ge=0, le=1)
+    misleading: bool = True
+
+
+# The default world has no specialist classifiers (`embedded_rms: classifiers` needs a recipe that lists
+# some): only the length-hacked one, which misleads on every domain.
+DEFAULT_REWARD_MODELS = (RewardModelSpec(name="verbose", kind="length", steps=100),)
+
+# One judge per default domain (`laser.tasks.synthetic.DEFAULT_DOMAINS`).
 DEFAULT_JUDGES = (
-    JudgeSpec(name="math", domains=("arithmetic", "strings")),
-    JudgeSpec(name="commonsense", domains=("yes_no",)),
-    JudgeSpec(name="knowledge", domains=("knowledge", "yes_no")),
+    JudgeSpec(name="mirror", domains=("reverse",)),
+    JudgeSpec(name="cipher", domains=("caesar",)),
+    JudgeSpec(name="rotator", domains=("rotate",)),
+    JudgeSpec(name="doubler", domains=("double",)),
 )
 
 
@@ -152,6 +191,12 @@ class AssetRecipe(_Strict):
     reward_models: tuple[RewardModelSpec, ...] = DEFAULT_REWARD_MODELS
     rm_training: RMTrainingSpec = RMTrainingSpec()
     judges: tuple[JudgeSpec, ...] = DEFAULT_JUDGES
+    targets: TargetsSpec = TargetsSpec()
+
+    @property
+    def suite_seed(self) -> int:
+        """The seed of the task suite: `suite.seed`, else the recipe's."""
+        return self.seed if self.suite.seed is None else self.suite.seed
 
     @model_validator(mode="after")
     def _consistent(self) -> AssetRecipe:
@@ -182,11 +227,40 @@ def quick_recipe(seed: int = 0) -> AssetRecipe:
         seed=seed,
         suite=SuiteSpec(seed=seed, train=600, validation=100, test=100, n_people=24, domains=("yes_no", "strings")),
         model=ModelSpec(hidden_size=64, num_layers=2, num_heads=2),
-        sft=SFTSpec(max_steps=800, eval_every=50, band=(0.2, 0.7)),
+        sft=SFTSpec(max_steps=800, eval_every=50, band=(0.2, 0.7), learning_rate=2e-3, hold_weight=0.2,
+                    boost_weight=3.0, mistake_rate=0.0),
         reward_models=(RewardModelSpec(name="reasoning", domains=("yes_no",)),
                        RewardModelSpec(name="strings", domains=("strings",)),
                        RewardModelSpec(name="verbose", kind="length", steps=60)),
         rm_training=RMTrainingSpec(steps=200, backbone_steps=0),
-        judges=(JudgeSpec(name="reasoning", domains=("yes_no",), steps=150),
-                JudgeSpec(name="strings", domains=("strings",), steps=150)),
+        # One check, at the end: a 150-step judge has no room to be steered.
+        judges=(JudgeSpec(name="reasoning", domains=("yes_no",), steps=150, eval_every=150),
+                JudgeSpec(name="strings", domains=("strings",), steps=150, eval_every=150)),
+        targets=TargetsSpec(accuracy_band=(0.2, 0.7), home_accuracy=0.75, off_accuracy=0.7, misleading=False),
     )
+
+
+class RecipeError(ValueError):
+    """A world recipe file that cannot be used; the message names the key and what to change."""
+
+
+def load_recipe(path: str | Path, seed: int | None = None) -> AssetRecipe:
+    """An `AssetRecipe` from a YAML file (every key optional; unknown keys and bad values are errors that
+    name the key); `seed` replaces the file's seed."""
+    from laser.validation import problems, read_mapping
+
+    tree = read_mapping(path, RecipeError, f"world recipe {path} does not exist (see configs/worlds/ for examples)")
+    if seed is not None:
+        tree["seed"] = seed
+    try:
+        return AssetRecipe.model_validate(tree)
+    except ValidationError as e:
+        lines = problems(e, "configs/worlds/default.yaml")
+        raise RecipeError(f"{path} has {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
+
+
+def dump_recipe(recipe: AssetRecipe) -> str:
+    """The recipe as YAML that `load_recipe` reads back to an equal recipe."""
+    import yaml
+
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

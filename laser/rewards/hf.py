@@ -111,6 +111,23 @@ class _CausalLMScorer:
         self.append_eos = append_eos
         self.max_length = _model_max_length(self.model, self.tokenizer, max_length)
 
+    @classmethod
+    def of(cls, model, tokenizer, append_eos: bool = True, max_length: int | None = None) -> _CausalLMScorer:
+        """A scorer over a model already in memory (e.g. one being trained)."""
+        self = cls.__new__(cls)
+        self.tokenizer, self.model, self.append_eos = tokenizer, model, append_eos
+        self.max_length = _model_max_length(model, tokenizer, max_length)
+        return self
+
+    def mean_logprob(self, prompts: list[str], completions: list[str], batch_size: int = 256) -> np.ndarray:
+        """The `likelihood` backend's score: mean completion-token log-probability (NaN with no tokens)."""
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            total, count, _ = self.logprobs(list(prompts[i:i + batch_size]), list(completions[i:i + batch_size]))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out.append(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+        return np.concatenate(out) if out else np.zeros(0)
+
     def encode(self, prompts: list[str], completions: list[str]) -> tuple[list[list[int]], list[int], int]:
         """Token ids of prompt + completion, the prompt length of each, and how many were truncated.
 

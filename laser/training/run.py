@@ -66,11 +66,18 @@ def _alive(pid: int) -> bool:
 
 def embedded_recipe(config: RunConfig):
     """The `AssetRecipe` of the embedded assets the run uses, or None when it uses none."""
-    if config.models.embedded is None or (config.models.policy is not None and config.models.reward_models is not None
-                                          and config.tasks.source != "embedded"):
+    m = config.models
+    if (m.embedded is None and m.embedded_recipe is None) or (m.policy is not None and m.reward_models is not None
+                                                              and config.tasks.source != "embedded"):
         return None
     from laser.assets import AssetRecipe, quick_recipe
+    from laser.assets.recipe import RecipeError, load_recipe
 
+    if config.models.embedded_recipe is not None:
+        try:
+            return load_recipe(config.models.embedded_recipe)
+        except RecipeError as e:
+            raise ConfigError(f"models.embedded_recipe: {e}") from None
     return quick_recipe(config.seed) if config.models.embedded == "quick" else AssetRecipe()
 
 
