@@ -49,10 +49,11 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
         plot_stages,
         read_run,
     )
+    from laser.report.world import format_checks, world_checks
     from laser.training.run import resolve_models
 
     t0 = time.perf_counter()
-    _, rm_configs, table, _ = resolve_models(base)
+    _, rm_configs, table, assets = resolve_models(base)
     names = expand(strategies, list(rm_configs))
     if "oracle" in names and table is None:
         raise ValueError("the oracle needs the measured accuracy table of the embedded reward models")
@@ -71,7 +72,9 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                   for k in res.runs[0].stage_seconds()} for n, res in results.items()}
     plot_stages(stages, out / "stages.png")
     wall = time.perf_counter() - t0
-    lines = [f"# Strategies on the embedded default: {grid_title(len(names), len(seeds))}", "",
+    checks = world_checks(results, table) if table else []
+    world = world_label(base, assets)
+    lines = [f"# Strategies on {world}: {grid_title(len(names), len(seeds))}", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}  ",
              f"Date: {datetime.date.today().isoformat()}; wall time of the command: {wall:.0f} s "
              f"({jobs} parallel run(s); {grid.reuse_note()})", "",
@@ -80,12 +83,15 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
              f"rounds; greedy test accuracy in %, mean ± 95% CI (Student t) over seeds {list(seeds)}; 'vs laser' "
              "is the paired difference per seed with its CI; 'wall s' is each run's time in rounds and "
              "evaluations.", "", table_md, "",
+             *(["Does the world leave room for routing (`laser.report.world`; gains are final minus round-0 "
+                "accuracy, mean over seeds):", "", format_checks(checks), ""] if checks else []),
              "![accuracy per round, mean and 95% band over seeds](accuracy.png)", "",
              "![LASeR's RM picks per domain over the rounds, first seed](picks.png)", "",
              "![seconds per stage, mean over seeds](stages.png)"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    raw = {"command": command, "machine": describe_machine(), "seeds": list(seeds), "reward_models": list(rm_configs),
+    raw = {"command": command, "machine": describe_machine(), "seeds": list(seeds), "world": world,
+           "world_checks": [c.__dict__ for c in checks], "reward_models": list(rm_configs),
            "oracle_table": table, "config": base.model_dump(mode="json"), "wall_s": wall,
            "strategies": {n: [{"seed": r.seed, "run_dir": str(r.run_dir), "evals": r.evals,
                                "stage_seconds": r.stage_seconds(), "wall_s": r.wall_s,
@@ -94,5 +100,15 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                               for r in res.runs] for n, res in results.items()}}
     (out / "results.json").write_text(json.dumps(raw, indent=1))
     print(table_md)
+    if checks:
+        print("\n" + format_checks(checks))
     print(f"\nreport: {report}")
     return report
+
+
+def world_label(config: RunConfig, assets) -> str:
+    """Which world a grid ran on, for report titles: the recipe file, or the embedded default, and its domains."""
+    if assets is None:
+        return "your models"
+    name = config.models.embedded_recipe or f"the embedded {config.models.embedded or 'default'} world"
+    return f"{name} ({', '.join(assets.recipe.suite.domains)}; recipe {assets.recipe.digest()})"

@@ -99,3 +99,35 @@ def test_laser_bench_in_parallel_on_the_quick_world(quick_world, tmp_path, monke
     assert "2 of 2 runs finished earlier and reused" in (out / "report.md").read_text()
     assert main([*args, "--set", "round.n=3"]) == 2
     assert "holds a run with another config (round.n: 4 there, 3 asked)" in capsys.readouterr().err
+
+
+def _world_run(initial: dict, final: dict, seed: int) -> RunSummary:
+    evals = [{"round": r, "accuracy": acc, "mean_accuracy": sum(acc.values()) / len(acc), "rm_forward_total": 0}
+             for r, acc in ((0, initial), (40, final))]
+    return RunSummary(run_dir=__import__("pathlib").Path("x"), rounds=[], evals=evals, seed=seed)
+
+
+def test_world_checks_state_the_headroom_with_paired_intervals():
+    from laser.report.world import format_checks, home_domains, world_checks
+
+    start = {"a": 0.3, "b": 0.3}
+    finals = {"oracle": [{"a": 0.9, "b": 0.8}, {"a": 0.85, "b": 0.9}, {"a": 0.9, "b": 0.85}],
+              "single:ja": [{"a": 0.9, "b": 0.1}, {"a": 0.8, "b": 0.0}, {"a": 0.9, "b": 0.05}],
+              "single:jb": [{"a": 0.2, "b": 0.4}, {"a": 0.1, "b": 0.42}, {"a": 0.0, "b": 0.38}],
+              "single:verbose": [{"a": 0.0, "b": 0.0}] * 3,
+              "ensemble:mean": [{"a": 0.5, "b": 0.5}, {"a": 0.4, "b": 0.6}, {"a": 0.5, "b": 0.55}]}
+    results = {n: StrategyResult(n, [_world_run(start, f, s) for s, f in enumerate(fs)]) for n, fs in finals.items()}
+    table = {"ja": {"a": 0.95, "b": 0.3}, "jb": {"a": 0.4, "b": 0.9}, "verbose": {"a": 0.5, "b": 0.5}}
+    assert home_domains(table) == {"ja": ["a"], "jb": ["b"], "verbose": []}
+    head = world_checks(results, table)[0]
+    # Best single: ja (mean 0.458); paired oracle - ja per seed: 0.35, 0.475, 0.4 -> mean 0.408.
+    assert head.holds and head.detail.startswith("+40.8 ± ") and "(ja)" in head.text
+    raises = [c for c in world_checks(results, table) if c.text.startswith("single:")]
+    assert [(c.text.split(" ")[0], c.holds) for c in raises] == [
+        ("single:ja", True), ("single:ja", True), ("single:jb", False), ("single:jb", True)]
+    assert raises[2].detail == "b +10.0"                 # jb lifts its home by 10 points only: missed
+    assert raises[1].detail == "b -25.0"                 # and pulls the other domain down
+    ens = [c for c in world_checks(results, table) if c.text.startswith("ensemble")][0]
+    assert ens.holds and ens.detail.startswith("oracle - ensemble:mean +35.8")
+    assert format_checks(world_checks(results, table)).count("- [x]") == 5
+    assert world_checks({k: v for k, v in results.items() if k != "oracle"}, table) == []
