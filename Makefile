@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/laser demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10  # the ten slowest tests, to keep the suite fast
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""

@@ -129,6 +129,19 @@ class Policy:
         """Learn from the rewards observed for the arms played on these contexts."""
         raise NotImplementedError
 
+    def expected(self, contexts: np.ndarray) -> np.ndarray:
+        """(n, K) float64: the policy's current estimate of each arm's reward for each context, without
+        any exploration bonus or sampling (what `exploit` maximizes)."""
+        raise NotImplementedError(f"{self.name} keeps no reward estimate")
+
+    def exploit(self, contexts: np.ndarray) -> Decision:
+        """The arm with the best `expected` reward for each context (ties split at random): the choice of
+        a policy that has stopped exploring, e.g. for instances whose reward is never observed."""
+        x = self._check_contexts(contexts)
+        scores = np.asarray(self.expected(x), dtype=np.float64)
+        arms, probs = greedy_choice(scores, self.rng)
+        return Decision(arms, scores, probs)
+
     def params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-safe) that rebuild an untrained copy of this policy."""
         return {"n_arms": self.n_arms, "dim": self.dim, "seed": self.seed}

@@ -85,6 +85,11 @@ class _LinearPolicy(Policy):
         var = np.einsum("knd,nd->nk", u, x)
         return mm(x, np.ascontiguousarray(self.theta.T)), var
 
+    def expected(self, contexts: np.ndarray) -> np.ndarray:
+        """x.theta_k for every context and arm, (n, K) float64."""
+        x = self._check_contexts(contexts)
+        return np.asarray(mm(x, np.ascontiguousarray(self.theta.T)), dtype=np.float64)
+
     def _width(self, var: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(var, 0.0), dtype=np.float64)
 

@@ -33,6 +33,11 @@ class _CountingPolicy(Policy):
     def _means(self, default: float) -> np.ndarray:
         return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), default)
 
+    def expected(self, contexts: np.ndarray) -> np.ndarray:
+        """Each arm's mean reward so far (its `initial_value`, else 0, before its first pull), per context."""
+        x = self._check_contexts(contexts)
+        return np.broadcast_to(self._means(getattr(self, "initial_value", 0.0)), (x.shape[0], self.n_arms)).copy()
+
 
 class UCB1(_CountingPolicy):
     """UCB1 (Auer et al. 2002): mean_k + c * sqrt(2 ln t / n_k); arms never played come first (score inf)."""
@@ -84,6 +89,11 @@ class GaussianThompson(_CountingPolicy):
         mean = (self.prior_mean / self.prior_std**2 + self.sums / self.noise_std**2) / precision
         return mean, 1.0 / np.sqrt(precision)
 
+    def expected(self, contexts: np.ndarray) -> np.ndarray:
+        """Each arm's posterior mean, per context."""
+        x = self._check_contexts(contexts)
+        return np.broadcast_to(self.posterior()[0], (x.shape[0], self.n_arms)).copy()
+
     def select(self, contexts: np.ndarray) -> Decision:
         """Draw each arm's mean from its posterior per context and pick the largest."""
         x = self._check_contexts(contexts)
@@ -119,6 +129,11 @@ class Exp3(Policy):
         """The current mixed distribution over arms, (K,)."""
         w = np.exp(self.log_weights - self.log_weights.max())
         return (1.0 - self.gamma) * w / w.sum() + self.gamma / self.n_arms
+
+    def expected(self, contexts: np.ndarray) -> np.ndarray:
+        """The log-probabilities of the current distribution (the arm with the largest weight first)."""
+        x = self._check_contexts(contexts)
+        return np.broadcast_to(np.log(self.arm_probs()), (x.shape[0], self.n_arms)).copy()
 
     def select(self, contexts: np.ndarray) -> Decision:
         """Sample one arm per context from the current distribution."""
@@ -179,6 +194,10 @@ class UniformRandom(Policy):
         n, k = x.shape[0], self.n_arms
         arms = self.rng.integers(0, k, size=n).astype(np.int64)
         return Decision(arms, np.zeros((n, k)), np.full((n, k), 1.0 / k))
+
+    def expected(self, contexts: np.ndarray) -> np.ndarray:
+        """All arms alike (so `exploit` stays uniform)."""
+        return np.zeros((self._check_contexts(contexts).shape[0], self.n_arms))
 
     def update(self, contexts: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
         """Validate the feedback; a uniform policy learns nothing from it."""

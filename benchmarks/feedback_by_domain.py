@@ -4,8 +4,9 @@ how often that reward, at its measured noise, could name the oracle's RM at all 
 
     python benchmarks/feedback_by_domain.py runs/demo/laser-s0 runs/demo/laser-s1 runs/demo/laser-s2
 
-Rewards are the raw validation gains (before the router's quantile normalization), averaged over the
-rounds where the pair occurred, with their standard error over those rounds.
+Rewards are the raw rewards (before any normalization by the router: rerank gains in [-1, 1], or the
+update-based validation gains, shown x1e-3), averaged over the rounds where the pair occurred, with
+their standard error over those rounds.
 
 The ceiling: a router that knew every instance's domain, and had `n` rewards of every RM in it (drawn
 with replacement from the per-round rewards measured in these runs), picks the RM with the best mean.
@@ -43,11 +44,12 @@ def load(run_dirs: list[Path]) -> tuple[dict[tuple[str, str], list[float]], dict
     return gains, picks
 
 
-def summarize(run_dirs: list[Path]) -> str:
+def summarize(run_dirs: list[Path], scale: float = 1e3) -> str:
     gains, picks = load(run_dirs)
-    lines = ["| domain | RM | rounds | mean reward (x1e-3) | s.e. | 2nd-half picks |", "|---|---|---|---|---|---|"]
+    unit = "" if scale == 1 else f" (x{1 / scale:.0e})"
+    lines = [f"| domain | RM | rounds | mean reward{unit} | s.e. | 2nd-half picks |", "|---|---|---|---|---|---|"]
     for (domain, rm), v in sorted(gains.items()):
-        a = np.array(v) * 1e3
+        a = np.array(v) * scale
         total = sum(picks[domain].values()) or 1
         lines.append(f"| {domain} | {rm} | {len(a)} | {a.mean():+.2f} | {a.std() / np.sqrt(len(a)):.2f} | "
                      f"{picks[domain][rm] / total:.0%} |")
@@ -102,7 +104,10 @@ def main() -> None:
     ap.add_argument("--oracle", nargs="*", metavar="DOMAIN=RM",
                     help="the oracle's RM per domain (default: from the first run's embedded assets)")
     args = ap.parse_args()
-    print(summarize(args.runs))
+    from laser.training.run import load_run_config
+
+    rerank = load_run_config(args.runs[0]).round.feedback == "rerank_gain"
+    print(summarize(args.runs, scale=1.0 if rerank else 1e3))
     if args.oracle:
         bad = [x for x in args.oracle if "=" not in x]
         if bad:

@@ -49,6 +49,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
         plot_stages,
         read_run,
     )
+    from laser.report.router import router_checks
     from laser.report.world import format_checks, world_checks
     from laser.training.run import resolve_models
 
@@ -73,6 +74,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
     plot_stages(stages, out / "stages.png")
     wall = time.perf_counter() - t0
     checks = world_checks(results, table) if table else []
+    claims = router_checks(results, hacker="verbose" if "verbose" in rm_configs else None)
     world = world_label(base, assets)
     lines = [f"# Strategies on {world}: {grid_title(len(names), len(seeds))}", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}  ",
@@ -85,13 +87,16 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
              "evaluations.", "", table_md, "",
              *(["Does the world leave room for routing (`laser.report.world`; gains are final minus round-0 "
                 "accuracy, mean over seeds):", "", format_checks(checks), ""] if checks else []),
+             *(["Does the router deliver (`laser.report.router`; differences paired by seed):", "",
+                format_checks(claims), ""] if claims else []),
              "![accuracy per round, mean and 95% band over seeds](accuracy.png)", "",
              "![LASeR's RM picks per domain over the rounds, first seed](picks.png)", "",
              "![seconds per stage, mean over seeds](stages.png)"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     raw = {"command": command, "machine": describe_machine(), "seeds": list(seeds), "world": world,
-           "world_checks": [c.__dict__ for c in checks], "reward_models": list(rm_configs),
+           "world_checks": [c.__dict__ for c in checks], "router_checks": [c.__dict__ for c in claims],
+           "reward_models": list(rm_configs),
            "oracle_table": table, "config": base.model_dump(mode="json"), "wall_s": wall,
            "strategies": {n: [{"seed": r.seed, "run_dir": str(r.run_dir), "evals": r.evals,
                                "stage_seconds": r.stage_seconds(), "wall_s": r.wall_s,
@@ -100,8 +105,9 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                               for r in res.runs] for n, res in results.items()}}
     (out / "results.json").write_text(json.dumps(raw, indent=1))
     print(table_md)
-    if checks:
-        print("\n" + format_checks(checks))
+    for block in (checks, claims):
+        if block:
+            print("\n" + format_checks(block))
     print(f"\nreport: {report}")
     return report
 

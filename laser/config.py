@@ -67,6 +67,8 @@ class BanditConfig(_Section):
     policy: str = "linucb"
     params: dict[str, Any] = {"alpha": 1.0}
     selection: Literal["instance", "batch"] = "instance"
+    # Contexts minus their running mean, renormalized, plus a constant feature (see `BanditStrategy`).
+    center: bool = True
 
 
 class RunConfig(_Section):

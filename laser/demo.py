@@ -11,7 +11,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,54 +25,12 @@ def best_single(table: dict[str, dict[str, float]]) -> str:
     return "single:" + max(table, key=lambda rm: float(np.mean(list(table[rm].values()))))
 
 
-@dataclass
-class Claim:
-    """One statement the demo checks, with the numbers behind it."""
-
-    text: str
-    holds: bool
-    detail: str
-
-    def __post_init__(self) -> None:
-        self.holds = bool(self.holds)  # numpy comparisons give numpy booleans
-
-
-def check_claims(results: dict, k: int, laser: str = "laser", reference_single: str | None = None) -> list[Claim]:
-    """The demo's claims: LASeR >= the best single RM, > random, > ensemble:mean (mean test accuracy over seeds),
-    >= 5 points over the SFT policy, picks the oracle's RM on >= 70% of second-half instances, and pays about
-    1/K of the ensemble's RM forward passes."""
-    from laser.report import mean_ci
-
-    if laser not in results:
-        return []
-    acc = {name: mean_ci(res.accuracy())[0] for name, res in results.items()}
-    ours = results[laser]
-    claims = []
-    for other, op in ((reference_single, ">="), ("random", ">"), ("ensemble:mean", ">")):
-        if other and other in acc:
-            holds = acc[laser] >= acc[other] if op == ">=" else acc[laser] > acc[other]
-            claims.append(Claim(f"LASeR {op} {other}", holds, f"{acc[laser]:.1%} vs {acc[other]:.1%}"))
-    sft = ours.runs[0].initial["mean_accuracy"]
-    claims.append(Claim("LASeR improves on the SFT policy by >= 5 points", acc[laser] - sft >= 0.05,
-                        f"{sft:.1%} -> {acc[laser]:.1%} ({(acc[laser] - sft) * 100:+.1f} points)"))
-    match = [m for r in ours.runs if (m := r.oracle_match()) is not None]
-    if match:
-        claims.append(Claim("LASeR picks the oracle's RM on >= 70% of instances (second half)",
-                            float(np.mean(match)) >= 0.7, f"{np.mean(match):.0%}"))
-    if "ensemble:mean" in results:
-        f_ours = np.mean([r.final["rm_forward_total"] for r in ours.runs])
-        f_ens = np.mean([r.final["rm_forward_total"] for r in results["ensemble:mean"].runs])
-        ratio = f_ens / max(f_ours, 1)
-        claims.append(Claim("LASeR runs about 1/K of the ensemble's RM forward passes", ratio >= 0.75 * k,
-                            f"ensemble / LASeR = {ratio:.2f}, K = {k}"))
-    return claims
-
-
 def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequence[str] = DEFAULT_STRATEGIES,
              out: str | Path = "runs/demo", progress: bool = True, jobs: int = 1) -> Path:
     """Train every strategy for every seed (reusing finished runs), then write and print the comparison."""
     from laser.grid import run_grid
     from laser.report import StrategyResult, format_comparison, grid_title, plot_accuracy, plot_picks, read_run
+    from laser.report.router import router_checks
     from laser.training.run import resolve_models
 
     out = Path(out)
@@ -87,7 +44,8 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
 
     single = next((n for n in names if n.startswith("single:")), None)
     table_md = format_comparison(results, reference="laser" if "laser" in results else None)
-    claims = check_claims(results, len(rm_configs), reference_single=single)
+    # the embedded worlds' length-hacked RM is `verbose`
+    claims = router_checks(results, reference_single=single, hacker="verbose" if "verbose" in rm_configs else None)
     plot_accuracy({name: res.runs for name, res in results.items()}, out / "accuracy.png")
     if "laser" in results:
         plot_picks(results["laser"].runs[0].rounds, out / "picks.png")

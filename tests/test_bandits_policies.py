@@ -143,3 +143,26 @@ def test_exp3_rejects_rewards_outside_unit_interval():
     with pytest.raises(ValueError, match=r"\[0, 1\].*QuantileNormalizer"):
         p.update(np.ones((2, 2)), [0, 1], [0.5, 1.5])
     np.testing.assert_array_equal(p.log_weights, 0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_exploit_picks_the_best_estimate_without_exploring(name):
+    """`expected` is the policy's estimate without bonus or sampling; `exploit` takes its argmax."""
+    p = bandits.make_policy(name, 3, 2, seed=0)
+    x = np.array([[1.0, 0.0], [0.0, 1.0]])
+    for _ in range(30):  # arm 1 pays on the first context, arm 2 on the second
+        p.update(x, np.array([1, 2]), np.array([0.9, 0.8]))
+        p.update(x, np.array([0, 0]), np.array([0.1, 0.1]))
+    est = p.expected(x)
+    assert est.shape == (2, 3) and est.dtype == np.float64 and np.isfinite(est).all()
+    d = p.exploit(x)
+    np.testing.assert_allclose(d.probs.sum(axis=1), 1.0)
+    if name == "uniform":  # learns nothing: every arm alike, ties split at random
+        assert (est == 0).all() and (d.probs == 1 / 3).all()
+        return
+    if name in ("linucb", "lints"):  # contextual: a different arm per context
+        assert d.arms.tolist() == [1, 2]
+    else:  # context-free: the arm with the best mean (arm 1's 0.9 beats arm 2's 0.8 and arm 0's 0.1)
+        assert d.arms.tolist() == [1, 1]
+    for _ in range(20):  # deterministic once the estimates differ: no exploration
+        assert p.exploit(x).arms.tolist() == d.arms.tolist()

@@ -74,7 +74,7 @@ def test_laser_bench_in_parallel_on_the_quick_world(quick_world, tmp_path, monke
     out, runs = tmp_path / "results", tmp_path / "runs"
     args = ["bench", "--quick", "--set", "models.embedded=quick", "--set", "rounds=2", "--set", "eval_every=1",
             "--set", "checkpoint_every=2", "--set", "round.prompts_per_round=8", "--set", "round.n=4",
-            "--set", "tasks.test_per_domain=16", "--set", "round.feedback_examples=16",
+            "--set", "tasks.test_per_domain=16", "--set", "round.rerank_prompts=4", "--set", "round.rerank_warmup=0",
             "--strategies", "laser", "ensemble:mean", "--seeds", "0", "--jobs", "2", "--runs", str(runs),
             "--out", str(out), "--quiet"]
     assert main(args) == 0

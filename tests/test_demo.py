@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from laser.cli import main
-from laser.demo import best_single, check_claims
+from laser.demo import best_single
 from laser.report import RunSummary, StrategyResult, format_comparison, mean_ci
+from laser.report.router import router_checks
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -18,29 +19,43 @@ def test_mean_ci_is_the_student_t_interval():
     assert np.isnan(mean_ci([0.3])[1])
 
 
-def _run(seed, acc, forward, match=None, initial=0.3):
+def _run(seed, acc, forward, match=None, initial=0.3, picks=None, elapsed=9):
     rounds = [{"type": "round", "oracle_match": m} for m in (match or [])]
     evals = [{"round": 0, "accuracy": {"a": initial}, "mean_accuracy": initial, "rm_forward_total": 0},
-             {"round": 4, "accuracy": {"a": acc}, "mean_accuracy": acc, "rm_forward_total": forward, "elapsed_s": 9}]
+             {"round": 4, "accuracy": {"a": acc}, "mean_accuracy": acc, "rm_forward_total": forward,
+              "elapsed_s": elapsed, "picks": picks or {"a": {"x": 10}}}]
     from pathlib import Path
 
     return RunSummary(Path(f"r{seed}"), rounds, evals, seed=seed)
 
 
-def test_claims_and_the_comparison_table_from_known_numbers():
-    results = {"laser": StrategyResult("laser", [_run(0, 0.40, 100, [0.2, 0.4, 0.8, 0.9]), _run(1, 0.42, 100,
-                                                                                                [0.5, 0.7])]),
+def test_router_checks_and_the_comparison_table_from_known_numbers():
+    results = {"laser": StrategyResult("laser", [
+                   _run(0, 0.40, 100, [0.2, 0.4, 0.8, 0.9], picks={"a": {"x": 9, "verbose": 1}}),
+                   _run(1, 0.42, 100, [0.5, 0.7], picks={"a": {"x": 10}})]),
                "random": StrategyResult("random", [_run(0, 0.35, 100), _run(1, 0.41, 100)]),
-               "ensemble:mean": StrategyResult("ensemble:mean", [_run(0, 0.45, 300), _run(1, 0.43, 300)]),
-               "single:x": StrategyResult("single:x", [_run(0, 0.38, 100), _run(1, 0.40, 100)])}
-    claims = {c.text: c for c in check_claims(results, k=3, reference_single="single:x")}
-    assert claims["LASeR >= single:x"].holds and claims["LASeR > random"].holds
-    assert not claims["LASeR > ensemble:mean"].holds
-    assert claims["LASeR improves on the SFT policy by >= 5 points"].holds      # 30% -> 41%
-    match = claims["LASeR picks the oracle's RM on >= 70% of instances (second half)"]
-    assert match.holds and match.detail == "78%"                                 # mean of 0.85 and 0.7
-    forward = claims["LASeR runs about 1/K of the ensemble's RM forward passes"]
-    assert forward.holds and "3.00" in forward.detail
+               "ensemble:mean": StrategyResult("ensemble:mean", [_run(0, 0.45, 300, elapsed=8),
+                                                                 _run(1, 0.43, 300, elapsed=8)]),
+               "oracle": StrategyResult("oracle", [_run(0, 0.41, 100), _run(1, 0.43, 100)]),
+               "single:x": StrategyResult("single:x", [_run(0, 0.30, 100), _run(1, 0.33, 100)]),
+               "single:y": StrategyResult("single:y", [_run(0, 0.20, 100), _run(1, 0.21, 100)])}
+    checks = {c.text.split(",")[0]: c for c in router_checks(results, hacker="verbose")}
+    # The best single RM is found among the results (x, 31.5%): +10 and +9 points per seed.
+    single = checks["LASeR >= best single RM (single:x) + 5 points"]
+    assert single.holds and single.detail.startswith("+9.5 ± ")
+    assert checks["LASeR within 2 points of the oracle"].holds                       # -1 point both seeds
+    # random - laser per seed: +5 and +1 points; t(0.975, 1) * sd / sqrt(2) = 25.4 > 3: CI includes 0
+    assert not checks["LASeR > random"].holds and "+3.0 ± 25.4" in checks["LASeR > random"].detail
+    assert not checks["LASeR > ensemble:mean"].holds
+    assert checks["LASeR improves on the SFT policy by >= 5 points"].holds           # 30% -> 41%
+    match = checks["LASeR picks the oracle's RM on >= 80% of second-half instances"]
+    assert not match.holds and match.detail.startswith("78%")                         # mean of 0.85 and 0.7
+    hacker = checks["LASeR sends < 5% of instances to the length-hacked verbose"]
+    assert not hacker.holds and hacker.detail == "5.0% of all instances"              # 1 of 20
+    forward = checks["LASeR's RM forward passes (validation probes included) <= 0.3x ensemble:mean's"]
+    assert not forward.holds and "(0.33x)" in forward.detail
+    assert not checks["LASeR's wall time per run <= ensemble:mean's"].holds            # 9 s vs 8 s
+    assert router_checks({"random": results["random"]}) == []                         # nothing to check
     table = format_comparison(results, reference="laser")
     assert "| SFT policy (round 0) | 30.0 | 30.0 |" in table
     # random - laser per seed: -5 and -1 points; mean -3.0, t(0.975, 1) * sd / sqrt(2) = 12.706 * 2.83 / 1.41
@@ -54,7 +69,8 @@ def test_laser_demo_on_the_quick_world_and_reuse(quick_world, tmp_path, monkeypa
     out = tmp_path / "demo"
     args = ["demo", "--set", "models.embedded=quick", "--set", "rounds=2", "--set", "eval_every=2",
             "--set", "round.prompts_per_round=8", "--set", "round.n=4", "--set", "tasks.test_per_domain=16",
-            "--set", "round.feedback_examples=16", "--seeds", "0", "1", "--strategies", "laser", "ensemble:mean",
+            "--set", "round.rerank_prompts=4", "--set", "round.rerank_warmup=0", "--seeds", "0", "1",
+            "--strategies", "laser", "ensemble:mean",
             "best-single", "--out", str(out), "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out

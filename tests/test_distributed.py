@@ -114,26 +114,20 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     assert [x["processes"] for x in a if x["type"] == "eval"] == [2, 2, 2]
     assert [x["processes"] for x in b if x["type"] == "eval"] == [1, 1, 1]
     ra, rb = ([x for x in lines if x["type"] == "round"] for lines in (a, b))
-    # Same assignments and pairs (rank 0's). The DPO gradient is the mean over both ranks' halves of each batch,
-    # so an update matches the single process's up to float summation order, as long as the pairs split evenly
-    # (one pair, or an even number): with an odd number one rank pads its half with a repeated pair. So the
-    # leading evenly split updates of round 0 match to 1e-5, and the routing of the first two rounds is the same;
-    # from then on a near-tie of the router may flip: at most one instance a round goes to another RM.
+    # Same assignments, probes and pairs (rank 0's). The DPO gradient is the mean over both ranks' halves of each
+    # batch, so the round's one update (rerank_gain) matches the single process's up to float summation order as
+    # long as the pairs split evenly (one pair, or an even number): with an odd number one rank pads its half
+    # with a repeated pair. The routing of the first two rounds is the same; from then on a near-tie of the
+    # router may flip: at most one instance a round goes to another RM.
     assert [r["picks"] for r in ra[:2]] == [r["picks"] for r in rb[:2]]
+    assert [r["probes"] for r in ra[:2]] == [r["probes"] for r in rb[:2]]
     for x, y in zip(ra[2:], rb[2:], strict=True):
         assert sum(abs(x["picks"][k] - y["picks"][k]) for k in x["picks"]) <= 2, (x["picks"], y["picks"])
     assert [r["pairs"] for r in ra[:2]] == [r["pairs"] for r in rb[:2]]
     assert [(d["arm"], d["pairs"]) for d in ra[0]["dpo"]] == [(d["arm"], d["pairs"]) for d in rb[0]["dpo"]]
-    even = []
-    for d, e in zip(ra[0]["dpo"], rb[0]["dpo"], strict=True):
-        if d["pairs"] != 1 and d["pairs"] % 2:
-            break
-        even.append((d, e))
-    assert even, ra[0]["dpo"]  # at least one update to compare exactly
-    for d, e in even:
-        assert d["loss"] == pytest.approx(e["loss"], rel=1e-5) and d["reward"] == pytest.approx(e["reward"], rel=1e-3)
-    for d, e in zip(ra[0]["dpo"], rb[0]["dpo"], strict=True):  # padded ones still train on the same pairs
-        assert d["loss"] == pytest.approx(e["loss"], rel=0.02)
+    (d,), (e,) = ra[0]["dpo"], rb[0]["dpo"]  # one update a round
+    even = d["pairs"] == 1 or d["pairs"] % 2 == 0
+    assert d["loss"] == pytest.approx(e["loss"], rel=1e-5 if even else 0.02), (d, e)
     for x, y in zip(a, b, strict=True):
         if x["type"] == "eval":
             assert abs(x["mean_accuracy"] - y["mean_accuracy"]) <= 1 / 16, (x, y)

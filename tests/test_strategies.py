@@ -105,6 +105,43 @@ def test_bandit_learns_the_best_rm_per_context_cluster():
     assert restored.assign(x, Batch()).arms.tolist() == s.assign(x, Batch()).arms.tolist()
 
 
+def test_centered_contexts_route_prompts_that_share_one_direction():
+    """Contexts that are one common vector plus a small per-cluster part (as a policy's prompt embeddings
+    are): with `center`, LinUCB sees the per-cluster part and learns a different RM per cluster."""
+    rng = np.random.default_rng(0)
+    common = np.eye(8)[0] * 10
+    parts = np.eye(8)[1:4] * 0.5
+    best = np.array([1, 2, 3])
+    s = BanditStrategy(RMS, dim=8, policy="linucb", alpha=0.5, center=True, seed=0)
+    late = []
+    for r in range(60):
+        cluster = rng.integers(3, size=16)
+        x = common + parts[cluster] + 0.02 * rng.standard_normal((16, 8))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        a = s.assign(x, Batch(round=r))
+        s.observe(x, a, (a.arms == best[cluster]).astype(float) + 0.1 * rng.standard_normal(16))
+        if r >= 40:
+            late.append(np.mean(a.arms == best[cluster]))
+    assert np.mean(late) > 0.9
+    assert s.policy.dim == 9 and s.context_count == 60 * 16  # + the constant feature; every observed context
+    restored = BanditStrategy(RMS, dim=8, policy="linucb", alpha=0.5, center=True, seed=0)
+    restored.load_state_dict(s.state_dict())
+    x = common + parts[[0, 1, 2]]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert restored.assign(x, Batch()).arms.tolist() == s.assign(x, Batch()).arms.tolist() == [1, 2, 3]
+
+
+def test_instances_without_feedback_get_the_bandits_best_guess_not_its_exploration():
+    """Batch(explore=False) (a round's training prompts when the router learns from probes): the bandit
+    exploits, so an RM it has never tried (LinUCB's optimism) is not picked there."""
+    s = BanditStrategy(RMS, dim=6, policy="linucb", alpha=1.0, seed=0)
+    x = contexts(8)
+    s.observe(x, s._one_per_instance(np.full(8, 2)), np.full(8, 0.3))  # only RM 2 tried, modest reward
+    assert set(s.assign(x, Batch()).arms.tolist()) != {2}              # exploring: untried RMs look better
+    assert s.assign(x, Batch(explore=False)).arms.tolist() == [2] * 8   # exploiting: the one known to pay
+    assert s.learns and not make_strategy("random", RMS).learns and not make_strategy("single:math", RMS).learns
+
+
 def test_batch_selection_picks_one_rm_from_the_mean_context():
     s = make_strategy("laser", RMS, dim=6, selection="batch")
     x = contexts(10)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from laser.cli import main
@@ -154,9 +153,14 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
     for r in rounds:
         assert sum(sum(row.values()) for row in r["picks_by_domain"].values()) == sum(r["picks"].values())
         assert 0.0 <= r["oracle_match"] <= 1.0
-        assert set(r["feedback_by_domain"]) <= set(r["picks_by_domain"])
-        for d, row in r["feedback_by_domain"].items():
-            assert set(row) <= set(r["picks_by_domain"][d]) and all(np.isfinite(v) for v in row.values())
+        # The router's reward (rerank_gain, the default) came from the round's validation probes.
+        probes = r["probes"]
+        probed = {rm for rm, c in probes["picks"].items() if c}
+        per_probe = len(probes["picks"]) if probes["every_rm"] else 1  # both rounds are warm-up rounds
+        assert probes["prompts"] == 16 and sum(probes["picks"].values()) == per_probe * probes["informative"]
+        assert set(r["feedback_by_domain"]) <= set(r["picks_by_domain"])  # the world's two domains
+        for row in r["feedback_by_domain"].values():
+            assert set(row) <= probed and all(-1 <= v <= 1 for v in row.values())
     assert lines[-1]["elapsed_s"] > lines[0]["elapsed_s"] > 0
     # TensorBoard holds the same numbers (step = round), and TRL's own DPO logs beside them.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

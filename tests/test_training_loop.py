@@ -26,7 +26,7 @@ def world(quick_world):
 
 
 def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, neighbors: int | None = None,
-                 validation_metric: str = "loglik"):
+                 validation_metric: str = "loglik", feedback: str = "validation_gain"):
     assets, suite, engine = world
     policy = AutoModelForCausalLM.from_pretrained(assets.policy)
     engine.sync_weights(policy)  # the shared engine starts from the SFT policy for every trainer
@@ -37,12 +37,13 @@ def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, n
     dpo = DPOStep(policy, tok, DPOSettings(batch_size=8), run_dir / "dpo", seed=0)
     settings = RoundSettings(prompts_per_round=12, n=6, max_new_tokens=12, feedback_examples=32,
                              feedback_neighbors=neighbors, rounds_per_iteration=rounds_per_iteration,
-                             validation_metric=validation_metric)
+                             validation_metric=validation_metric, feedback=feedback, rerank_prompts=10,
+                             rerank_warmup=1)
     return Trainer(policy, tok, engine, embedder, rms, strat, dpo, suite.train, suite.validation,
                    suite.test[::8], settings, run_dir, seed=0)
 
 
-def test_laser_rounds_route_score_train_and_sync(world, tmp_path):
+def test_laser_rounds_with_per_group_updates_route_score_train_and_sync(world, tmp_path):
     trainer = make_trainer(world, "laser", tmp_path)
     k = len(trainer.rms)
     before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
@@ -69,6 +70,56 @@ def test_laser_rounds_route_score_train_and_sync(world, tmp_path):
     assert ev["rm_forward_total"] == sum(line["rm_forward"] for line in lines) and k >= 3
 
 
+def test_rerank_feedback_learns_from_validation_probes_and_trains_once_per_round(world, tmp_path):
+    """The default reward: each round the router picks an RM for 10 validation probes sampled with the
+    training prompts, is rewarded by how that RM orders their right and wrong samples, and the round trains
+    once on all its pairs; the training instances use what the router knows (no exploration there)."""
+    trainer = make_trainer(world, "laser", tmp_path, feedback="rerank_gain")
+    assert trainer.probing and not trainer.per_group
+    lines = [trainer.run_round() for _ in range(3)]
+    history = trainer.strategy.state_dict()["feedback_history"]
+    informative = [line["probes"]["informative"] for line in lines]
+    k = len(trainer.rms)
+    # Every probe with a right and a wrong sample is observed: by every RM in the warm-up round, then by one.
+    assert [line["probes"]["every_rm"] for line in lines] == [True, False, False]
+    assert len(history) == k * informative[0] + sum(informative[1:]) > 0
+    assert all(-1 <= h <= 1 for h in history)  # raw rerank gains, before the router's normalization
+    seen = 0
+    for line, m in zip(lines, informative, strict=True):
+        seen_now = m * (k if line["probes"]["every_rm"] else 1)
+        assert sum(line["picks"].values()) == 12 and line["probes"]["prompts"] == 10
+        # Only informative probes are routed and scored (each by every RM during the warm-up).
+        assert sum(line["probes"]["picks"].values()) == seen_now and m <= 10
+        if line["probes"]["every_rm"]:
+            assert set(line["probes"]["picks"].values()) == {m}
+        if m:  # what each round reports is what the router was told
+            assert np.mean(history[seen:seen + seen_now]) == pytest.approx(line["feedback_mean"])
+        seen += seen_now
+        assert line["candidates"]["prompts"] == 12  # the probes' samples are not training candidates
+        # The RM cost counts the probes' scoring: training candidates once each, plus the probes'.
+        assert line["rm_forward"] == line["candidates"]["distinct"] + line["probes"]["rm_forward"]
+        assert [(d["arm"], d["pairs"]) for d in line["dpo"]] == [("all", line["pairs"]["pairs"])]
+        assert np.isfinite(line["dpo"][0]["loss"])
+        assert set(line["feedback_by_domain"]) <= {ex.domain for ex in trainer.validation}
+    # Probes are a seeded draw per round: the same round draws the same validation examples again.
+    assert [ex.id for ex in trainer.probe_examples()] == [ex.id for ex in trainer.probe_examples()]
+    trainer.round = 0
+    first = [ex.id for ex in trainer.probe_examples()]
+    trainer.round = 1
+    assert first != [ex.id for ex in trainer.probe_examples()]
+
+
+@pytest.mark.parametrize("spec", ["random", "ensemble:mean"])
+def test_baselines_train_once_per_round_and_measure_no_reward(world, tmp_path, spec):
+    trainer = make_trainer(world, spec, tmp_path)  # validation_gain: only a learning router would pay for it
+    assert not trainer.probing and not trainer.per_group
+    line = trainer.run_round()
+    assert [(d["arm"], d["pairs"]) for d in line["dpo"]] == [("all", line["pairs"]["pairs"])]
+    assert "probes" not in line and line["feedback_mean"] is None and line["feedback_by_domain"] == {}
+    if spec == "random":  # several RMs in the round, still one update
+        assert sum(1 for v in line["picks"].values() if v) > 1
+
+
 def test_context_local_feedback_differs_per_instance(world, tmp_path):
     trainer = make_trainer(world, "laser", tmp_path, neighbors=4)
     assert len({ex.domain for ex in trainer.feedback_batch}) == 2  # sampled across the split's domains
@@ -84,7 +135,7 @@ def test_context_local_feedback_differs_per_instance(world, tmp_path):
     contexts = trainer.embedder.embed([ex.prompt for ex in examples])
     arms = np.zeros(len(examples), dtype=np.int64)  # one group: one update
     trainer.dpo.start_iteration()
-    feedback, trained, metrics = trainer._train_and_feedback(rows, arms, contexts)
+    feedback, trained, metrics = trainer._train_per_group(rows, arms, contexts)
     assert trained.all() and len(metrics) == 1
     # One update, but each instance is credited with the change on the validation examples like it.
     assert len(set(np.round(feedback, 9))) > 1
@@ -114,7 +165,7 @@ def test_accuracy_feedback_is_the_change_in_greedy_correctness(world, tmp_path):
     for group in trainer.dpo.optimizer.param_groups:
         group["lr"] = 5e-2
     trainer.dpo.start_iteration()
-    feedback, trained, _ = trainer._train_and_feedback(rows, np.zeros(len(rows), dtype=np.int64), contexts)
+    feedback, trained, _ = trainer._train_per_group(rows, np.zeros(len(rows), dtype=np.int64), contexts)
     after = greedy_correct(trainer.policy, trainer.tokenizer, batch)
     assert trained.all() and feedback == pytest.approx(np.full(len(rows), (after - before).mean()))
     assert not np.array_equal(after, before)  # the update changed some answers: the reward is not trivially zero
@@ -135,7 +186,7 @@ def test_margin_feedback_is_the_change_in_gold_minus_wrong_log_likelihood(world,
         r["instance"] = i
     contexts = trainer.embedder.embed([r["prompt"] for r in rows])
     trainer.dpo.start_iteration()
-    feedback, trained, _ = trainer._train_and_feedback(rows, np.zeros(len(rows), dtype=np.int64), contexts)
+    feedback, trained, _ = trainer._train_per_group(rows, np.zeros(len(rows), dtype=np.int64), contexts)
     after = gold_margin_per_example(trainer.policy, trainer.tokenizer, batch, wrong)
     assert trained.all() and feedback == pytest.approx(np.full(len(rows), (after - before).mean()), abs=1e-5)
     assert abs(feedback[0]) > 0

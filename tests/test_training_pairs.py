@@ -69,3 +69,24 @@ def test_local_gain_credits_each_instance_with_its_nearest_validation_examples()
     assert local_gain(gain, inst, val, neighbors=2).tolist() == [1.5, -4.0]
     assert local_gain(gain, inst, val, neighbors=1).tolist() == [1.0, -3.0]
     assert local_gain(gain, inst, val, neighbors=10).tolist() == [-1.25, -1.25]  # capped at every example
+
+
+def test_rerank_gain_is_how_the_rm_orders_right_and_wrong_samples():
+    from laser.tasks.base import Example
+    from laser.training.feedback import rerank_gain
+
+    exs = [Example(id=f"e{i}", prompt=f"Q: {i} A:", answer="7", answer_format="integer") for i in range(6)]
+    texts = [[" 7", " 3", " 5"]] * 6
+    scores = [np.array([2.0, 0.0, 1.0]),            # the right one above both wrong ones: +1
+              np.array([0.0, 2.0, 1.0]),            # below both: -1
+              np.array([1.0, 2.0, 0.0]),            # above one, below the other: 0
+              np.array([1.0, 1.0, 1.0]),            # cannot separate them: 0
+              np.array([np.nan, np.nan, np.nan]),   # could not score: 0
+              np.array([0.0, 2.0, 1.0])]
+    texts = texts[:5] + [[" 3", " 4", " 5"]]         # every candidate wrong: nothing to tell, 0 for any RM
+    gain, nothing = rerank_gain(exs, texts, scores)
+    assert gain.tolist() == [1.0, -1.0, 0.0, 0.0, 0.0, 0.0] and nothing == 1
+    gain, _ = rerank_gain(exs[:1], [[" 7", " 07", " 3"]], [np.array([3.0, 0.0, 1.0])])
+    assert gain.tolist() == [0.0]  # right pairs: (7, 3) +1, (07, 3) -1
+    with pytest.raises(ValueError, match="2 candidates but 3 scores"):
+        rerank_gain(exs[:1], [[" 7", " 3"]], [np.zeros(3)])

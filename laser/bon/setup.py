@@ -142,7 +142,9 @@ def make_bon_strategy(setup: BonSetup, spec: str | None, embedder=None, normaliz
         if parse_strategy(spec).kind == "laser" and embedder is None:
             raise BonError(f"--strategy {spec} routes by the prompts' contexts: it needs an embedder")
         dim = embedder.dim if embedder is not None else 0
-        strategy = make_run_strategy(setup.config, list(setup.reward_models), dim, setup.table, strategy=spec)
+        # Online feedback here (nll, gold) has no fixed scale: the quantile scheme; a loaded router keeps its own.
+        strategy = make_run_strategy(setup.config, list(setup.reward_models), dim, setup.table, strategy=spec,
+                                     normalize_feedback=True)
         if trained is not None and spec == trained.strategy:
             strategy.load_state_dict(trained.state["strategy"])
             if normalizer is not None:

@@ -135,18 +135,24 @@ class DPOStep:
             self.start_iteration()
         data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
         s = self.settings
-        args = DPOConfig(
-            output_dir=str(self.work_dir), per_device_train_batch_size=self.per_device_batch_size,
-            num_train_epochs=s.epochs, learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
-            beta=s.beta, loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
-            max_length=s.max_length, report_to=self.report_to, save_strategy="no",
-            logging_strategy="steps" if self.report_to else "no", logging_steps=1,
-            disable_tqdm=True, seed=self.seed + self.updates, data_seed=self.seed + self.updates,
-            dataloader_num_workers=0, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-            use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False,
-        )
+        # Quiet from here: TrainingArguments warns on every construction when a process group exists but the
+        # run is not DDP (vLLM's in-process engine opens one), i.e. once per update of a single-process run.
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
+        try:
+            args = DPOConfig(
+                output_dir=str(self.work_dir), per_device_train_batch_size=self.per_device_batch_size,
+                num_train_epochs=s.epochs, learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
+                beta=s.beta, loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
+                max_length=s.max_length, report_to=self.report_to, save_strategy="no",
+                logging_strategy="steps" if self.report_to else "no", logging_steps=1,
+                disable_tqdm=True, seed=self.seed + self.updates, data_seed=self.seed + self.updates,
+                dataloader_num_workers=0, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+                use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False,
+            )
+        except Exception:
+            hf_logging.set_verbosity(verbosity)
+            raise
         bars = datasets_logging.is_progress_bar_enabled()
         datasets_logging.disable_progress_bar()  # tokenizing a few pairs per update: bars would only flood the log
         tb_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")

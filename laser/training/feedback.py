@@ -6,6 +6,10 @@ single group update is measurable. `gold_margin`: the gold answer's log-likeliho
 wrong answer's (`round.validation_metric: margin`): what the policy prefers, less sensitive to format.
 `greedy_correct`: whether the greedy completion of each example is right by its checker; its change is
 the alternative reward (`round.validation_metric: accuracy`).
+
+`rerank_gain` (`round.feedback: rerank_gain`, the default) needs no update at all: on validation prompts
+the policy has just sampled, it checks how the chosen RM orders the right and the wrong samples (by the
+gold answers): +1 when every right one scores above every wrong one, -1 the other way round.
 """
 
 from __future__ import annotations
@@ -122,3 +126,32 @@ def local_gain(gain: np.ndarray, instance_contexts: np.ndarray, validation_conte
     sim = instance_contexts @ validation_contexts.T
     nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
     return gain[nearest].mean(axis=1)
+
+
+def rerank_gain(examples: Sequence[Example], texts: Sequence[Sequence[str]],
+                scores: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Per example: how the chosen RM orders its right and wrong candidates, in [-1, 1]; and how many
+    examples had nothing to tell (every candidate right, or every one wrong).
+
+    `texts[i]` are example i's candidates and `scores[i]` the RM's scores of them (NaN: could not score).
+    Over every (right, wrong) pair of candidates: +1 when the RM scores the right one higher, -1 when
+    lower, 0 on a tie or a NaN; the reward is the mean (2 x pairwise accuracy - 1, the quantity the
+    oracle's table measures on the policy's own samples). An example without both kinds scores 0 for
+    every RM, so it moves no RM ahead of another; an RM that ties or fails everywhere earns 0 where a
+    good one earns close to 1.
+    """
+    if not len(examples) == len(texts) == len(scores):
+        raise ValueError(f"examples, texts and scores differ in length: {len(examples)}, {len(texts)}, "
+                         f"{len(scores)}")
+    out, nothing = np.zeros(len(examples)), 0
+    for i, (ex, cands, s) in enumerate(zip(examples, texts, scores, strict=True)):
+        s = np.asarray(s, dtype=np.float64)
+        if len(s) != len(cands):
+            raise ValueError(f"example {i}: {len(cands)} candidates but {len(s)} scores")
+        right = np.array([check(ex, t) for t in cands], dtype=bool)
+        if right.all() or not right.any():
+            nothing += 1
+            continue
+        diff = s[right][:, None] - s[~right][None, :]
+        out[i] = float(np.mean(np.where(np.isfinite(diff), np.sign(diff), 0.0)))
+    return out, nothing

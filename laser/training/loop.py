@@ -1,4 +1,11 @@
-"""The LASeR round: sample -> contexts -> assign RMs -> score -> pairs -> DPO per RM group -> bandit feedback -> sync.
+"""The LASeR round: sample -> contexts -> router feedback on validation probes -> assign RMs -> score -> pairs
+-> DPO -> sync.
+
+With the default reward (`round.feedback: rerank_gain`) the router learns from a few validation prompts
+sampled with the training prompts: it picks an RM for each, that RM scores the samples, and the reward is
+how well it orders the right and wrong ones (`feedback.rerank_gain`); the round then trains
+once on all pairs. The update-based rewards (`validation_gain`, the paper's `train_loss`) need one DPO
+update per RM group instead, and are observed on the training instances themselves.
 
 One `Trainer` owns the policy (a transformers model the DPO step updates in place), the generation
 engine (fed the new weights after every round), the reward models, the strategy and the metrics file.
@@ -22,7 +29,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from laser.generation import ContextEmbedder, GenerationEngine
+from laser.generation import Candidates, ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.strategies import Assignment, Batch, RewardStrategy
 from laser.strategies.scoring import route_and_score
@@ -32,7 +39,7 @@ from laser.tasks.mistakes import wrong_answer
 
 from .distributed import broadcast_from_main, is_main_process, world
 from .dpo import DPOStep, is_peft
-from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain
+from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain, rerank_gain
 from .pairs import build_pairs
 
 log = logging.getLogger(__name__)
@@ -51,7 +58,13 @@ class RoundSettings(BaseModel):
     pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
     min_margin: float = Field(0.0, ge=0)
     num_pairs: int = Field(1, gt=0)
-    feedback: Literal["validation_gain", "train_loss"] = "validation_gain"
+    # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
+    # extra update; validation_gain / train_loss: one DPO update per RM group, each group rewarded by it.
+    feedback: Literal["rerank_gain", "validation_gain", "train_loss"] = "rerank_gain"
+    rerank_prompts: int = Field(16, gt=0)
+    # The first rounds' informative probes are scored by every RM and the router learns from all of them
+    # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
+    rerank_warmup: int = Field(2, ge=0)
     feedback_examples: int = Field(128, gt=0)
     # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's
     # gain (the paper's), which cannot tell which domain an update helped.
@@ -76,6 +89,8 @@ class Trainer:
                              f"{list(reward_models)}")
         if not train:
             raise ValueError("no training prompts")
+        if settings.feedback == "rerank_gain" and strategy.learns and not validation:
+            raise ValueError("round.feedback: rerank_gain needs validation examples (the router's probes)")
         self.policy, self.tokenizer, self.engine, self.embedder = policy, tokenizer, engine, embedder
         self.rms, self.strategy, self.dpo, self.settings = dict(reward_models), strategy, dpo, settings
         self.train, self.validation, self.test = list(train), list(validation), list(test)
@@ -99,6 +114,10 @@ class Trainer:
         self.oracle = dict(oracle) if oracle else None
         self.elapsed = 0.0  # seconds spent in rounds and evaluations, across resumes
         self.tracker = tracker  # a `Tracker` (TensorBoard / W&B) fed every metrics line, or None
+        # Who pays for what: a learning router with an update-based reward needs one DPO update per RM group;
+        # with rerank_gain it learns from validation probes; every other strategy just trains once a round.
+        self.probing = strategy.learns and settings.feedback == "rerank_gain"
+        self.per_group = strategy.learns and settings.feedback != "rerank_gain"
 
     # --- data --------------------------------------------------------------------------------------
     def next_prompts(self) -> list[Example]:
@@ -113,6 +132,14 @@ class Trainer:
             out += [self.train[i] for i in self.order[self.cursor:self.cursor + take]]
             self.cursor += take
         return out
+
+    def probe_examples(self) -> list[Example]:
+        """This round's `rerank_prompts` validation examples for the router's reward: a seeded draw per round
+        (without replacement within the round), so that a resumed run draws the same ones."""
+        rng = np.random.default_rng([self.seed, 7, self.round])
+        pick = rng.choice(len(self.validation), size=min(self.settings.rerank_prompts, len(self.validation)),
+                          replace=False)
+        return [self.validation[i] for i in sorted(pick)]
 
     # --- one round -----------------------------------------------------------------------------------
     def run_round(self) -> dict:
@@ -130,14 +157,26 @@ class Trainer:
         if self.round % s.rounds_per_iteration == 0:
             self.dpo.start_iteration()
         examples = self.next_prompts()
+        probes = self.probe_examples() if self.probing else []
         prompts = [ex.prompt for ex in examples]
-        cands = self.engine.sample(prompts, n=s.n, temperature=s.temperature, top_p=s.top_p,
-                                   max_new_tokens=s.max_new_tokens, seed=self.seed * 100_003 + self.round)
+        n_train = len(prompts)
+        # One generation call for the training prompts and the router's probes (one batch for the engine).
+        sampled = self.engine.sample(prompts + [ex.prompt for ex in probes], n=s.n, temperature=s.temperature,
+                                     top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                     seed=self.seed * 100_003 + self.round)
+        cands = Candidates(prompts, sampled.samples[:n_train], sampled.prompts_truncated)
         lap("generate")
-        contexts = self.embedder.embed(prompts)
+        all_contexts = self.embedder.embed(sampled.prompts)
+        contexts = all_contexts[:n_train]
         lap("embed")
+        forward = 0
+        if probes:  # the router learns first, so that this round's training instances use what it learned
+            feedback, observed, probe_assignment, probe_stats, forward, fb_domains = self._probe_feedback(
+                probes, [sampled.texts(n_train + j) for j in range(len(probes))], all_contexts[n_train:])
+            lap("feedback")
         domains = [ex.domain for ex in examples]
-        assignment = broadcast_from_main(self.strategy.assign(contexts, Batch(round=self.round, domains=domains)))
+        batch = Batch(round=self.round, domains=domains, explore=not self.probing)
+        assignment = broadcast_from_main(self.strategy.assign(contexts, batch))
         by_domain: dict[str, Counter] = defaultdict(Counter)
         for i, d in enumerate(domains):
             for k in np.flatnonzero(assignment.mask[i]):
@@ -145,20 +184,28 @@ class Trainer:
                 by_domain[d][assignment.rm_names[k]] += 1
         per_prompt_texts = [cands.texts(i) for i in range(len(prompts))]
         routed = route_and_score(self.strategy, self.rms, self.normalizer, prompts, per_prompt_texts, contexts,
-                                 Batch(round=self.round, domains=domains), assignment=assignment)
-        forward = routed.forward
+                                 batch, assignment=assignment)
+        forward += routed.forward
         lap("score")
         per_prompt_scores = routed.per_instance(len(prompts))
         pairs, pair_stats = build_pairs(prompts, per_prompt_texts, per_prompt_scores, rule=s.pair_rule,
                                         min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self.rng)
         pairs = broadcast_from_main(pairs)  # sampling may differ across GPUs: every rank trains on rank 0's pairs
         lap("pairs")
-        feedback, trained, dpo_metrics = self._train_and_feedback(pairs, assignment.arms, contexts)
-        feedback, trained = broadcast_from_main((feedback, trained))  # every rank's router sees rank 0's reward
-        lap("train")
-        if trained.any():
-            self.strategy.observe(contexts[trained], assignment.subset(trained), feedback[trained])
-        lap("feedback")
+        if self.per_group:
+            feedback, observed, dpo_metrics = self._train_per_group(pairs, assignment.arms, contexts)
+            feedback, observed = broadcast_from_main((feedback, observed))  # every rank's router: rank 0's reward
+            lap("train")
+            if observed.any():
+                self.strategy.observe(contexts[observed], assignment.subset(observed), feedback[observed])
+            fb_domains, probe_assignment, probe_stats = domains, assignment, None
+            lap("feedback")
+        else:
+            m = self.dpo.update(pairs)
+            dpo_metrics = [{"arm": "all", "pairs": len(pairs), "loss": m.get("loss")}]
+            lap("train")
+            if not probes:
+                feedback, observed, fb_domains, probe_assignment, probe_stats = None, None, [], assignment, None
         sync_s = self.engine.sync_weights(self.policy)
         lap("sync")
         line = {"type": "round", "round": self.round, "epoch": self.epoch, "prompts": len(prompts),
@@ -166,9 +213,13 @@ class Trainer:
                 "picks": {rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(assignment.rm_names)},
                 "picks_by_domain": {d: dict(c) for d, c in sorted(by_domain.items())},
                 "oracle_match": self._oracle_match(domains, assignment),
-                "feedback_mean": float(np.mean(feedback[trained])) if trained.any() else None,
-                "feedback_by_domain": _mean_by(domains, assignment, feedback, trained),
+                "feedback_mean": float(np.mean(feedback[observed])) if feedback is not None and observed.any()
+                else None,
+                "feedback_by_domain": _mean_by(fb_domains, probe_assignment, feedback, observed)
+                if feedback is not None else {},
                 "dpo": dpo_metrics, "sync_s": round(sync_s, 4), "seconds": t}
+        if probe_stats is not None:
+            line["probes"] = probe_stats
         self.round += 1
         self.elapsed += sum(t.values())
         self._write(line)
@@ -187,8 +238,47 @@ class Trainer:
                          else 0.0)
         return float(np.mean(share))
 
-    def _train_and_feedback(self, pairs: list[dict], arms: np.ndarray,
-                            contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    def _probe_feedback(self, probes: Sequence[Example], texts: list[list[str]], contexts: np.ndarray):
+        """The router's reward from this round's probes. Only a probe whose samples are partly right and
+        partly wrong (by the gold answers) can tell one RM from another: for each of those the router picks
+        an RM (exploring), that RM alone scores the samples, and the reward is `rerank_gain`, how it orders
+        the right and wrong ones (an RM that ties or fails on them earns 0, a good one up to 1). The other
+        probes cost no RM pass. Returns (feedback, observed, assignment, stats, RM forward passes, domains),
+        all but the stats and the passes over the informative probes."""
+        drawn = len(probes)
+        mixed = [j for j, (ex, cands) in enumerate(zip(probes, texts, strict=True))
+                 if 0 < sum(check(ex, t) for t in cands) < len(cands)]
+        probes, texts, contexts = [probes[j] for j in mixed], [texts[j] for j in mixed], contexts[mixed]
+        if not probes:
+            none = Assignment(self.strategy.rm_names, np.zeros((0, self.strategy.k), dtype=bool),
+                              np.zeros(0, dtype=np.int64))
+            return np.zeros(0), np.zeros(0, dtype=bool), none, {
+                "prompts": drawn, "informative": 0, "rm_forward": 0, "picks": dict.fromkeys(none.rm_names, 0)}, 0, []
+        batch = Batch(round=self.round, domains=[ex.domain for ex in probes])
+        warmup = self.round < self.settings.rerank_warmup
+        if warmup:  # every RM on every probe: one assignment per RM, each observed
+            choices = [self.strategy._one_per_instance(np.full(len(probes), k)) for k in range(self.strategy.k)]
+        else:
+            choices = [broadcast_from_main(self.strategy.assign(contexts, batch))]
+        forward, gains = 0, []
+        for assignment in choices:
+            routed = route_and_score(self.strategy, self.rms, self.normalizer, [ex.prompt for ex in probes], texts,
+                                     contexts, batch, assignment=assignment)
+            forward += routed.forward
+            feedback, _ = rerank_gain(probes, texts, routed.per_instance(len(probes)))
+            feedback = broadcast_from_main(feedback)  # every rank's router sees rank 0's reward
+            self.strategy.observe(contexts, assignment, feedback)
+            gains.append(feedback)
+        # One row per (probe, RM) observed: the metrics line reports every observation.
+        assignment = Assignment(self.strategy.rm_names, np.concatenate([a.mask for a in choices]),
+                                np.concatenate([a.arms for a in choices]))
+        feedback = np.concatenate(gains)
+        stats = {"prompts": drawn, "informative": len(probes), "rm_forward": forward, "every_rm": warmup,
+                 "picks": {rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(assignment.rm_names)}}
+        return feedback, np.ones(len(feedback), dtype=bool), assignment, stats, forward, batch.domains * len(choices)
+
+    def _train_per_group(self, pairs: list[dict], arms: np.ndarray,
+                         contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
         """DPO on the pairs, one update per RM group; each instance's reward is its group's validation gain
         (over the whole validation mini-batch, or over the `feedback_neighbors` examples nearest to it)."""
         s = self.settings

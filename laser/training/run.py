@@ -150,8 +150,10 @@ def load_tasks(config: RunConfig, assets):
     return train, validation, test
 
 
-def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=None, strategy: str | None = None):
-    """The reward strategy of a run config (or `strategy`, with the config's bandit and ensemble settings)."""
+def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=None, strategy: str | None = None,
+                      normalize_feedback: bool | None = None):
+    """The reward strategy of a run config (or `strategy`, with the config's bandit and ensemble settings).
+    `normalize_feedback`: whether a bandit quantile-normalizes its rewards (default: as the run's reward needs)."""
     from laser.strategies import make_strategy
 
     spec = strategy or config.strategy
@@ -161,7 +163,12 @@ def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=No
     if spec.startswith("laser"):
         # bandit.params belong to bandit.policy; another bandit named in the strategy keeps its own defaults
         params = dict(config.bandit.params if spec == f"laser:{config.bandit.policy}" else {},
-                      selection=config.bandit.selection)
+                      selection=config.bandit.selection, center=config.bandit.center,
+                      # rerank gains are on a fixed scale whose 0 means "no better than a tie" (what an
+                      # untried RM is assumed to be); the update-based gains need the quantile scheme, and
+                      # Exp3 rewards in [0, 1].
+                      normalize_feedback=(config.round.feedback != "rerank_gain" or spec == "laser:exp3")
+                      if normalize_feedback is None else normalize_feedback)
     elif spec.startswith("ensemble"):
         params = dict(config.ensemble_params)
     return make_strategy(spec, rm_names, dim=dim, seed=config.seed, oracle_table=table, **params)
