@@ -126,8 +126,11 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     assert [r["pairs"] for r in ra[:2]] == [r["pairs"] for r in rb[:2]]
     assert [(d["arm"], d["pairs"]) for d in ra[0]["dpo"]] == [(d["arm"], d["pairs"]) for d in rb[0]["dpo"]]
     (d,), (e,) = ra[0]["dpo"], rb[0]["dpo"]  # one update a round
+    # With an odd number n of pairs one rank's half repeats a pair, so DDP's loss is a mean over n + 1 rows
+    # where the single process's is over n: they differ by (repeated row - mean) / (n + 1), a share of the
+    # loss of the order of 1 / (n + 1); an even split must match to float summation order.
     even = d["pairs"] == 1 or d["pairs"] % 2 == 0
-    assert d["loss"] == pytest.approx(e["loss"], rel=1e-5 if even else 0.02), (d, e)
+    assert d["loss"] == pytest.approx(e["loss"], rel=1e-5 if even else 1 / (d["pairs"] + 1)), (d, e)
     for x, y in zip(a, b, strict=True):
         if x["type"] == "eval":
             assert abs(x["mean_accuracy"] - y["mean_accuracy"]) <= 1 / 16, (x, y)

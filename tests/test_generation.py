@@ -251,7 +251,8 @@ def test_contexts_are_the_last_prompt_token_hidden_state(world, prompts):
     assets, _ = world
     model = AutoModelForCausalLM.from_pretrained(assets.policy)
     tok = AutoTokenizer.from_pretrained(assets.policy)
-    x = make_embedder(model, tok).embed(prompts)
+    assert make_embedder(model, tok).pooling == "mean"  # the run default; the paper's last token is an option
+    x = make_embedder(model, tok, ContextConfig(pooling="last")).embed(prompts)
     assert x.shape == (len(prompts), model.config.hidden_size) and x.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
     with torch.no_grad():
