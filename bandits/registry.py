@@ -6,14 +6,15 @@ import inspect
 from typing import Any
 
 from .base import Policy
+from .kernel import KernelUCB
 from .linear import LinTS, LinUCB
 from .mab import UCB1, EpsilonGreedy, Exp3, GaussianThompson, UniformRandom
 
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (LinUCB, LinTS, UCB1, GaussianThompson, Exp3, EpsilonGreedy, UniformRandom)
+    cls.name: cls for cls in (LinUCB, LinTS, KernelUCB, UCB1, GaussianThompson, Exp3, EpsilonGreedy, UniformRandom)
 }
 ALIASES = {"random": "uniform", "thompson": "gaussian_thompson", "ts": "gaussian_thompson",
-           "egreedy": "epsilon_greedy"}
+           "egreedy": "epsilon_greedy", "kernel": "kernel_ucb"}
 
 
 def make_policy(name: str, n_arms: int, dim: int, **params: Any) -> Policy:

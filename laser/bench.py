@@ -22,7 +22,7 @@ import numpy as np
 from laser.config import RunConfig
 
 # "singles" stands for single:<rm> for every reward model of the run.
-DEFAULT_STRATEGIES = ("laser", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
+DEFAULT_STRATEGIES = ("laser", "laser:linucb", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
                       "ensemble:worst_case", "ensemble:uncertainty_weighted", "singles", "oracle")
 QUICK = {"seeds": (0,), "overrides": {"rounds": 16, "eval_every": 4, "checkpoint_every": 8}}
 FULL = {"seeds": (0, 1, 2, 3, 4), "overrides": {"eval_every": 5}}

@@ -64,7 +64,7 @@ class TasksConfig(_Section):
 class BanditConfig(_Section):
     """The router of `strategy: laser`: a `bandits` policy and its parameters."""
 
-    policy: str = "linucb"
+    policy: str = "kernel_ucb"
     params: dict[str, Any] = {"alpha": 1.0}
     selection: Literal["instance", "batch"] = "instance"
     # Contexts minus their running mean, renormalized, plus a constant feature (see `BanditStrategy`).

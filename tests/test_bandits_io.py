@@ -11,7 +11,8 @@ import pytest
 import bandits
 
 CASES = [("linucb", {}), ("linucb", {"discount": 0.98, "dtype": "float32"}), ("lints", {}),
-         ("lints", {"sampler": "marginal"}), ("ucb1", {}), ("gaussian_thompson", {}), ("exp3", {}),
+         ("lints", {"sampler": "marginal"}), ("kernel_ucb", {}), ("kernel_ucb", {"capacity": 7, "dtype": "float32"}),
+         ("ucb1", {}), ("gaussian_thompson", {}), ("exp3", {}),
          ("epsilon_greedy", {"epsilon": 0.2}), ("uniform", {})]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import bandits
 
-ALL = ["linucb", "lints", "ucb1", "gaussian_thompson", "exp3", "epsilon_greedy", "uniform"]
+ALL = ["linucb", "lints", "kernel_ucb", "ucb1", "gaussian_thompson", "exp3", "epsilon_greedy", "uniform"]
 
 
 def _trained(name: str, k: int = 3, d: int = 5, seed: int = 0, **params) -> bandits.Policy:
@@ -160,7 +160,7 @@ def test_exploit_picks_the_best_estimate_without_exploring(name):
     if name == "uniform":  # learns nothing: every arm alike, ties split at random
         assert (est == 0).all() and (d.probs == 1 / 3).all()
         return
-    if name in ("linucb", "lints"):  # contextual: a different arm per context
+    if name in ("linucb", "lints", "kernel_ucb"):  # contextual: a different arm per context
         assert d.arms.tolist() == [1, 2]
     else:  # context-free: the arm with the best mean (arm 1's 0.9 beats arm 2's 0.8 and arm 0's 0.1)
         assert d.arms.tolist() == [1, 1]

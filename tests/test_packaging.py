@@ -25,7 +25,7 @@ def test_bandits_imports_no_torch():
 def test_laser_cli_version_and_policies():
     out = subprocess.run([sys.executable, "-m", "laser.cli", "policies"], capture_output=True, text=True,
                          check=True, cwd=ROOT)
-    for name in ("linucb", "lints", "ucb1", "gaussian_thompson", "exp3", "epsilon_greedy", "uniform"):
+    for name in ("kernel_ucb", "linucb", "lints", "ucb1", "gaussian_thompson", "exp3", "epsilon_greedy", "uniform"):
         assert re.search(rf"^{name}\s", out.stdout, re.M), name
     assert "alpha=1.0" in out.stdout and "discount=1.0" in out.stdout
     ver = subprocess.run([sys.executable, "-m", "laser.cli", "--version"], capture_output=True, text=True,

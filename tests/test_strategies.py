@@ -142,6 +142,23 @@ def test_instances_without_feedback_get_the_bandits_best_guess_not_its_explorati
     assert s.learns and not make_strategy("random", RMS).learns and not make_strategy("single:math", RMS).learns
 
 
+def test_an_exploring_assignment_says_where_the_router_is_sure_of_its_pick():
+    """`separation`: the chosen RM's lower bound (estimate minus exploration bonus) minus the best other
+    RM's upper bound. Untrained, every RM's bound is the prior's; once one RM has paid where the others
+    did not, often enough, the router is sure there (> 0); an exploiting assignment has none."""
+    s = BanditStrategy(RMS, dim=6, policy="kernel_ucb", alpha=1.0, seed=0)
+    x = contexts(8)
+    first = s.assign(x, Batch())
+    np.testing.assert_allclose(first.separation, -2.0)  # 0 - 1 (own lower bound) minus 0 + 1 (others' upper)
+    for _ in range(20):
+        for k in range(len(RMS)):
+            s.observe(x, s._one_per_instance(np.full(8, k)), np.full(8, 0.9 if k == 2 else -0.5))
+    later = s.assign(x, Batch())
+    assert later.arms.tolist() == [2] * 8 and (later.separation > 0).all()
+    assert later.subset(np.arange(8) < 3).separation.shape == (3,)
+    assert s.assign(x, Batch(explore=False)).separation is None
+
+
 def test_batch_selection_picks_one_rm_from_the_mean_context():
     s = make_strategy("laser", RMS, dim=6, selection="batch")
     x = contexts(10)

@@ -78,9 +78,11 @@ def test_rerank_feedback_learns_from_validation_probes_and_trains_once_per_round
     assert trainer.probing and not trainer.per_group
     lines = [trainer.run_round() for _ in range(3)]
     history = trainer.strategy.state_dict()["feedback_history"]
-    informative = [line["probes"]["informative"] for line in lines]
+    # Every probe with a right and a wrong sample is observed: by every RM in the warm-up round, then by one
+    # unless the router is already sure of its pick there (rerank_skip_settled).
+    informative = [line["probes"]["informative"] - line["probes"]["confident"] for line in lines]
+    assert lines[0]["probes"]["confident"] == 0  # the warm-up scores every informative probe
     k = len(trainer.rms)
-    # Every probe with a right and a wrong sample is observed: by every RM in the warm-up round, then by one.
     assert [line["probes"]["every_rm"] for line in lines] == [True, False, False]
     assert len(history) == k * informative[0] + sum(informative[1:]) > 0
     assert all(-1 <= h <= 1 for h in history)  # raw rerank gains, before the router's normalization
@@ -89,7 +91,7 @@ def test_rerank_feedback_learns_from_validation_probes_and_trains_once_per_round
         seen_now = m * (k if line["probes"]["every_rm"] else 1)
         assert sum(line["picks"].values()) == 12 and line["probes"]["prompts"] == 10
         # Only informative probes are routed and scored (each by every RM during the warm-up).
-        assert sum(line["probes"]["picks"].values()) == seen_now and m <= 10
+        assert sum(line["probes"]["picks"].values()) == seen_now and m <= line["probes"]["informative"] <= 10
         if line["probes"]["every_rm"]:
             assert set(line["probes"]["picks"].values()) == {m}
         if m:  # what each round reports is what the router was told
@@ -208,3 +210,45 @@ def test_prompts_follow_a_seeded_order_without_repeats_within_an_epoch(world, tm
     assert len(set(seen[:n])) == len({ex.prompt for ex in trainer.train})
     again = make_trainer(world, "random", tmp_path / "again")
     assert [ex.prompt for ex in again.next_prompts()] == seen[:12]
+
+
+def test_score_noise_adds_seeded_gaussian_noise_to_every_normalized_score(world, tmp_path):
+    """`round.score_noise` (the paper's robustness test) perturbs each normalized RM score by N(0, sigma^2),
+    drawn from the run's seed and the round, so that a resumed run draws the same noise."""
+    trainer = make_trainer(world, "laser", tmp_path, feedback="rerank_gain")
+    assert trainer._normalizer() is trainer.normalizer  # no noise by default: the run's own normalizer
+    trainer.settings = trainer.settings.model_copy(update={"score_noise": 0.3})
+    raw = np.random.default_rng(0).normal(size=4000)
+    clean = trainer.normalizer("rm", raw)
+    noisy = trainer._normalizer()("rm", raw, update=False)
+    again = trainer._normalizer()("rm", raw, update=False)
+    np.testing.assert_array_equal(noisy, again)  # same seed and round: the same draws
+    assert np.std(noisy - clean) == pytest.approx(0.3, rel=0.05) and abs(np.mean(noisy - clean)) < 0.03
+    assert np.isnan(trainer._normalizer()("rm", [np.nan, 1.0])[0])  # a failed score stays failed
+    trainer.round = 1
+    assert not np.allclose(trainer._normalizer()("rm", raw, update=False), noisy)
+
+
+def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
+    """After the warm-up, a probe where the router is sure of its pick (`rerank_skip_settled`) is not scored.
+    A router told on every validation prompt that one RM is right and the others wrong is sure everywhere,
+    so a later round's probes are all counted as settled and cost nothing; with the rule off they are scored."""
+    for skip in (True, False):
+        trainer = make_trainer(world, "laser", tmp_path / str(skip), feedback="rerank_gain")
+        trainer.settings = trainer.settings.model_copy(update={"rerank_skip_settled": skip, "rerank_prompts": 40})
+        val = trainer.validation
+        contexts = trainer.embedder.embed(trainer.engine.sample([ex.prompt for ex in val], n=1, max_new_tokens=1,
+                                                                seed=0).prompts)
+        for _ in range(3):  # what a long warm-up could have taught it
+            for k in range(trainer.strategy.k):
+                trainer.strategy.observe(contexts, trainer.strategy._one_per_instance(np.full(len(val), k)),
+                                         np.full(len(val), 1.0 if k == 0 else -1.0))
+        trainer.round = trainer.settings.rerank_warmup  # past the warm-up
+        line = trainer.run_round()
+        probes = line["probes"]
+        assert probes["informative"] > 0
+        if skip:
+            assert probes["confident"] == probes["informative"] and probes["rm_forward"] == 0
+            assert line["rm_forward"] == line["candidates"]["distinct"]  # the training candidates only
+        else:
+            assert probes["confident"] == 0 and probes["rm_forward"] > 0

@@ -45,13 +45,17 @@ class Assignment:
     """Which RMs score each instance: `mask[i, k]` is True when `rm_names[k]` scores instance i.
 
     `arms[i]` is the one RM chosen for instance i (-1 when several score it); `probs` (n, K) is the
-    probability with which each RM was chosen (for off-policy evaluation), when the strategy has one.
+    probability with which each RM was chosen (for off-policy evaluation), when the strategy has one;
+    `separation[i]`, when a learning router explored, is the chosen RM's lower confidence bound minus the
+    best other RM's upper bound (bounds: the policy's estimate minus / plus what exploration adds to it, a
+    UCB policy's confidence width): > 0 when the router is sure that the chosen RM is the best there.
     """
 
     rm_names: tuple[str, ...]
     mask: np.ndarray
     arms: np.ndarray
     probs: np.ndarray | None = None
+    separation: np.ndarray | None = None
 
     def instances_of(self, rm: str) -> np.ndarray:
         """Indices of the instances that `rm` must score."""
@@ -60,7 +64,8 @@ class Assignment:
     def subset(self, keep: np.ndarray) -> Assignment:
         """The assignment of the instances where the boolean `keep` is True."""
         return Assignment(self.rm_names, self.mask[keep], self.arms[keep],
-                          None if self.probs is None else self.probs[keep])
+                          None if self.probs is None else self.probs[keep],
+                          None if self.separation is None else self.separation[keep])
 
     @property
     def forward_per_instance(self) -> np.ndarray:
@@ -134,6 +139,16 @@ def _score_table(scores: Mapping[str, np.ndarray], rm_names: Sequence[str], m: i
     return table
 
 
+def _separation(scores: np.ndarray, expected: np.ndarray, arms: np.ndarray) -> np.ndarray:
+    """Per row: the chosen arm's lower bound (estimate minus its exploration bonus) minus the largest other
+    arm's score (its upper bound); -inf with one arm."""
+    rows = np.arange(len(arms))
+    chosen = 2.0 * expected[rows, arms] - scores[rows, arms]
+    others = np.asarray(scores, dtype=np.float64).copy()
+    others[rows, arms] = -np.inf
+    return chosen - others.max(axis=1) if others.shape[1] > 1 else np.full(len(arms), -np.inf)
+
+
 class BanditStrategy(RewardStrategy):
     """LASeR: a contextual bandit picks one RM per instance (or one per batch, from the mean context).
 
@@ -149,7 +164,7 @@ class BanditStrategy(RewardStrategy):
 
     name = "laser"
 
-    def __init__(self, rm_names: Sequence[str], dim: int, policy: str = "linucb", selection: str = "instance",
+    def __init__(self, rm_names: Sequence[str], dim: int, policy: str = "kernel_ucb", selection: str = "instance",
                  normalize_feedback: bool = True, center: bool = False, seed: int = 0, **params):
         super().__init__(rm_names)
         if selection not in ("instance", "batch"):
@@ -180,10 +195,20 @@ class BanditStrategy(RewardStrategy):
     def assign(self, contexts: np.ndarray, batch: Batch) -> Assignment:
         x = self._contexts(contexts)
         decision = self.policy.select(x) if batch.explore else self.policy.exploit(x)
+        separation = None
+        if batch.explore:
+            try:
+                separation = _separation(decision.scores, self.policy.expected(x), decision.arms)
+            except NotImplementedError:  # a policy that keeps no estimate
+                pass
         n = len(contexts)
         if self.selection == "batch":
-            return self._one_per_instance(np.repeat(decision.arms, n), np.repeat(decision.probs, n, axis=0))
-        return self._one_per_instance(decision.arms, decision.probs)
+            out = self._one_per_instance(np.repeat(decision.arms, n), np.repeat(decision.probs, n, axis=0))
+            out.separation = None if separation is None else np.repeat(separation, n)
+            return out
+        out = self._one_per_instance(decision.arms, decision.probs)
+        out.separation = separation
+        return out
 
     def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:
         r = np.asarray(feedback, dtype=np.float64)
@@ -340,7 +365,7 @@ def make_strategy(spec: str, rm_names: Sequence[str], dim: int = 0, seed: int = 
     """The strategy named by `spec` over the RMs `rm_names` (`dim`: context width, for the bandit)."""
     s = parse_strategy(spec)
     if s.kind == "laser":
-        return BanditStrategy(rm_names, dim, policy=s.arg or "linucb", seed=seed, **params)
+        return BanditStrategy(rm_names, dim, policy=s.arg or "kernel_ucb", seed=seed, **params)
     if s.kind == "single":
         return SingleStrategy(rm_names, s.arg)
     if s.kind == "random":

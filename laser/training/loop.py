@@ -61,7 +61,11 @@ class RoundSettings(BaseModel):
     # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
     # extra update; validation_gain / train_loss: one DPO update per RM group, each group rewarded by it.
     feedback: Literal["rerank_gain", "validation_gain", "train_loss"] = "rerank_gain"
-    rerank_prompts: int = Field(16, gt=0)
+    rerank_prompts: int = Field(24, gt=0)
+    # After the warm-up, an informative probe where the router is sure of its pick (the picked RM's lower
+    # confidence bound above every other RM's upper bound) is not scored: it would teach the router nothing
+    # it could act on, at an RM pass. False scores every informative probe.
+    rerank_skip_settled: bool = True
     # The first rounds' informative probes are scored by every RM and the router learns from all of them
     # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
     rerank_warmup: int = Field(2, ge=0)
@@ -74,6 +78,9 @@ class RoundSettings(BaseModel):
     # minus that of a plausible wrong answer (margin), or greedy accuracy (accuracy: one generation of the
     # feedback batch before and after each group's update).
     validation_metric: Literal["loglik", "margin", "accuracy"] = "loglik"
+    # Gaussian noise of this standard deviation added to every normalized RM score, for training and probes
+    # alike (the paper's robustness test: 0.3); seeded per round, so that a resumed run draws the same noise.
+    score_noise: float = Field(0.0, ge=0)
 
 
 class Trainer:
@@ -170,9 +177,10 @@ class Trainer:
         contexts = all_contexts[:n_train]
         lap("embed")
         forward = 0
+        normalize = self._normalizer()
         if probes:  # the router learns first, so that this round's training instances use what it learned
             feedback, observed, probe_assignment, probe_stats, forward, fb_domains = self._probe_feedback(
-                probes, [sampled.texts(n_train + j) for j in range(len(probes))], all_contexts[n_train:])
+                probes, [sampled.texts(n_train + j) for j in range(len(probes))], all_contexts[n_train:], normalize)
             lap("feedback")
         domains = [ex.domain for ex in examples]
         batch = Batch(round=self.round, domains=domains, explore=not self.probing)
@@ -183,7 +191,7 @@ class Trainer:
                 self.picks[(d, assignment.rm_names[k])] += 1
                 by_domain[d][assignment.rm_names[k]] += 1
         per_prompt_texts = [cands.texts(i) for i in range(len(prompts))]
-        routed = route_and_score(self.strategy, self.rms, self.normalizer, prompts, per_prompt_texts, contexts,
+        routed = route_and_score(self.strategy, self.rms, normalize, prompts, per_prompt_texts, contexts,
                                  batch, assignment=assignment)
         forward += routed.forward
         lap("score")
@@ -238,7 +246,20 @@ class Trainer:
                          else 0.0)
         return float(np.mean(share))
 
-    def _probe_feedback(self, probes: Sequence[Example], texts: list[list[str]], contexts: np.ndarray):
+    def _normalizer(self):
+        """This round's score normalizer: the run's, plus `score_noise` when set."""
+        sigma = self.settings.score_noise
+        if not sigma:
+            return self.normalizer
+        rng = np.random.default_rng([self.seed, 13, self.round])
+
+        def noisy(rm: str, values, update: bool = True) -> np.ndarray:
+            out = self.normalizer(rm, values, update)
+            return out + rng.normal(0.0, sigma, out.shape)
+
+        return noisy
+
+    def _probe_feedback(self, probes: Sequence[Example], texts: list[list[str]], contexts: np.ndarray, normalize):
         """The router's reward from this round's probes. Only a probe whose samples are partly right and
         partly wrong (by the gold answers) can tell one RM from another: for each of those the router picks
         an RM (exploring), that RM alone scores the samples, and the reward is `rerank_gain`, how it orders
@@ -249,20 +270,35 @@ class Trainer:
         mixed = [j for j, (ex, cands) in enumerate(zip(probes, texts, strict=True))
                  if 0 < sum(check(ex, t) for t in cands) < len(cands)]
         probes, texts, contexts = [probes[j] for j in mixed], [texts[j] for j in mixed], contexts[mixed]
-        if not probes:
+
+        def nothing_scored(informative: int, confident: int):
             none = Assignment(self.strategy.rm_names, np.zeros((0, self.strategy.k), dtype=bool),
                               np.zeros(0, dtype=np.int64))
             return np.zeros(0), np.zeros(0, dtype=bool), none, {
-                "prompts": drawn, "informative": 0, "rm_forward": 0, "picks": dict.fromkeys(none.rm_names, 0)}, 0, []
+                "prompts": drawn, "informative": informative, "confident": confident, "rm_forward": 0,
+                "every_rm": self.round < self.settings.rerank_warmup, "picks": dict.fromkeys(none.rm_names, 0)}, 0, []
+
+        if not probes:
+            return nothing_scored(0, 0)
         batch = Batch(round=self.round, domains=[ex.domain for ex in probes])
         warmup = self.round < self.settings.rerank_warmup
+        informative, confident = len(probes), 0
         if warmup:  # every RM on every probe: one assignment per RM, each observed
             choices = [self.strategy._one_per_instance(np.full(len(probes), k)) for k in range(self.strategy.k)]
         else:
-            choices = [broadcast_from_main(self.strategy.assign(contexts, batch))]
+            chosen = broadcast_from_main(self.strategy.assign(contexts, batch))
+            if self.settings.rerank_skip_settled and chosen.separation is not None:
+                keep = ~(chosen.separation > 0)
+                confident = int((~keep).sum())
+                probes, texts, contexts = ([p for p, k in zip(probes, keep, strict=True) if k],
+                                           [t for t, k in zip(texts, keep, strict=True) if k], contexts[keep])
+                chosen, batch = chosen.subset(keep), Batch(round=self.round, domains=[ex.domain for ex in probes])
+            if not probes:
+                return nothing_scored(informative, confident)
+            choices = [chosen]
         forward, gains = 0, []
         for assignment in choices:
-            routed = route_and_score(self.strategy, self.rms, self.normalizer, [ex.prompt for ex in probes], texts,
+            routed = route_and_score(self.strategy, self.rms, normalize, [ex.prompt for ex in probes], texts,
                                      contexts, batch, assignment=assignment)
             forward += routed.forward
             feedback, _ = rerank_gain(probes, texts, routed.per_instance(len(probes)))
@@ -273,7 +309,8 @@ class Trainer:
         assignment = Assignment(self.strategy.rm_names, np.concatenate([a.mask for a in choices]),
                                 np.concatenate([a.arms for a in choices]))
         feedback = np.concatenate(gains)
-        stats = {"prompts": drawn, "informative": len(probes), "rm_forward": forward, "every_rm": warmup,
+        stats = {"prompts": drawn, "informative": informative, "confident": confident, "rm_forward": forward,
+                 "every_rm": warmup,
                  "picks": {rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(assignment.rm_names)}}
         return feedback, np.ones(len(feedback), dtype=bool), assignment, stats, forward, batch.domains * len(choices)
 
