@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = ["laser", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean", "ensemble:worst_case",
-              "ensemble:uncertainty_weighted", "singles", "oracle"]
+STRATEGIES = ["laser", "laser:linucb", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
+              "ensemble:worst_case", "ensemble:uncertainty_weighted", "singles", "oracle"]
 
 
 def _ci(x) -> tuple[float, float]:
@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "picks_seed0": runs[0.0][args.seeds[0]][spec].picks}
 
     # 3. Drift: the specialists rotate domains halfway; stationary vs discounted LinUCB.
-    drift_specs = [("laser (LinUCB, no discount)", "laser", {}),
-                   ("laser (LinUCB, discount 0.999)", "laser", {"discount": 0.999}),
-                   ("laser (LinUCB, discount 0.99)", "laser", {"discount": 0.99}),
+    drift_specs = [("laser (LinUCB, no discount)", "laser:linucb", {}),
+                   ("laser (LinUCB, discount 0.999)", "laser:linucb", {"discount": 0.999}),
+                   ("laser (LinUCB, discount 0.99)", "laser:linucb", {"discount": 0.99}),
                    ("ensemble:mean", "ensemble:mean", {}), ("oracle (knows the drift)", "oracle", {})]
     md += ["", "Drift: after half of the stream every specialist moves to the next domain (the best RM of each "
                "domain changes). Chosen quality over the second half, mean ± 95% CI over seeds:", "",
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             for d in (16, 256, 1024, 4096):
                 w = default_world(extra_rms=k - 6, dim=d) if k >= 6 else _first_rms(default_world(dim=d), k)
                 n = 4096 if d <= 256 else 1024 if d <= 1024 else 512
-                r = simulate(make_strategy("laser", w.rm_names, dim=d), w, instances=n)
+                r = simulate(make_strategy("laser:linucb", w.rm_names, dim=d), w, instances=n)
                 us = r.summary()["us_per_decision"]
                 cells.append(f"{us:,.0f}")
                 raw["scale"][f"K={k},d={d}"] = us
