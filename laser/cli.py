@@ -52,6 +52,7 @@ def _build_assets(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     """Run `laser train`: config file + overrides -> rounds -> runs/<name>/metrics.jsonl."""
     from laser.config import ConfigError, load_config
+    from laser.statefile import StateFileError
     from laser.training.distributed import is_main_process
     from laser.training.run import RunLockedError, load_run_config, train
 
@@ -69,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             config = load_config(args.config, overrides)
         last = train(config, progress=not args.quiet, resume=bool(args.resume))
-    except (ConfigError, RunLockedError, FileNotFoundError) as e:
+    except (ConfigError, RunLockedError, FileNotFoundError, StateFileError) as e:
         print(f"laser train: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

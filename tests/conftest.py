@@ -12,13 +12,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 def quick_world(tmp_path_factory):
     """The reduced embedded world (two domains, three reward models), built once per test session for real.
 
-    Returns (assets, seconds it took to build).
+    Returns (assets, seconds it took to build). `LASER_TEST_ASSETS_DIR` names a cache kept across sessions
+    (the build is keyed by the recipe's digest, so a changed recipe is rebuilt there).
     """
+    import os
     import time
 
     from laser.assets import build_assets, quick_recipe
 
-    cache = tmp_path_factory.mktemp("assets")
+    cache = os.environ.get("LASER_TEST_ASSETS_DIR") or tmp_path_factory.mktemp("assets")
     t0 = time.perf_counter()
     assets = build_assets(quick_recipe(), cache_dir=cache, progress=False)
     return assets, time.perf_counter() - t0

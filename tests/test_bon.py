@@ -1,6 +1,7 @@
 """Best-of-n: `rerank` on known scores, bad input, and `laser bon` with real models on the quick world."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from laser.bon import BonError, BonInputError, PromptRow, choice_feedback, read_
 from laser.cli import main
 from laser.generation import Candidates, Sample
 from laser.rewards import FunctionRM
+from laser.statefile import load_state
 from laser.strategies import make_strategy
+from laser.training.loop import TRAINER_STATE
 
 
 def _rms():
@@ -177,8 +180,8 @@ def test_laser_bon_with_a_frozen_router_streams_resumes_and_compares(trained, tm
     assert f"24 rows, best-of-4 with laser: {sum(r['rm_calls'] for r in rows)} RM scorings" in io.out
     assert "accuracy" in io.out
     # Frozen: the router in the state file is the one the run trained.
-    ckpt = torch.load(run / "checkpoints" / "round-000002" / "trainer.pt", weights_only=False)
-    state = torch.load(tmp_path / "out.jsonl.state.pt", weights_only=False)
+    ckpt = load_state(run / "checkpoints" / "round-000002" / TRAINER_STATE)
+    state = load_state(tmp_path / "out.jsonl.state.safetensors")
     for k, v in ckpt["strategy"]["policy"]["state"].items():
         assert np.array_equal(np.asarray(v), np.asarray(state["strategy"]["policy"]["state"][k])), k
 
@@ -212,6 +215,58 @@ def test_laser_bon_with_a_frozen_router_streams_resumes_and_compares(trained, tm
             assert r["rms"] == [max(table, key=lambda rm: table[rm].get(r["domain"], -1))]
 
 
+class _Trap:
+    """Unpickling this creates `marker`: a stand-in for a pickle that runs an attacker's code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def _plant_pickle(path, marker):
+    """Write a torch checkpoint whose loading with weights_only=False runs code, and prove that it would."""
+    torch.save({"round": _Trap(marker)}, path)
+    proof = marker.with_name(marker.name + ".proof")
+    torch.save({"round": _Trap(proof)}, path.with_name("proof.pt"))
+    torch.load(path.with_name("proof.pt"), weights_only=False)
+    assert proof.exists()                       # the trap is live: a loader that unpickles it would trip it
+    path.with_name("proof.pt").unlink()
+
+
+def test_a_planted_pickle_in_a_run_is_never_executed(trained, tmp_path, capsys):
+    """`laser train --resume` and `laser bon --router` read the state file only; a `trainer.pt` is refused."""
+    import shutil
+
+    run, prompts, _ = trained
+    copy = tmp_path / "shared-run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".lock"))
+    ckpt = copy / "checkpoints" / (copy / "checkpoints" / "latest").read_text().strip()
+    marker = tmp_path / "pwned"
+    _plant_pickle(ckpt / "trainer.pt", marker)
+
+    # Beside a state file, the pickle is ignored: the router loads from trainer_state.safetensors.
+    out = tmp_path / "beside.jsonl"
+    rc, io = _bon(["--router", str(copy), "--input", str(prompts), "--out", str(out)], capsys)
+    assert rc == 0, io.err
+    assert len(_rows(out)) == 24 and not marker.exists()
+
+    # Alone (a checkpoint of the old pickle format, or a forged one), it is refused with the reason.
+    (ckpt / TRAINER_STATE).unlink()
+    rc, io = _bon(["--router", str(copy), "--input", str(prompts), "--out", str(tmp_path / "alone.jsonl")], capsys)
+    assert rc == 2 and "trainer.pt" in io.err and "unpickling can run code" in io.err
+    assert main(["train", "--quiet", "--resume", str(copy)]) == 2
+    assert "unpickling can run code" in capsys.readouterr().err
+    assert not marker.exists()
+
+    # A damaged state file is an error that names it, not a crash.
+    (ckpt / TRAINER_STATE).write_bytes(b"\x80\x04 not safetensors")
+    assert main(["train", "--quiet", "--resume", str(copy)]) == 2
+    assert f"{ckpt / TRAINER_STATE}: cannot read it as safetensors" in capsys.readouterr().err
+    assert not marker.exists()
+
+
 def test_laser_bon_online_learns_and_rejects_bad_input(trained, tmp_path, capsys):
     run, prompts, assets = trained
     policy = str(assets.policy)
@@ -221,7 +276,7 @@ def test_laser_bon_online_learns_and_rejects_bad_input(trained, tmp_path, capsys
     assert rc == 0, io.err
     rows = _rows(out)
     assert all(r["feedback"] == float(r["correct"]) for r in rows)
-    state = torch.load(tmp_path / "online.jsonl.state.pt", weights_only=False)
+    state = load_state(tmp_path / "online.jsonl.state.safetensors")
     assert state["observed"] == 24 and len(state["strategy"]["feedback_history"]) == 24
     assert "router updated online from 24 feedbacks" in io.out
     nll = tmp_path / "nll.jsonl"

@@ -44,9 +44,9 @@ class TrainedRouter:
 
 def load_router(run_dir: str | Path) -> TrainedRouter:
     """Read `run_dir`'s config and newest checkpoint; errors say what is missing."""
-    import torch
-
     from laser.config import ConfigError
+    from laser.statefile import StateFileError
+    from laser.training.loop import read_trainer_state
     from laser.training.run import load_run_config
 
     run_dir = Path(run_dir)
@@ -58,5 +58,8 @@ def load_router(run_dir: str | Path) -> TrainedRouter:
     if not latest.is_file():
         raise BonError(f"--router {run_dir}: the run has no checkpoint yet (no checkpoints/latest); train it first")
     ckpt = run_dir / "checkpoints" / latest.read_text().strip()
-    state = torch.load(ckpt / "trainer.pt", weights_only=False)
+    try:
+        state = read_trainer_state(ckpt)
+    except StateFileError as e:
+        raise BonError(f"--router {run_dir}: {e}") from None
     return TrainedRouter(run_dir, config, ckpt, state)

@@ -1,8 +1,8 @@
 """`laser bon`'s engine room: prompts in batches -> best-of-n -> one JSONL row per prompt, streamed.
 
 Every finished batch is appended to the output file (flushed and synced) before the next starts, and
-the router's state is saved beside it (`<out>.state.pt`), so a crash loses no finished row and
-`resume=True` continues with the rows not yet in the file and the router as it was.
+the router's state is saved beside it (`<out>.state.safetensors`, no pickle: `laser.statefile`), so a
+crash loses no finished row and `resume=True` continues with the rows not yet in the file and the router as it was.
 
 An online router learns after every batch from the feedback on the responses it chose:
 `nll`: the chosen response's mean token log-probability under the policy (the negative, length-
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Sample
 from laser.rewards import RewardModel, ScoreNormalizer
+from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import RewardStrategy, StrategyError
 from laser.tasks.checkers import check
 
@@ -154,23 +155,14 @@ def _done_ids(out: Path) -> set[str]:
     return {json.loads(x)["id"] for x in keep.decode("utf-8").splitlines() if x.strip()}
 
 
-def _save_state(runner: BonRunner, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(runner.state_dict(), tmp)
-    os.replace(tmp, path)
-
-
 def state_path(out: str | Path) -> Path:
     out = Path(out)
-    return out.with_name(out.name + ".state.pt")
+    return out.with_name(out.name + ".state.safetensors")
 
 
 def run_bon(runner: BonRunner, rows: Sequence[PromptRow], out: str | Path, resume: bool = False,
             progress: bool = True) -> dict:
     """Answer every row not yet in `out`, appending as it goes; returns the summary of the whole file."""
-    import torch
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -178,7 +170,10 @@ def run_bon(runner: BonRunner, rows: Sequence[PromptRow], out: str | Path, resum
         raise BonError(f"--out {out} already exists; pass --resume to continue it, or choose another path")
     done = _done_ids(out) if resume else set()
     if resume and state_path(out).exists():
-        runner.load_state_dict(torch.load(state_path(out), weights_only=False))
+        try:
+            runner.load_state_dict(load_state(state_path(out)))
+        except StateFileError as e:
+            raise BonError(f"--resume: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     b = runner.settings.batch_size
     bar = tqdm(total=len(rows), initial=sum(r.id in done for r in rows), desc=f"best-of-{runner.settings.n}",
@@ -192,7 +187,7 @@ def run_bon(runner: BonRunner, rows: Sequence[PromptRow], out: str | Path, resum
             f.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
             f.flush()
             os.fsync(f.fileno())
-            _save_state(runner, state_path(out))
+            save_state(runner.state_dict(), state_path(out))
             bar.update(len(todo))
     bar.close()
     return summarize(out, runner)

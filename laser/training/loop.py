@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from laser.generation import Candidates, ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
+from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import Assignment, Batch, RewardStrategy
 from laser.strategies.scoring import route_and_score
 from laser.tasks.base import Example
@@ -43,6 +44,8 @@ from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_c
 from .pairs import build_pairs
 
 log = logging.getLogger(__name__)
+
+TRAINER_STATE = "trainer_state.safetensors"  # in each checkpoint, beside policy/: see laser.statefile
 
 
 class RoundSettings(BaseModel):
@@ -412,7 +415,7 @@ class Trainer:
         tmp.mkdir()
         self.policy.save_pretrained(tmp / "policy")
         self.tokenizer.save_pretrained(tmp / "policy")
-        torch.save(self.state_dict(), tmp / "trainer.pt")
+        save_state(self.state_dict(), tmp / TRAINER_STATE)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         latest = ckpt_root / ".latest.tmp"
@@ -422,12 +425,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path | None = None) -> Path:
         """Restore the newest checkpoint (or `path`): policy weights, trainer state, and the engine's weights."""
-        ckpt_root = self.run_dir / "checkpoints"
-        if path is None:
-            if not (ckpt_root / "latest").exists():
-                raise FileNotFoundError(f"{ckpt_root} has no checkpoint to resume from")
-            path = ckpt_root / (ckpt_root / "latest").read_text().strip()
-        path = Path(path)
+        path = latest_checkpoint(self.run_dir) if path is None else Path(path)
         if is_peft(self.policy):  # the checkpoint holds the adapters only
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -437,7 +435,7 @@ class Trainer:
             from transformers import AutoModelForCausalLM
 
             self.policy.load_state_dict(AutoModelForCausalLM.from_pretrained(path / "policy").state_dict())
-        self.load_state_dict(torch.load(path / "trainer.pt", weights_only=False))
+        self.load_state_dict(read_trainer_state(path))
         self.engine.sync_weights(self.policy)
         return path
 
@@ -449,6 +447,29 @@ class Trainer:
             f.flush()
         if self.tracker is not None:
             self.tracker.log(line)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint directory `checkpoints/latest` names."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    if not (ckpt_root / "latest").is_file():
+        raise FileNotFoundError(f"{ckpt_root} has no checkpoint to resume from (no checkpoints/latest)")
+    return ckpt_root / (ckpt_root / "latest").read_text().strip()
+
+
+def read_trainer_state(checkpoint: str | Path) -> dict:
+    """The trainer state of a checkpoint directory, read without running any code.
+
+    A `trainer.pt` (the pickle format of earlier versions) is never unpickled: unpickling a file can run
+    whatever code it holds, and a run directory may come from someone else.
+    """
+    checkpoint = Path(checkpoint)
+    path = checkpoint / TRAINER_STATE
+    if not path.is_file() and (checkpoint / "trainer.pt").exists():
+        raise StateFileError(f"{checkpoint} holds its trainer state as a pickle (trainer.pt, an earlier version's "
+                             f"format), which is not loaded because unpickling can run code; start the run again "
+                             f"(its metrics.jsonl stays) or resume it with the version that wrote it")
+    return load_state(path)
 
 
 def _count_lines(path: Path) -> int:

@@ -279,12 +279,15 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
 
 def _prepare_run_dir(config: RunConfig, resume: bool) -> None:
     """Check that the run directory can take this run (new) or continue it (resume); write its config."""
+    from .loop import latest_checkpoint, read_trainer_state
+
     run_dir = config.run_dir
     if not resume and (run_dir / "metrics.jsonl").exists():
         raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); resume it with --resume {run_dir}, "
                           "or choose another name=")
     if resume:
         check_assets(config)
+        read_trainer_state(latest_checkpoint(run_dir))  # a missing or unsafe checkpoint stops before any model loads
     else:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         recipe = embedded_recipe(config)
@@ -299,13 +302,16 @@ def _last_eval(metrics_path: Path) -> dict | None:
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config a run directory was started with."""
+    """The resolved config a run directory was started with, located where the directory now is (a run
+    moved or copied elsewhere is resumed there, not where it was first written)."""
     from laser.config import parse_config
 
-    path = Path(run_dir) / "config.yaml"
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    return parse_config(yaml.safe_load(path.read_text()), str(path))
+    config = parse_config(yaml.safe_load(path.read_text()), str(path))
+    return config.model_copy(update={"output_dir": str(run_dir.resolve().parent), "name": run_dir.resolve().name})
 
 
 def _summary(ev: dict) -> str:
