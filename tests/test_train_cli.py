@@ -159,6 +159,7 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
         probed = {rm for rm, c in probes["picks"].items() if c}
         per_probe = len(probes["picks"]) if probes["every_rm"] else 1  # both rounds are warm-up rounds
         assert probes["prompts"] == RoundSettings().rerank_prompts and probes["confident"] == 0  # no skip in a warm-up
+        assert probes["sampled"] == probes["prompts"] >= probes["informative"]
         assert sum(probes["picks"].values()) == per_probe * probes["informative"]
         assert set(r["feedback_by_domain"]) <= set(r["picks_by_domain"])  # the world's two domains
         for row in r["feedback_by_domain"].values():

@@ -78,10 +78,14 @@ def test_rerank_feedback_learns_from_validation_probes_and_trains_once_per_round
     assert trainer.probing and not trainer.per_group
     lines = [trainer.run_round() for _ in range(3)]
     history = trainer.strategy.state_dict()["feedback_history"]
-    # Every probe with a right and a wrong sample is observed: by every RM in the warm-up round, then by one
-    # unless the router is already sure of its pick there (rerank_skip_settled).
-    informative = [line["probes"]["informative"] - line["probes"]["confident"] for line in lines]
-    assert lines[0]["probes"]["confident"] == 0  # the warm-up scores every informative probe
+    # A probe the router is already sure about (rerank_skip_settled) is not even sampled; every sampled probe
+    # with a right and a wrong sample is observed: by every RM in the warm-up round, then by one.
+    informative = [line["probes"]["informative"] for line in lines]
+    assert lines[0]["probes"]["confident"] == 0  # the warm-up samples and scores every probe
+    for line in lines:
+        probes = line["probes"]
+        assert probes["sampled"] == probes["prompts"] - probes["confident"]
+        assert probes["informative"] <= probes["sampled"]
     k = len(trainer.rms)
     assert [line["probes"]["every_rm"] for line in lines] == [True, False, False]
     assert len(history) == k * informative[0] + sum(informative[1:]) > 0
@@ -244,11 +248,14 @@ def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
                 trainer.strategy.observe(contexts, trainer.strategy._one_per_instance(np.full(len(val), k)),
                                          np.full(len(val), 1.0 if k == 0 else -1.0))
         trainer.round = trainer.settings.rerank_warmup  # past the warm-up
+        asked = trainer.engine.stats.prompts
         line = trainer.run_round()
         probes = line["probes"]
-        assert probes["informative"] > 0
-        if skip:
-            assert probes["confident"] == probes["informative"] and probes["rm_forward"] == 0
+        sampled = trainer.engine.stats.prompts - asked - line["prompts"]  # what the engine sampled beyond training
+        if skip:  # settled probes are decided from their contexts: not sampled, not scored
+            assert probes["confident"] == probes["prompts"] == 40 and probes["sampled"] == sampled == 0
+            assert probes["informative"] == 0 and probes["rm_forward"] == 0
             assert line["rm_forward"] == line["candidates"]["distinct"]  # the training candidates only
         else:
-            assert probes["confident"] == 0 and probes["rm_forward"] > 0
+            assert probes["confident"] == 0 and probes["sampled"] == sampled == 40
+            assert probes["informative"] > 0 and probes["rm_forward"] > 0

@@ -22,6 +22,7 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -170,20 +171,24 @@ class Trainer:
         probes = self.probe_examples() if self.probing else []
         prompts = [ex.prompt for ex in examples]
         n_train = len(prompts)
-        # One generation call for the training prompts and the router's probes (one batch for the engine).
+        # Contexts come from the prompts alone, so the router routes its probes before any is sampled.
+        all_contexts = self.embedder.embed(prompts + [ex.prompt for ex in probes])
+        contexts = all_contexts[:n_train]
+        lap("embed")
+        routed_probes = self._route_probes(probes, all_contexts[n_train:]) if probes else None
+        probes = routed_probes.probes if probes else []
+        # One generation call for the training prompts and the probes still to be scored (one engine batch;
+        # each prompt's samples depend on the seed and the prompt only, not on what else is in the batch).
         sampled = self.engine.sample(prompts + [ex.prompt for ex in probes], n=s.n, temperature=s.temperature,
                                      top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                                      seed=self.seed * 100_003 + self.round)
         cands = Candidates(prompts, sampled.samples[:n_train], sampled.prompts_truncated)
         lap("generate")
-        all_contexts = self.embedder.embed(sampled.prompts)
-        contexts = all_contexts[:n_train]
-        lap("embed")
         forward = 0
         normalize = self._normalizer()
-        if probes:  # the router learns first, so that this round's training instances use what it learned
+        if routed_probes is not None:  # the router learns first: this round's training instances use it
             feedback, observed, probe_assignment, probe_stats, forward, fb_domains = self._probe_feedback(
-                probes, [sampled.texts(n_train + j) for j in range(len(probes))], all_contexts[n_train:], normalize)
+                routed_probes, [sampled.texts(n_train + j) for j in range(len(probes))], normalize)
             lap("feedback")
         domains = [ex.domain for ex in examples]
         batch = Batch(round=self.round, domains=domains, explore=not self.probing)
@@ -215,7 +220,7 @@ class Trainer:
             m = self.dpo.update(pairs)
             dpo_metrics = [{"arm": "all", "pairs": len(pairs), "loss": m.get("loss")}]
             lap("train")
-            if not probes:
+            if routed_probes is None:
                 feedback, observed, fb_domains, probe_assignment, probe_stats = None, None, [], assignment, None
         sync_s = self.engine.sync_weights(self.policy)
         lap("sync")
@@ -262,59 +267,62 @@ class Trainer:
 
         return noisy
 
-    def _probe_feedback(self, probes: Sequence[Example], texts: list[list[str]], contexts: np.ndarray, normalize):
-        """The router's reward from this round's probes. Only a probe whose samples are partly right and
-        partly wrong (by the gold answers) can tell one RM from another: for each of those the router picks
-        an RM (exploring), that RM alone scores the samples, and the reward is `rerank_gain`, how it orders
-        the right and wrong ones (an RM that ties or fails on them earns 0, a good one up to 1). The other
-        probes cost no RM pass. Returns (feedback, observed, assignment, stats, RM forward passes, domains),
-        all but the stats and the passes over the informative probes."""
-        drawn = len(probes)
-        mixed = [j for j, (ex, cands) in enumerate(zip(probes, texts, strict=True))
-                 if 0 < sum(check(ex, t) for t in cands) < len(cands)]
-        probes, texts, contexts = [probes[j] for j in mixed], [texts[j] for j in mixed], contexts[mixed]
+    def _route_probes(self, probes: Sequence[Example], contexts: np.ndarray) -> _RoutedProbes:
+        """Which of this round's probes are sampled and scored, and by which RM, decided from their contexts.
 
-        def nothing_scored(informative: int, confident: int):
-            none = Assignment(self.strategy.rm_names, np.zeros((0, self.strategy.k), dtype=bool),
-                              np.zeros(0, dtype=np.int64))
-            return np.zeros(0), np.zeros(0, dtype=bool), none, {
-                "prompts": drawn, "informative": informative, "confident": confident, "rm_forward": 0,
-                "every_rm": self.round < self.settings.rerank_warmup, "picks": dict.fromkeys(none.rm_names, 0)}, 0, []
+        During the warm-up every probe is sampled and every RM scores it. After it the router picks one RM
+        per probe (exploring); a probe where it is already sure of its pick (the picked RM's lower bound
+        above every other RM's upper bound, `rerank_skip_settled`) could not change what it does there:
+        it is neither sampled nor scored."""
+        drawn, batch = len(probes), Batch(round=self.round, domains=[ex.domain for ex in probes])
+        if self.round < self.settings.rerank_warmup:
+            return _RoutedProbes(list(probes), contexts, None, drawn, 0)
+        chosen = broadcast_from_main(self.strategy.assign(contexts, batch))
+        keep = np.ones(drawn, dtype=bool)
+        if self.settings.rerank_skip_settled and chosen.separation is not None:
+            keep = ~(chosen.separation > 0)
+        return _RoutedProbes([p for p, k in zip(probes, keep, strict=True) if k], contexts[keep], chosen.subset(keep),
+                             drawn, int((~keep).sum()))
 
-        if not probes:
-            return nothing_scored(0, 0)
-        batch = Batch(round=self.round, domains=[ex.domain for ex in probes])
-        warmup = self.round < self.settings.rerank_warmup
-        informative, confident = len(probes), 0
+    def _probe_feedback(self, routed: _RoutedProbes, texts: list[list[str]], normalize):
+        """The router's reward from this round's sampled probes. Only a probe whose samples are partly right
+        and partly wrong (by the gold answers) can tell one RM from another: its RM (every RM during the
+        warm-up) alone scores the samples, and the reward is `rerank_gain`, how it orders the right and wrong
+        ones (an RM that ties or fails on them earns 0, a good one up to 1). The other probes cost no RM
+        pass. Returns (feedback, observed, assignment, stats, RM forward passes, domains), all but the
+        stats and the passes over the informative probes."""
+        mixed = np.array([0 < sum(check(ex, t) for t in cands) < len(cands)
+                          for ex, cands in zip(routed.probes, texts, strict=True)], dtype=bool)
+        probes = [p for p, m in zip(routed.probes, mixed, strict=True) if m]
+        texts = [t for t, m in zip(texts, mixed, strict=True) if m]
+        contexts = routed.contexts[mixed]
+        warmup = routed.chosen is None
+        stats = {"prompts": routed.drawn, "sampled": len(routed.probes), "confident": routed.confident,
+                 "informative": len(probes), "rm_forward": 0, "every_rm": warmup}
         if warmup:  # every RM on every probe: one assignment per RM, each observed
             choices = [self.strategy._one_per_instance(np.full(len(probes), k)) for k in range(self.strategy.k)]
         else:
-            chosen = broadcast_from_main(self.strategy.assign(contexts, batch))
-            if self.settings.rerank_skip_settled and chosen.separation is not None:
-                keep = ~(chosen.separation > 0)
-                confident = int((~keep).sum())
-                probes, texts, contexts = ([p for p, k in zip(probes, keep, strict=True) if k],
-                                           [t for t, k in zip(texts, keep, strict=True) if k], contexts[keep])
-                chosen, batch = chosen.subset(keep), Batch(round=self.round, domains=[ex.domain for ex in probes])
-            if not probes:
-                return nothing_scored(informative, confident)
-            choices = [chosen]
+            choices = [routed.chosen.subset(mixed)]
+        if not probes:
+            choices = []
+        batch = Batch(round=self.round, domains=[ex.domain for ex in probes])
         forward, gains = 0, []
         for assignment in choices:
-            routed = route_and_score(self.strategy, self.rms, normalize, [ex.prompt for ex in probes], texts,
+            scored = route_and_score(self.strategy, self.rms, normalize, [ex.prompt for ex in probes], texts,
                                      contexts, batch, assignment=assignment)
-            forward += routed.forward
-            feedback, _ = rerank_gain(probes, texts, routed.per_instance(len(probes)))
+            forward += scored.forward
+            feedback, _ = rerank_gain(probes, texts, scored.per_instance(len(probes)))
             feedback = broadcast_from_main(feedback)  # every rank's router sees rank 0's reward
             self.strategy.observe(contexts, assignment, feedback)
             gains.append(feedback)
         # One row per (probe, RM) observed: the metrics line reports every observation.
-        assignment = Assignment(self.strategy.rm_names, np.concatenate([a.mask for a in choices]),
-                                np.concatenate([a.arms for a in choices]))
-        feedback = np.concatenate(gains)
-        stats = {"prompts": drawn, "informative": informative, "confident": confident, "rm_forward": forward,
-                 "every_rm": warmup,
-                 "picks": {rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(assignment.rm_names)}}
+        k = self.strategy.k
+        assignment = Assignment(self.strategy.rm_names,
+                                np.concatenate([a.mask for a in choices]) if choices else np.zeros((0, k), dtype=bool),
+                                np.concatenate([a.arms for a in choices]) if choices else np.zeros(0, dtype=np.int64))
+        feedback = np.concatenate(gains) if gains else np.zeros(0)
+        stats["rm_forward"] = forward
+        stats["picks"] = {rm: int(assignment.mask[:, j].sum()) for j, rm in enumerate(assignment.rm_names)}
         return feedback, np.ones(len(feedback), dtype=bool), assignment, stats, forward, batch.domains * len(choices)
 
     def _train_per_group(self, pairs: list[dict], arms: np.ndarray,
@@ -447,6 +455,18 @@ class Trainer:
             f.flush()
         if self.tracker is not None:
             self.tracker.log(line)
+
+
+@dataclass
+class _RoutedProbes:
+    """A round's probes after routing: those to sample (and their contexts), the router's picks for them
+    (None during the warm-up, when every RM scores every probe), how many were drawn and how many settled."""
+
+    probes: list[Example]
+    contexts: np.ndarray
+    chosen: Assignment | None
+    drawn: int
+    confident: int
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
