@@ -18,14 +18,18 @@ class Decision:
     arms: (n,) int64; scores: (n, K) float64; probs: (n, K) float64, rows summing to 1. `probs` may be
     given as a zero-argument function, evaluated on first access (Thompson sampling's exact
     probabilities cost a numerical integral that a caller who never reads them should not pay).
+    expected: (n, K) float64, each arm's estimated mean reward (what `expected(contexts)` returns), when
+    the policy computed it to select (UCB policies: score = expected + bonus); None otherwise.
     """
 
-    __slots__ = ("arms", "scores", "_probs")
+    __slots__ = ("arms", "scores", "_probs", "expected")
 
-    def __init__(self, arms: np.ndarray, scores: np.ndarray, probs: np.ndarray | Callable[[], np.ndarray]):
+    def __init__(self, arms: np.ndarray, scores: np.ndarray, probs: np.ndarray | Callable[[], np.ndarray],
+                 expected: np.ndarray | None = None):
         self.arms = arms
         self.scores = scores
         self._probs = probs
+        self.expected = expected
 
     @property
     def probs(self) -> np.ndarray:

@@ -92,7 +92,7 @@ class KernelUCB(Policy):
         """Pick the arm with the highest upper confidence bound, mean + alpha * sd, for each context."""
         mean, sd = self._mean_sd(self._check_contexts(contexts))
         arms, probs = greedy_choice(mean + self.alpha * sd, self.rng)
-        return Decision(arms, mean + self.alpha * sd, probs)
+        return Decision(arms, mean + self.alpha * sd, probs, expected=mean)
 
     def update(self, contexts: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
         """Add the (context, reward) observations to the played arms' buffers."""

@@ -184,7 +184,7 @@ class LinUCB(_LinearPolicy):
         mean, var = self._mean_var(x)
         scores = mean + self.alpha * self._width(var)
         arms, probs = greedy_choice(scores, self.rng)
-        return Decision(arms, scores, probs)
+        return Decision(arms, scores, probs, expected=np.asarray(mean, dtype=np.float64))
 
 
 class LinTS(_LinearPolicy):

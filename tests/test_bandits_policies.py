@@ -166,3 +166,19 @@ def test_exploit_picks_the_best_estimate_without_exploring(name):
         assert d.arms.tolist() == [1, 1]
     for _ in range(20):  # deterministic once the estimates differ: no exploration
         assert p.exploit(x).arms.tolist() == d.arms.tolist()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_decision_carries_the_estimate_it_was_built_on_or_none(name):
+    """UCB policies hand `expected` over with `select` (score = estimate + bonus), so a caller who needs both
+    does not pay a second pass; it equals `expected(contexts)`. Other policies leave it None."""
+    p = bandits.make_policy(name, 3, 4, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4))
+    p.update(x, rng.integers(0, 3, 6), rng.random(6))
+    d = p.select(x)
+    if name in ("linucb", "kernel_ucb"):
+        np.testing.assert_allclose(d.expected, p.expected(x), rtol=1e-9, atol=1e-12)
+        assert (d.scores >= d.expected - 1e-12).all()  # the bonus is never negative
+    else:
+        assert d.expected is None

@@ -197,8 +197,9 @@ class BanditStrategy(RewardStrategy):
         decision = self.policy.select(x) if batch.explore else self.policy.exploit(x)
         separation = None
         if batch.explore:
-            try:
-                separation = _separation(decision.scores, self.policy.expected(x), decision.arms)
+            try:  # UCB policies hand their estimate over with the decision; others are asked for it
+                expected = decision.expected if decision.expected is not None else self.policy.expected(x)
+                separation = _separation(decision.scores, expected, decision.arms)
             except NotImplementedError:  # a policy that keeps no estimate
                 pass
         n = len(contexts)
