@@ -88,3 +88,16 @@ def test_feedback_ceiling_is_the_share_of_resampled_means_that_rank_the_oracle_f
     rows = fb.ceiling_table(gains, {"x": "a", "y": "a"}, ns=(2,)).splitlines()
     assert rows[0] == "| rewards per (domain, RM) | x | y | mean |"
     assert re.fullmatch(r"\| 2 \| 7\d% \| 0% \| \*\*3\d%\*\* \|", rows[2]), rows[2]
+
+
+def test_the_config_layer_imports_no_framework():
+    """`laser.config` is the bottom layer: reading and validating a run config imports no torch, transformers,
+    TRL or vLLM (the parts that use a section import it from there, never the other way round)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from laser.config import load_config; load_config('configs/demo.yaml', ['round.n=4']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'vllm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

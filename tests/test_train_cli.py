@@ -235,3 +235,18 @@ def test_lora_training_checkpoints_and_resumes_the_adapters(quick_world, tmp_pat
         assert trainer.round == 2
     finally:
         trainer.engine.close()
+
+
+def test_the_eval_section_is_validated_and_defaults_to_the_rounds_length():
+    from laser.config import ConfigError, load_config
+
+    config = load_config(None, ["round.max_new_tokens=20"])
+    assert config.eval.max_new_tokens is None and config.eval.tokens_for("any", config.round.max_new_tokens) == 20
+    config = load_config(None, ["eval.max_new_tokens=64", "eval.max_new_tokens_by_domain={gsm8k: 512}"])
+    assert config.eval.tokens_for("gsm8k", 16) == 512 and config.eval.tokens_for("mmlu", 16) == 64
+    with pytest.raises(ConfigError, match="eval.checker.*unknown checker 'regex'"):
+        load_config(None, ["eval.checker=regex"])
+    with pytest.raises(ConfigError, match="eval.temperature"):
+        load_config(None, ["eval.temperature=-1"])
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):
+        load_config(None, ["eval.max_new_tokens_by_domain={gsm8k: 0}"])

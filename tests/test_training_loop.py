@@ -259,3 +259,40 @@ def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
         else:
             assert probes["confident"] == 0 and probes["sampled"] == sampled == 40
             assert probes["informative"] > 0 and probes["rm_forward"] > 0
+
+
+def test_evaluation_follows_the_eval_settings_and_counts_cut_off_answers(world, tmp_path):
+    """`eval:` sets the answer length (the round's by default, per domain if asked), greedy or seeded sampling,
+    and the checker; answers stopped by the length limit are counted per domain, never silently judged."""
+    from laser.config import EvalSettings
+    from laser.tasks import check
+
+    trainer = make_trainer(world, "random", tmp_path)
+    test = trainer.test
+    domains = sorted({ex.domain for ex in test})
+    base = trainer.evaluate()
+    assert base["truncated"] == dict.fromkeys(domains, 0)  # the round's 12 tokens hold every short answer
+    greedy = trainer.engine.greedy([ex.prompt for ex in test], max_new_tokens=12).samples
+    for d in domains:
+        hits = [check(ex, g[0].text) for ex, g in zip(test, greedy, strict=True) if ex.domain == d]
+        assert base["accuracy"][d] == pytest.approx(np.mean(hits))
+
+    # One token for one domain: every answer there is cut off and counted, the other domain is unchanged.
+    short, other = domains[0], domains[1]
+    trainer.evaluation = EvalSettings(max_new_tokens_by_domain={short: 1})
+    cut = trainer.evaluate()
+    assert cut["truncated"][short] == sum(ex.domain == short for ex in test) and cut["truncated"][other] == 0
+    assert cut["accuracy"][other] == base["accuracy"][other]
+
+    # Seeded sampling is reproducible.
+    trainer.evaluation = EvalSettings(temperature=1.5)
+    a, b = trainer.evaluate(), trainer.evaluate()
+    assert a["accuracy"] == b["accuracy"]
+
+    # Another checker for every example: `exact` on yes/no answers reads the whole first line.
+    trainer.evaluation = EvalSettings(checker="exact")
+    exact = trainer.evaluate()
+    for d in domains:
+        hits = [check(ex.model_copy(update={"answer_format": "exact"}), g[0].text)
+                for ex, g in zip(test, greedy, strict=True) if ex.domain == d]
+        assert exact["accuracy"][d] == pytest.approx(np.mean(hits))

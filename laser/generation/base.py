@@ -131,6 +131,48 @@ class EngineStats:
     errors: list[str] = field(default_factory=list)
 
 
+class PromptRenderer:
+    """The one rendering of a prompt that every stage uses: sampling, contexts, DPO pairs, validation metrics,
+    evaluation and best-of-n see the same token ids.
+
+    With a chat template (a tokenizer that has one, and `chat_template: auto`), the prompt is the user turn
+    and the text ends with the generation prompt; the template writes the special tokens itself, so the
+    tokenizer adds none. Without one, the prompt is used as it is and the tokenizer adds its own (BOS).
+    DPO rows go to TRL in the matching form: conversational with a template (TRL applies the same template
+    and takes the completion after the generation prompt), plain text without.
+    """
+
+    def __init__(self, tokenizer, chat_template: str = "auto"):
+        if chat_template not in ("auto", "never"):
+            raise ValueError(f"chat_template must be 'auto' or 'never', got {chat_template!r}")
+        self.tokenizer = tokenizer
+        self.use_chat_template = chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether the tokenizer adds its special tokens to a rendered prompt (not when a template wrote them)."""
+        return not self.use_chat_template
+
+    def text(self, prompt: str) -> str:
+        """The text the model sees."""
+        if not self.use_chat_template:
+            return prompt
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def ids(self, prompt: str) -> list[int]:
+        """The token ids the model sees."""
+        return list(self.tokenizer(self.text(prompt), add_special_tokens=self.add_special_tokens)["input_ids"])
+
+    def dpo_row(self, prompt: str, chosen: str, rejected: str) -> dict:
+        """A preference pair in the form TRL's DPOTrainer tokenizes to the sampled prompt's ids."""
+        if not self.use_chat_template:
+            return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        return {"prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+
+
 class GenerationEngine(ABC):
     """Samples completions from a causal LM. Backends implement `_generate` and `sync_weights`."""
 
@@ -138,24 +180,20 @@ class GenerationEngine(ABC):
 
     def __init__(self, model_path: str | Path, tokenizer, max_model_len: int, chat_template: str = "auto",
                  batch_size: int = 256):
-        if chat_template not in ("auto", "never"):
-            raise ValueError(f"chat_template must be 'auto' or 'never', got {chat_template!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_path = str(model_path)
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
-        self.use_chat_template = chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+        self.renderer = PromptRenderer(tokenizer, chat_template)
+        self.use_chat_template = self.renderer.use_chat_template
         self.batch_size = batch_size
         self.stats = EngineStats()
 
     # --- prompts -------------------------------------------------------------------------------------
     def format_prompt(self, prompt: str) -> str:
-        """The text the model sees: the tokenizer's chat template around `prompt` when it has one."""
-        if not self.use_chat_template:
-            return prompt
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True)
+        """The text the model sees (`PromptRenderer.text`)."""
+        return self.renderer.text(prompt)
 
     def encode(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], int]:
         """Token ids of each formatted prompt, cut from the left to leave room for `max_new_tokens`."""
@@ -163,9 +201,7 @@ class GenerationEngine(ABC):
         if budget < 1:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be smaller than the context window "
                              f"({self.max_model_len} tokens)")
-        texts = [self.format_prompt(p) for p in prompts]
-        # A chat template writes the special tokens itself; a plain prompt gets the tokenizer's own (BOS).
-        enc = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
+        enc = [self.renderer.ids(p) for p in prompts]
         bos = self.tokenizer.bos_token_id
         out, cut = [], 0
         for ids in enc:

@@ -10,10 +10,12 @@ copy of the initial policy instead of the live one.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from .base import PromptRenderer
 
 
 class ContextEmbedder:
@@ -21,7 +23,7 @@ class ContextEmbedder:
 
     def __init__(self, model, tokenizer, pooling: str = "last", layer: int = -1, dim: int | None = None,
                  normalize: bool = True, frozen: bool = False, batch_size: int = 64, max_length: int | None = None,
-                 seed: int = 0, format_prompt: Callable[[str], str] | None = None):
+                 seed: int = 0, renderer: PromptRenderer | None = None):
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
         n_layers = model.config.num_hidden_layers
@@ -35,7 +37,8 @@ class ContextEmbedder:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = copy.deepcopy(model).eval() if frozen else model
         self.tokenizer, self.pooling, self.layer = tokenizer, pooling, layer
-        self.normalize, self.batch_size, self.format_prompt = normalize, batch_size, format_prompt
+        self.normalize, self.batch_size = normalize, batch_size
+        self.renderer = renderer or PromptRenderer(tokenizer, "never")  # prompts as the engine renders them
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
         self.projection = None
         if dim is not None and dim < hidden:
@@ -51,7 +54,7 @@ class ContextEmbedder:
         prompts = list(prompts)
         if not prompts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        texts = [self.format_prompt(p) for p in prompts] if self.format_prompt else prompts
+        texts = [self.renderer.text(p) for p in prompts]
         was_training = self.model.training
         self.model.eval()
         side, cut = self.tokenizer.padding_side, self.tokenizer.truncation_side
@@ -62,6 +65,7 @@ class ContextEmbedder:
         try:
             for i in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
+                                     add_special_tokens=self.renderer.add_special_tokens,
                                      truncation=self.max_length is not None, max_length=self.max_length).to(device)
                 out = self.model(**enc, output_hidden_states=True)
                 h = out.hidden_states[self.layer].float()

@@ -109,12 +109,15 @@ def format_run(summary: RunSummary) -> str:
     """One run as markdown: accuracy per evaluation, RM picks per domain, seconds per stage."""
     domains = list(summary.final["accuracy"])
     lines = [f"# Run {summary.run_dir.name}: strategy `{summary.strategy}`, seed {summary.seed}", "",
-             "Greedy test accuracy (%) per evaluation:", "",
-             "| round | " + " | ".join(domains) + " | mean | RM forward passes |",
-             "|---|" + "---|" * (len(domains) + 2)]
+             "Test accuracy (%) per evaluation (the run's `eval` settings; 'cut off': answers that reached the "
+             "length limit):", "",
+             "| round | " + " | ".join(domains) + " | mean | RM forward passes | cut off |",
+             "|---|" + "---|" * (len(domains) + 3)]
     for ev in summary.evals:
+        cut = ev.get("truncated")  # runs of earlier versions did not count them
         lines.append(f"| {ev['round']} | " + " | ".join(f"{ev['accuracy'][d] * 100:.1f}" for d in domains)
-                     + f" | {ev['mean_accuracy'] * 100:.1f} | {ev['rm_forward_total']} |")
+                     + f" | {ev['mean_accuracy'] * 100:.1f} | {ev['rm_forward_total']} | "
+                     + ("" if cut is None else str(sum(cut.values()))) + " |")
     picks = summary.final.get("picks", {})
     rms = sorted({rm for row in picks.values() for rm in row})
     if rms:

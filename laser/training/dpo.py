@@ -16,22 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from laser.config import ConfigError, DPOSettings, LoraSettings
+from laser.generation.base import PromptRenderer
 
 from .distributed import world
 
 log = logging.getLogger(__name__)
-
-
-class LoraSettings(BaseModel):
-    """LoRA adapters through peft (the paper: r=16, alpha=32 on the q/v projections)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "v_proj"]
 
 
 def apply_lora(model, lora: LoraSettings):
@@ -50,35 +41,10 @@ def is_peft(model) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
-class DPOSettings(BaseModel):
-    """The DPO step's hyperparameters (TRL `DPOConfig` names where they exist)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    beta: float = Field(0.1, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)  # for the tiny embedded policy; ~5e-7 full / 5e-6 LoRA at 8B
-    loss_type: list[str] = ["sigmoid", "sft"]
-    loss_weights: list[float] | None = [1.0, 1.0]
-    batch_size: int = Field(8, gt=0)  # pairs per optimizer step, over all processes together
-    epochs: int = Field(1, gt=0)  # passes over each update's pairs
-    max_grad_norm: float = Field(1.0, gt=0)
-    max_length: int | None = Field(None, gt=8)
-    lora: LoraSettings | None = None  # None: full fine-tuning
-
-    @model_validator(mode="after")
-    def _weights_match(self) -> DPOSettings:
-        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
-            raise ValueError(f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} "
-                             f"loss types {self.loss_type}")
-        return self
-
-
 def per_device_batch_size(settings: DPOSettings) -> int:
     """Each process's share of `dpo.batch_size`, which is the global batch: a run takes the same optimizer
     steps on any number of processes (DDP). Raises ConfigError for a launch the DPO step cannot run under
     (FSDP, DeepSpeed, or a batch that does not split evenly)."""
-    from laser.config import ConfigError  # here: laser.config imports this module
-
     for wrapper, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
         if os.environ.get(flag, "false").lower() in ("1", "true"):
             raise ConfigError(f"{wrapper} is not supported: each RM group's DPO update is its own TRL trainer, and all "
@@ -97,8 +63,10 @@ class DPOStep:
     """Runs DPO updates of `model` in place; holds the iteration's reference model and the optimizer."""
 
     def __init__(self, model, tokenizer, settings: DPOSettings, work_dir: str | Path, seed: int = 0,
-                 report_to: Sequence[str] = ()):
+                 report_to: Sequence[str] = (), renderer: PromptRenderer | None = None):
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        # Pairs reach TRL in the form it tokenizes to the prompt the engine sampled from (PromptRenderer).
+        self.renderer = renderer or PromptRenderer(tokenizer, "never")
         # TRL's own per-step logs go to TensorBoard too (<run>/tensorboard/trl), not to W&B: transformers'
         # WandbCallback would re-key every metric of the run (ours included) to its per-update global_step and
         # overwrite the run's config with each update's TrainingArguments. The round lines carry the DPO loss.
@@ -121,6 +89,10 @@ class DPOStep:
         for p in self.ref_model.parameters():
             p.requires_grad_(False)
 
+    def dataset_rows(self, rows: Sequence[dict]) -> list[dict]:
+        """The rows TRL trains on: each pair ({prompt, chosen, rejected}) in the renderer's form."""
+        return [self.renderer.dpo_row(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
+
     def update(self, rows: Sequence[dict]) -> dict:
         """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns TRL's metrics."""
         from datasets import Dataset
@@ -133,7 +105,7 @@ class DPOStep:
             return {"pairs": 0}
         if self.ref_model is None:
             self.start_iteration()
-        data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+        data = Dataset.from_list(self.dataset_rows(rows))
         s = self.settings
         # Quiet from here: TrainingArguments warns on every construction when a process group exists but the
         # run is not DDP (vLLM's in-process engine opens one), i.e. once per update of a single-process run.

@@ -19,25 +19,28 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from laser.generation.base import PromptRenderer
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
 
-def gold_loglik(model, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> float:
+def gold_loglik(model, tokenizer, examples: Sequence[Example], batch_size: int = 64,
+                renderer: PromptRenderer | None = None) -> float:
     """Mean over examples of the mean token log-probability of " " + gold answer + EOS given the prompt."""
-    return float(np.mean(gold_loglik_per_example(model, tokenizer, examples, batch_size)))
+    return float(np.mean(gold_loglik_per_example(model, tokenizer, examples, batch_size, renderer)))
 
 
-def gold_loglik_per_example(model, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
+def gold_loglik_per_example(model, tokenizer, examples: Sequence[Example], batch_size: int = 64,
+                            renderer: PromptRenderer | None = None) -> np.ndarray:
     """Per example: the mean token log-probability of " " + gold answer + EOS given the prompt."""
     if not examples:
         raise ValueError("gold_loglik needs at least one validation example")
     return answer_logprob(model, tokenizer, [ex.prompt for ex in examples], [ex.target() for ex in examples],
-                          batch_size, reduce="mean")
+                          batch_size, reduce="mean", renderer=renderer)
 
 
 def gold_margin_per_example(model, tokenizer, examples: Sequence[Example], wrong: Sequence[str],
-                            batch_size: int = 64) -> np.ndarray:
+                            batch_size: int = 64, renderer: PromptRenderer | None = None) -> np.ndarray:
     """Per example: log p(" " + gold answer + EOS) - log p(" " + `wrong` answer + EOS), summed over tokens.
 
     What the policy prefers, the right answer or a plausible wrong one: the held-out counterpart of DPO's
@@ -49,32 +52,34 @@ def gold_margin_per_example(model, tokenizer, examples: Sequence[Example], wrong
     if len(wrong) != len(examples):
         raise ValueError(f"gold_margin needs one wrong answer per example, got {len(wrong)} for {len(examples)}")
     prompts = [ex.prompt for ex in examples]
-    gold = answer_logprob(model, tokenizer, prompts, [ex.target() for ex in examples], batch_size, reduce="sum")
-    return gold - answer_logprob(model, tokenizer, prompts, list(wrong), batch_size, reduce="sum")
+    gold = answer_logprob(model, tokenizer, prompts, [ex.target() for ex in examples], batch_size, reduce="sum",
+                          renderer=renderer)
+    return gold - answer_logprob(model, tokenizer, prompts, list(wrong), batch_size, reduce="sum", renderer=renderer)
 
 
 @torch.inference_mode()
 def answer_logprob(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64,
-                   reduce: str = "mean") -> np.ndarray:
+                   reduce: str = "mean", renderer: PromptRenderer | None = None) -> np.ndarray:
     """Per prompt: the log-probability of " " + answer + EOS after it, token mean (`reduce="mean"`) or sum."""
     was_training = model.training
     model.eval()
     try:
         return np.array([float(t.mean() if reduce == "mean" else t.sum())
-                         for t in answer_token_logprobs(model, tokenizer, prompts, answers, batch_size)])
+                         for t in answer_token_logprobs(model, tokenizer, prompts, answers, batch_size, renderer)])
     finally:
         model.train(was_training)
 
 
 def answer_token_logprobs(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-                          batch_size: int = 64) -> list[torch.Tensor]:
+                          batch_size: int = 64, renderer: PromptRenderer | None = None) -> list[torch.Tensor]:
     """Per prompt: the log-probabilities of the tokens of " " + answer + EOS after it (differentiable
     outside `answer_logprob`'s inference mode, e.g. for gradients of the validation metric)."""
     device = next(model.parameters()).device
     eos = tokenizer.eos_token or ""
+    renderer = renderer or PromptRenderer(tokenizer, "never")  # the prompt as the engine samples from it
     out = []
     for i in range(0, len(prompts), batch_size):
-        prompt_ids = [tokenizer(p)["input_ids"] for p in prompts[i:i + batch_size]]
+        prompt_ids = [renderer.ids(p) for p in prompts[i:i + batch_size]]
         answer_ids = [tokenizer(" " + a + eos, add_special_tokens=False)["input_ids"]
                       for a in answers[i:i + batch_size]]
         seqs = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
@@ -91,7 +96,7 @@ def answer_token_logprobs(model, tokenizer, prompts: Sequence[str], answers: Seq
 
 @torch.inference_mode()
 def greedy_correct(model, tokenizer, examples: Sequence[Example], batch_size: int = 256,
-                   max_new_tokens: int | None = None) -> np.ndarray:
+                   max_new_tokens: int | None = None, renderer: PromptRenderer | None = None) -> np.ndarray:
     """Per example: 1.0 if the greedy completion (HF generate, left padding) passes the example's checker."""
     if not examples:
         raise ValueError("greedy_correct needs at least one example")
@@ -99,11 +104,13 @@ def greedy_correct(model, tokenizer, examples: Sequence[Example], batch_size: in
     model.eval()
     tokenizer.padding_side = "left"
     max_new = max_new_tokens or max(len(ex.target()) for ex in examples) + 4  # room for the answer and a little
+    renderer = renderer or PromptRenderer(tokenizer, "never")
     out = []
     try:
         for i in range(0, len(examples), batch_size):
             batch = examples[i:i + batch_size]
-            enc = tokenizer([ex.prompt for ex in batch], return_tensors="pt", padding=True).to(model.device)
+            enc = tokenizer([renderer.text(ex.prompt) for ex in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=renderer.add_special_tokens).to(model.device)
             ids = model.generate(**enc, max_new_tokens=max_new, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -24,13 +24,12 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from laser.generation import Candidates, ContextEmbedder, GenerationEngine
+from laser.config import EvalSettings, RoundSettings
+from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Sample
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import Assignment, Batch, RewardStrategy
@@ -49,44 +48,6 @@ log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer_state.safetensors"  # in each checkpoint, beside policy/: see laser.statefile
 
 
-class RoundSettings(BaseModel):
-    """What one round does (the run config's `round` section)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompts_per_round: int = Field(32, gt=0)
-    n: int = Field(8, gt=1)
-    temperature: float = Field(0.8, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(16, gt=0)
-    pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
-    min_margin: float = Field(0.0, ge=0)
-    num_pairs: int = Field(1, gt=0)
-    # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
-    # extra update; validation_gain / train_loss: one DPO update per RM group, each group rewarded by it.
-    feedback: Literal["rerank_gain", "validation_gain", "train_loss"] = "rerank_gain"
-    rerank_prompts: int = Field(24, gt=0)
-    # After the warm-up, an informative probe where the router is sure of its pick (the picked RM's lower
-    # confidence bound above every other RM's upper bound) is not scored: it would teach the router nothing
-    # it could act on, at an RM pass. False scores every informative probe.
-    rerank_skip_settled: bool = True
-    # The first rounds' informative probes are scored by every RM and the router learns from all of them
-    # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
-    rerank_warmup: int = Field(2, ge=0)
-    feedback_examples: int = Field(128, gt=0)
-    # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's
-    # gain (the paper's), which cannot tell which domain an update helped.
-    feedback_neighbors: int | None = Field(16, gt=0)
-    rounds_per_iteration: int = Field(4, gt=0)  # the DPO reference model is refreshed every this many rounds
-    # validation_gain measures the gold answers' mean token log-likelihood (loglik), their log-likelihood
-    # minus that of a plausible wrong answer (margin), or greedy accuracy (accuracy: one generation of the
-    # feedback batch before and after each group's update).
-    validation_metric: Literal["loglik", "margin", "accuracy"] = "loglik"
-    # Gaussian noise of this standard deviation added to every normalized RM score, for training and probes
-    # alike (the paper's robustness test: 0.3); seeded per round, so that a resumed run draws the same noise.
-    score_noise: float = Field(0.0, ge=0)
-
-
 class Trainer:
     """Runs LASeR rounds (or a baseline's) on a policy, writing one metrics line per round and per eval."""
 
@@ -94,7 +55,7 @@ class Trainer:
                  reward_models: Mapping[str, RewardModel], strategy: RewardStrategy, dpo: DPOStep,
                  train: Sequence[Example], validation: Sequence[Example], test: Sequence[Example],
                  settings: RoundSettings, run_dir: str | Path, seed: int = 0, normalizer: str = "zscore",
-                 oracle: Mapping[str, str] | None = None, tracker=None):
+                 oracle: Mapping[str, str] | None = None, tracker=None, evaluation: EvalSettings | None = None):
         if list(reward_models) != list(strategy.rm_names):
             raise ValueError(f"the strategy's reward models {list(strategy.rm_names)} differ from the run's "
                              f"{list(reward_models)}")
@@ -125,6 +86,7 @@ class Trainer:
         self.oracle = dict(oracle) if oracle else None
         self.elapsed = 0.0  # seconds spent in rounds and evaluations, across resumes
         self.tracker = tracker  # a `Tracker` (TensorBoard / W&B) fed every metrics line, or None
+        self.evaluation = evaluation or EvalSettings()
         # Who pays for what: a learning router with an update-based reward needs one DPO update per RM group;
         # with rerank_gain it learns from validation probes; every other strategy just trains once a round.
         self.probing = strategy.learns and settings.feedback == "rerank_gain"
@@ -360,26 +322,47 @@ class Trainer:
         """Per feedback example: the `round.validation_metric` of the policy now."""
         metric = self.settings.validation_metric
         if metric == "accuracy":
-            return greedy_correct(self.policy, self.tokenizer, self.feedback_batch)
+            return greedy_correct(self.policy, self.tokenizer, self.feedback_batch, renderer=self.engine.renderer)
         if metric == "margin":
-            return gold_margin_per_example(self.policy, self.tokenizer, self.feedback_batch, self.feedback_wrong)
-        return gold_loglik_per_example(self.policy, self.tokenizer, self.feedback_batch)
+            return gold_margin_per_example(self.policy, self.tokenizer, self.feedback_batch, self.feedback_wrong,
+                                           renderer=self.engine.renderer)
+        return gold_loglik_per_example(self.policy, self.tokenizer, self.feedback_batch, renderer=self.engine.renderer)
 
     # --- evaluation ----------------------------------------------------------------------------------
-    def evaluate(self, examples: Sequence[Example] | None = None, max_new_tokens: int = 24) -> dict:
-        """Greedy test accuracy per domain (and mean), RM picks per domain so far, forward passes so far."""
+    def evaluate(self, examples: Sequence[Example] | None = None) -> dict:
+        """Test accuracy per domain (and mean) by the `eval` settings, answers cut off by the length limit per
+        domain, RM picks per domain so far, forward passes so far."""
         t0 = time.perf_counter()
+        ev = self.evaluation
         examples = list(examples if examples is not None else self.test)
-        out = self.engine.greedy([ex.prompt for ex in examples], max_new_tokens=max_new_tokens)
+        by_length: dict[int, list[int]] = defaultdict(list)  # one engine call per answer length
+        for i, ex in enumerate(examples):
+            by_length[ev.tokens_for(ex.domain, self.settings.max_new_tokens)].append(i)
+        answers: list[Sample | None] = [None] * len(examples)
+        for tokens, idx in sorted(by_length.items()):
+            prompts = [examples[i].prompt for i in idx]
+            out = self.engine.greedy(prompts, max_new_tokens=tokens) if ev.temperature == 0 else \
+                self.engine.sample(prompts, n=1, temperature=ev.temperature, max_new_tokens=tokens,
+                                   seed=self.seed * 7_919 + self.round)
+            for i, group in zip(idx, out.samples, strict=True):
+                answers[i] = max(group, key=lambda s: s.count)
         hits: dict[str, list[bool]] = defaultdict(list)
-        for ex, group in zip(examples, out.samples, strict=True):
-            hits[ex.domain].append(check(ex, group[0].text))
+        cut: Counter = Counter()
+        for ex, answer in zip(examples, answers, strict=True):
+            judged = ex if ev.checker is None else ex.model_copy(update={"answer_format": ev.checker})
+            hits[ex.domain].append(check(judged, answer.text))
+            cut[ex.domain] += answer.finish_reason == "length"
         acc = {d: float(np.mean(v)) for d, v in sorted(hits.items())}
+        if sum(cut.values()):
+            log.warning("evaluation: %d of %d answers reached the length limit and were judged cut off (%s); "
+                        "raise eval.max_new_tokens if answers are longer", sum(cut.values()), len(examples),
+                        ", ".join(f"{d} {c}" for d, c in sorted(cut.items()) if c))
         picks: dict[str, dict[str, int]] = defaultdict(dict)
         for (d, rm), c in sorted(self.picks.items()):
             picks[d][rm] = c
         line = {"type": "eval", "round": self.round, "accuracy": acc,
-                "mean_accuracy": float(np.mean(list(acc.values()))), "picks": dict(picks),
+                "mean_accuracy": float(np.mean(list(acc.values()))),
+                "truncated": {d: int(cut[d]) for d in acc}, "picks": dict(picks),
                 "rm_forward_total": sum(rm.stats.forward for rm in self.rms.values()), "processes": world()[1]}
         self.elapsed += time.perf_counter() - t0
         line["elapsed_s"] = round(self.elapsed, 2)

@@ -205,10 +205,11 @@ def build_trainer(config: RunConfig):
 
         tracker = Tracker(config.run_dir, config.report_to, name=config.name, config=config.model_dump(mode="json"))
     dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed,
-                  report_to=config.report_to)
+                  report_to=config.report_to, renderer=engine.renderer)
     oracle = OracleStrategy.from_accuracy(list(rms), table).best_by_domain if table else None
     return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, config.round,
-                   config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker)
+                   config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker,
+                   evaluation=config.eval)
 
 
 def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
