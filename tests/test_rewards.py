@@ -243,9 +243,15 @@ def test_normalizers_put_rms_on_one_scale_and_round_trip():
     np.testing.assert_allclose(again("big", [110.0], update=False), norm("big", [110.0], update=False))
     rank = ScoreNormalizer("rank")
     np.testing.assert_allclose(rank("r", [1.0, 2.0, 2.0, 3.0]), [0.125, 0.5, 0.5, 0.875])
-    q = ScoreNormalizer("quantile")   # history 0..9: 20th percentile 1.8, 80th 7.2
-    np.testing.assert_allclose(q("q", np.arange(10.0))[[0, 1, 2, 9]], [0.0, 0.0, 0.2 / 5.4, 1.0])
+    q = ScoreNormalizer("quantile")   # history 0..9: 20th percentile 1.8 -> 0, 80th 7.2 -> 1, linear
+    np.testing.assert_allclose(q("q", np.arange(10.0))[[0, 1, 2, 9]], [-1.8 / 5.4, -0.8 / 5.4, 0.2 / 5.4, 7.2 / 5.4])
     np.testing.assert_allclose(q("q", [4.5], update=False), [0.5])
+    # Not clipped: several candidates above the 80th percentile keep their order (a pair needs the best one).
+    top = q("q", [8.0, 9.5, 8.5], update=False)
+    assert top[1] > top[2] > top[0] > 1.0
+    one = ScoreNormalizer("quantile")
+    np.testing.assert_allclose(one("q", [3.0]), [0.5])                       # coinciding quantiles
+    assert np.all(np.diff(one("q", [2.0, 3.0, 4.0], update=False)) > 0)
     with pytest.raises(RewardError, match="unknown normalizer"):
         ScoreNormalizer("minmax")
 

@@ -82,6 +82,25 @@ def test_paper_config_resolves_to_the_papers_setting():
         assert c.dpo.batch_size == 16 and c.dpo.batch_size % acc["num_processes"] == 0  # the global batch, split
 
 
+
+def test_what_the_paper_config_implies(monkeypatch):
+    """Its answers are judged whole, its prompts rendered by the tokenizer's chat template where it has one,
+    its LoRA targets exist in a Llama model, and its DPO batch splits evenly under the 8 ranks it is run with."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import laser.training.dpo as dpo
+
+    c = load_config(ROOT / "configs" / "paper_llama3_8b.yaml")
+    assert c.eval.tokens_for("gsm8k", c.round.max_new_tokens) == c.round.max_new_tokens == 512
+    assert c.engine.chat_template == "auto"
+    tiny = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=4, num_key_value_heads=4, vocab_size=64))
+    names = {n.rsplit(".", 1)[-1] for n, _ in tiny.named_modules()}
+    assert set(c.dpo.lora.target_modules) <= names
+    monkeypatch.setattr(dpo, "world", lambda: (0, 8))
+    assert dpo.per_device_batch_size(c.dpo) == 2
+
+
 def test_overrides_and_resolved_values():
     c = load_config(ROOT / "configs" / "demo.yaml", ["round.n=16", "strategy=ensemble:worst_case",
                                                      "bandit.params={alpha: 0.3}", "dpo.loss_weights=[1.0, 0.5]"])

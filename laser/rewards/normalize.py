@@ -2,7 +2,10 @@
 
 `ScoreNormalizer(kind)` keeps one running normalizer per RM name:
 - `zscore`: (s - mean) / std with Welford statistics over every score seen (bandits.ZScoreNormalizer);
-- `quantile`: the LASeR code's scheme, 0 below the 20th percentile of the history, 1 above the 80th;
+- `quantile`: the LASeR code's scale, the 20th percentile of the history at 0 and the 80th at 1, linear,
+  and not clipped: the code's clipping to [0, 1] made every candidate above the 80th percentile a tie at
+  1.0, so the "best" of several good candidates was the first of them (pairs need the order; the
+  bandit's rewards keep the clipped scheme, `bandits.QuantileNormalizer`);
 - `rank`: the percentile rank of the score among the scores seen, in [0, 1];
 - `none`: scores pass through.
 A batch is first added to the statistics, then every score of it is mapped against the updated
@@ -19,6 +22,17 @@ from bandits.normalizers import QuantileNormalizer, ZScoreNormalizer
 from .base import RewardError
 
 KINDS = ("zscore", "quantile", "rank", "none")
+
+
+class OrderPreservingQuantile(QuantileNormalizer):
+    """The quantile scale of `bandits.QuantileNormalizer` without its clipping: strictly increasing, so a
+    score above another stays above it (while the quantiles coincide: the score minus them, plus 0.5)."""
+
+    def _map(self, v: np.ndarray) -> np.ndarray:
+        q_low, q_high = self._quantile(self.low), self._quantile(self.high)
+        if q_high <= q_low:
+            return v - q_low + 0.5
+        return (v - q_low) / (q_high - q_low)
 
 
 class RankNormalizer:
@@ -66,7 +80,7 @@ def _make(kind: str, params: dict):
     if kind == "zscore":
         return ZScoreNormalizer(**params)
     if kind == "quantile":
-        return QuantileNormalizer(**params)
+        return OrderPreservingQuantile(**params)
     if kind == "rank":
         return RankNormalizer(**params)
     return _Identity()
