@@ -49,6 +49,30 @@ def _build_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    """Run `laser data`: published datasets -> train / validation / test JSONL for a run config."""
+    from laser.tasks.export import export
+    from laser.tasks.loaders import DatasetError
+
+    sources = {}
+    for item in args.source or []:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            print(f"laser data: --source {item!r}: expected DATASET=PATH (e.g. gsm8k=./gsm8k)", file=sys.stderr)
+            return 2
+        sources[name] = path
+    try:
+        report = export(args.datasets, args.out, sources=sources, validation_fraction=args.validation_fraction,
+                        seed=args.seed, limit=args.limit)
+    except DatasetError as e:
+        print(f"laser data: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(f"wrote {args.out}/train.jsonl, validation.jsonl, test.jsonl "
+          f"(tasks: {{source: jsonl, train: {args.out}/train.jsonl, ...}} in a run config)")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     """Run `laser train`: config file + overrides -> rounds -> runs/<name>/metrics.jsonl."""
     from laser.config import ConfigError, load_config
@@ -213,6 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if the cache holds this recipe")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_build_assets)
+    p = sub.add_parser("data", help="GSM8K / StrategyQA / MMLU as the train, validation and test JSONL a run reads",
+                       description="Read published datasets (the hub, or a local copy: a save_to_disk directory "
+                                   "or parquet files named by split) with their presets and write "
+                                   "<out>/train.jsonl, validation.jsonl and test.jsonl, mixed in the order given. "
+                                   "A dataset without a validation split gives a seeded share of its training "
+                                   "rows; no prompt is in two splits.")
+    p.add_argument("datasets", nargs="+", choices=["gsm8k", "strategyqa", "mmlu"], metavar="DATASET",
+                   help="gsm8k, strategyqa, mmlu (the paper's three)")
+    p.add_argument("--out", required=True, help="directory for the three JSONL files (e.g. data/paper)")
+    p.add_argument("--source", action="append", metavar="DATASET=PATH",
+                   help="read DATASET from a local copy instead of the hub (repeatable)")
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="share of the training rows held out where a dataset has no validation split (0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that held-out share (0)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many rows per split and dataset")
+    p.set_defaults(func=_data)
     p = sub.add_parser("train", help="iterative DPO with a reward strategy (LASeR or a baseline)",
                        description="Train a policy by rounds of sample -> route -> score -> DPO. Writes "
                                    "runs/<name>/config.yaml and metrics.jsonl.")
