@@ -214,6 +214,13 @@ def test_prompts_follow_a_seeded_order_without_repeats_within_an_epoch(world, tm
     assert len(set(seen[:n])) == len({ex.prompt for ex in trainer.train})
     again = make_trainer(world, "random", tmp_path / "again")
     assert [ex.prompt for ex in again.next_prompts()] == seen[:12]
+    # Pairs have their own per-round stream: a max_random round leaves the data order's generator untouched.
+    rule = make_trainer(world, "random", tmp_path / "rule")
+    rule.settings = rule.settings.model_copy(update={"pair_rule": "max_random"})
+    state = rule.rng.bit_generator.state
+    line = rule.run_round()
+    assert line["pairs"]["pairs"] > 0 and rule.rng.bit_generator.state == state
+    assert rule._pair_rng().random() == rule._pair_rng().random()  # a function of (seed, round) only
 
 
 def test_score_noise_adds_seeded_gaussian_noise_to_every_normalized_score(world, tmp_path):

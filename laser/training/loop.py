@@ -167,7 +167,7 @@ class Trainer:
         lap("score")
         per_prompt_scores = routed.per_instance(len(prompts))
         pairs, pair_stats = build_pairs(prompts, per_prompt_texts, per_prompt_scores, rule=s.pair_rule,
-                                        min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self.rng)
+                                        min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self._pair_rng())
         pairs = broadcast_from_main(pairs)  # sampling may differ across GPUs: every rank trains on rank 0's pairs
         lap("pairs")
         if self.per_group:
@@ -215,6 +215,11 @@ class Trainer:
             share.append(row[assignment.rm_names.index(best)] / max(row.sum(), 1) if best in assignment.rm_names
                          else 0.0)
         return float(np.mean(share))
+
+    def _pair_rng(self) -> np.random.Generator:
+        """This round's stream for `max_random` pairs: seeded by (seed, round) alone, so it is the same on every
+        rank and after a resume, and drawing pairs never moves the data order (`self.rng`, epochs only)."""
+        return np.random.default_rng([self.seed, 17, self.round])
 
     def _normalizer(self):
         """This round's score normalizer: the run's, plus `score_noise` when set."""
