@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import Assignment, Batch, RewardStrategy
+from .base import Assignment, Batch, RewardStrategy
 
 
 @dataclass

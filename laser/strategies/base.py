@@ -1,0 +1,123 @@
+"""The one interface every reward strategy implements (`RewardStrategy`), and the data it passes around:
+a round's `Batch`, an `Assignment` of RMs to instances, and `StrategyError`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class StrategyError(ValueError):
+    """A strategy spec or its inputs are wrong; the message says what to fix."""
+
+
+@dataclass
+class Batch:
+    """What a strategy may know about the instances of a round besides their contexts."""
+
+    round: int = 0
+    domains: Sequence[str] | None = None
+    # False for instances whose reward the strategy will never observe (a round's training prompts when the
+    # router learns from validation probes): a bandit then exploits what it knows instead of exploring.
+    explore: bool = True
+
+
+@dataclass
+class Assignment:
+    """Which RMs score each instance: `mask[i, k]` is True when `rm_names[k]` scores instance i.
+
+    `arms[i]` is the one RM chosen for instance i (-1 when several score it); `probs` (n, K) is the
+    probability with which each RM was chosen (for off-policy evaluation), when the strategy has one;
+    `separation[i]`, when a learning router explored, is the chosen RM's lower confidence bound minus the
+    best other RM's upper bound (bounds: the policy's estimate minus / plus what exploration adds to it, a
+    UCB policy's confidence width): > 0 when the router is sure that the chosen RM is the best there.
+    """
+
+    rm_names: tuple[str, ...]
+    mask: np.ndarray
+    arms: np.ndarray
+    probs: np.ndarray | None = None
+    separation: np.ndarray | None = None
+
+    def instances_of(self, rm: str) -> np.ndarray:
+        """Indices of the instances that `rm` must score."""
+        return np.flatnonzero(self.mask[:, self.rm_names.index(rm)])
+
+    def subset(self, keep: np.ndarray) -> Assignment:
+        """The assignment of the instances where the boolean `keep` is True."""
+        return Assignment(self.rm_names, self.mask[keep], self.arms[keep],
+                          None if self.probs is None else self.probs[keep],
+                          None if self.separation is None else self.separation[keep])
+
+    @property
+    def forward_per_instance(self) -> np.ndarray:
+        """How many RMs score each instance (what a candidate costs in RM forward passes)."""
+        return self.mask.sum(axis=1)
+
+
+class RewardStrategy:
+    """Base class: one RM per instance given by `_arms`; `combine` reads that RM's score."""
+
+    name = "strategy"
+
+    def __init__(self, rm_names: Sequence[str]):
+        if not rm_names:
+            raise StrategyError("a strategy needs at least one reward model")
+        if len(set(rm_names)) != len(rm_names):
+            raise StrategyError(f"reward model names must be unique, got {list(rm_names)}")
+        self.rm_names = tuple(rm_names)
+
+    @property
+    def k(self) -> int:
+        return len(self.rm_names)
+
+    @property
+    def learns(self) -> bool:
+        """Whether `observe` changes later choices (then the round measures a reward for it)."""
+        return False
+
+    def _one_per_instance(self, arms: np.ndarray, probs: np.ndarray | None = None) -> Assignment:
+        arms = np.asarray(arms, dtype=np.int64)
+        mask = np.zeros((len(arms), self.k), dtype=bool)
+        mask[np.arange(len(arms)), arms] = True
+        return Assignment(self.rm_names, mask, arms, probs)
+
+    def assign(self, contexts: np.ndarray, batch: Batch) -> Assignment:
+        raise NotImplementedError
+
+    def combine(self, scores: Mapping[str, np.ndarray], assignment: Assignment, instance: np.ndarray) -> np.ndarray:
+        """One score per candidate: the normalized score of the RM assigned to its instance."""
+        instance = np.asarray(instance, dtype=np.int64)
+        table = _score_table(scores, assignment.rm_names, len(instance))
+        arms = assignment.arms[instance]
+        if np.any(arms < 0):
+            raise StrategyError(f"{self.name}: an instance has no single assigned reward model")
+        return table[np.arange(len(instance)), arms]
+
+    def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:
+        """Learn from the reward of each instance's choice (nothing to learn for fixed strategies)."""
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "rm_names": list(self.rm_names)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state.get("rm_names", [])) != list(self.rm_names):
+            raise StrategyError(f"checkpoint is for reward models {state.get('rm_names')}, this run has "
+                                f"{list(self.rm_names)}")
+
+
+def _score_table(scores: Mapping[str, np.ndarray], rm_names: Sequence[str], m: int) -> np.ndarray:
+    """(m, K) table of the scores, NaN for RMs that did not score a candidate."""
+    table = np.full((m, len(rm_names)), np.nan)
+    for k, rm in enumerate(rm_names):
+        if rm in scores:
+            v = np.asarray(scores[rm], dtype=np.float64)
+            if v.shape != (m,):
+                raise StrategyError(f"scores[{rm!r}] has shape {v.shape}, expected ({m},) (one per candidate)")
+            table[:, k] = v
+    unknown = set(scores) - set(rm_names)
+    if unknown:
+        raise StrategyError(f"scores for unknown reward models {sorted(unknown)}; known: {list(rm_names)}")
+    return table

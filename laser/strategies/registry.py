@@ -1,0 +1,50 @@
+"""Strategy strings ('laser:lints', 'single:math', 'ensemble:mean', ...) -> strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .bandit import BanditStrategy
+from .base import RewardStrategy, StrategyError
+from .baselines import EnsembleStrategy, OracleStrategy, RandomStrategy, SequentialStrategy, SingleStrategy
+
+
+@dataclass
+class StrategySpec:
+    """A parsed strategy string: 'laser', 'laser:lints', 'single:math', 'random', 'ensemble:mean', ..."""
+
+    kind: str
+    arg: str | None = None
+    params: dict = field(default_factory=dict)
+
+
+def parse_strategy(spec: str) -> StrategySpec:
+    """Split 'kind[:arg]' and check the kind."""
+    kind, _, arg = str(spec).partition(":")
+    kinds = ("laser", "single", "random", "ensemble", "sequential", "oracle")
+    if kind not in kinds:
+        raise StrategyError(f"unknown strategy {spec!r}; choose one of laser[:<bandit>], single:<rm>, random, "
+                            "ensemble:<aggregator>, sequential, oracle")
+    if kind == "single" and not arg:
+        raise StrategyError("single needs a reward model name: single:<rm>")
+    return StrategySpec(kind, arg or None)
+
+
+def make_strategy(spec: str, rm_names: Sequence[str], dim: int = 0, seed: int = 0,
+                  oracle_table: Mapping[str, Mapping[str, float]] | None = None, **params) -> RewardStrategy:
+    """The strategy named by `spec` over the RMs `rm_names` (`dim`: context width, for the bandit)."""
+    s = parse_strategy(spec)
+    if s.kind == "laser":
+        return BanditStrategy(rm_names, dim, policy=s.arg or "kernel_ucb", seed=seed, **params)
+    if s.kind == "single":
+        return SingleStrategy(rm_names, s.arg)
+    if s.kind == "random":
+        return RandomStrategy(rm_names, seed=seed)
+    if s.kind == "ensemble":
+        return EnsembleStrategy(rm_names, s.arg or "mean", **params)
+    if s.kind == "sequential":
+        return SequentialStrategy(rm_names)
+    if oracle_table is None:
+        raise StrategyError("the oracle needs the held-out accuracy table of the reward models (oracle_table)")
+    return OracleStrategy.from_accuracy(rm_names, oracle_table)
