@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from laser.config import RunConfig
+from laser.console import say
 
 DEFAULT_STRATEGIES = ("laser", "random", "ensemble:mean", "best-single")
 
@@ -73,4 +74,4 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
 
 
 def _say(msg: str, progress: bool) -> None:
-    print(f"[laser demo] {msg}", file=sys.stderr if progress else sys.stdout, flush=True)
+    say("demo", msg, file=sys.stderr if progress else sys.stdout)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from laser.console import say
 from laser.tasks.synthetic import make_suite
 
 from .recipe import AssetRecipe
@@ -158,8 +159,7 @@ def build_assets(recipe: AssetRecipe | None = None, cache_dir: str | os.PathLike
 
 
 def _say(msg: str, progress: bool) -> None:
-    if progress:
-        print(f"[laser build-assets] {msg}", file=sys.stderr, flush=True)
+    say("build-assets", msg, progress, file=sys.stderr)
 
 
 def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:

@@ -9,20 +9,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from laser.console import torch_dtype
+
 from .base import GenerationEngine, Sample, SamplingSettings, cut_at_stop, policy_state_dict
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """'auto' is bfloat16 on a GPU and float32 on CPU; otherwise the named dtype."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
-    return _DTYPES[dtype]
+    return torch_dtype(dtype, device)
 
 
 class HFEngine(GenerationEngine):

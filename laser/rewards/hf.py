@@ -7,16 +7,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .base import RewardError, RewardModel
+from laser.console import torch_dtype
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .base import RewardError, RewardModel
 
 
 def _dtype(name: str) -> torch.dtype:
     try:
-        return _DTYPES[name]
-    except KeyError:
-        raise RewardError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}") from None
+        return torch_dtype(name)
+    except ValueError as e:
+        raise RewardError(str(e)) from None
 
 
 def _load_tokenizer(path: str, trust_remote_code: bool):

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from laser.config import ConfigError, RunConfig
+from laser.console import say
 
 from .distributed import init_distributed, is_main_process, main_first, world
 
@@ -321,8 +322,4 @@ def _summary(ev: dict) -> str:
 
 
 def _say(msg: str, progress: bool) -> None:
-    if progress:
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"[laser train] {msg}")
-    log.info(msg)
+    say("train", msg, progress)
