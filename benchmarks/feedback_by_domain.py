@@ -90,7 +90,8 @@ def ceiling_table(gains: Mapping[tuple[str, str], list[float]], oracle: Mapping[
 def run_oracle(run_dir: Path) -> dict[str, str]:
     """{domain: oracle's RM} of a run: the best RM per domain in its embedded assets' accuracy table."""
     from laser.strategies import OracleStrategy
-    from laser.training.run import load_run_config, resolve_models
+    from laser.training.run import resolve_models
+    from laser.training.rundir import load_run_config
 
     _, rms, table, _ = resolve_models(load_run_config(run_dir))
     if table is None:
@@ -104,7 +105,7 @@ def main() -> None:
     ap.add_argument("--oracle", nargs="*", metavar="DOMAIN=RM",
                     help="the oracle's RM per domain (default: from the first run's embedded assets)")
     args = ap.parse_args()
-    from laser.training.run import load_run_config
+    from laser.training.rundir import load_run_config
 
     rerank = load_run_config(args.runs[0]).round.feedback == "rerank_gain"
     print(summarize(args.runs, scale=1.0 if rerank else 1e3))

@@ -18,7 +18,8 @@ def main() -> None:
 
     from laser.tasks import check
     from laser.tasks.mistakes import typical_mistake
-    from laser.training.run import load_run_config, load_tasks, resolve_models
+    from laser.training.run import load_tasks, resolve_models
+    from laser.training.rundir import load_run_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run directories (their newest checkpoint is read)")

@@ -78,7 +78,8 @@ def _train(args: argparse.Namespace) -> int:
     from laser.config import ConfigError, load_config
     from laser.statefile import StateFileError
     from laser.training.distributed import is_main_process
-    from laser.training.run import RunLockedError, load_run_config, train
+    from laser.training.run import train
+    from laser.training.rundir import RunLockedError, load_run_config
 
     overrides = list(args.set or [])
     if args.strategy:
@@ -120,7 +121,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _resumable(command: str, run) -> int:
     """Run a grid command: a bad config or input exits 2 with the message, Ctrl-C says how to continue."""
     from laser.config import ConfigError
-    from laser.training.run import RunLockedError
+    from laser.training.rundir import RunLockedError
 
     try:
         run()

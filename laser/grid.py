@@ -59,7 +59,7 @@ def run_state(config: RunConfig) -> str:
     """'finished', 'resume' (a checkpoint to continue from), or 'new'. Raises GridError when the directory
     holds a run of another config, or one trained on other embedded assets than this version builds."""
     from laser.report import read_run
-    from laser.training.run import check_assets, load_run_config
+    from laser.training.rundir import check_assets, load_run_config
 
     run_dir = config.run_dir
     if not (run_dir / "config.yaml").exists():
@@ -132,7 +132,8 @@ def run_grid(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], o
              progress: bool = True, say: Callable[[str], None] | None = None) -> GridRuns:
     """Train (or reuse) every (strategy, seed); returns the run directories and how many were reused."""
     from laser.strategies import parse_strategy
-    from laser.training.run import load_run_config, train
+    from laser.training.run import train
+    from laser.training.rundir import load_run_config
 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     for s in strategies:

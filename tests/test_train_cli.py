@@ -14,7 +14,7 @@ import pytest
 from laser.cli import main
 from laser.config import ConfigError, RunConfig, load_config
 from laser.training.loop import RoundSettings
-from laser.training.run import RunLockedError, run_lock
+from laser.training.rundir import RunLockedError, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_bad_configs_name_the_key_and_what_is_allowed(tmp_path):
 def test_a_run_can_name_a_world_recipe(tmp_path):
     from laser.assets import AssetRecipe, quick_recipe
     from laser.assets.recipe import load_recipe
-    from laser.training.run import embedded_recipe
+    from laser.training.rundir import embedded_recipe
 
     alt = ROOT / "configs" / "worlds" / "alt.yaml"
     assert embedded_recipe(load_config(None, [f"models.embedded_recipe={alt}"])) == load_recipe(alt)

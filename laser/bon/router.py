@@ -47,7 +47,7 @@ def load_router(run_dir: str | Path) -> TrainedRouter:
     from laser.config import ConfigError
     from laser.statefile import StateFileError
     from laser.training.loop import read_trainer_state
-    from laser.training.run import load_run_config
+    from laser.training.rundir import load_run_config
 
     run_dir = Path(run_dir)
     try:
