@@ -4,7 +4,7 @@ RNG states) in one `.safetensors` file.
 Tensors and arrays are the file's tensors; everything else is JSON in the file's metadata, with tagged
 objects where JSON has no type (tuples, dicts with non-string keys, numpy arrays and scalars, bytes).
 Loading reads JSON and raw tensor bytes only, so a state file someone else wrote cannot run code, unlike
-`torch.load(weights_only=False)`. One file, written to a temporary sibling and renamed, so a crash
+unpickling a `torch.save` file. One file, written to a temporary sibling and renamed, so a crash
 leaves the previous state whole.
 """
 

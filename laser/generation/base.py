@@ -186,11 +186,15 @@ class GenerationEngine(ABC):
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.renderer = PromptRenderer(tokenizer, chat_template)
-        self.use_chat_template = self.renderer.use_chat_template
         self.batch_size = batch_size
         self.stats = EngineStats()
 
     # --- prompts -------------------------------------------------------------------------------------
+    @property
+    def use_chat_template(self) -> bool:
+        """Whether prompts are wrapped in the tokenizer's chat template (the renderer decides)."""
+        return self.renderer.use_chat_template
+
     def format_prompt(self, prompt: str) -> str:
         """The text the model sees (`PromptRenderer.text`)."""
         return self.renderer.text(prompt)
