@@ -152,20 +152,28 @@ class _CausalLMScorer:
     def logprobs(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
         """Sum of completion-token log-probabilities, number of completion tokens, truncated count."""
         seqs, starts, truncated = self.encode(prompts, completions)
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, :len(s)] = 1
-        device = self.model.device
-        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
-        positions = torch.arange(1, width)[None, :]
-        take = (positions >= torch.tensor(starts)[:, None]) & (mask[:, 1:] == 1)
-        total = (logp * take).sum(1).numpy().astype(np.float64)
-        return total, take.sum(1).numpy(), truncated
+        rows = completion_logprobs(self.model, seqs, starts, self.tokenizer.pad_token_id)
+        total = np.array([float(r.sum()) for r in rows], dtype=np.float64)
+        return total, np.array([len(r) for r in rows]), truncated
+
+
+def completion_logprobs(model, seqs: Sequence[Sequence[int]], starts: Sequence[int],
+                        pad_id: int | None) -> list[torch.Tensor]:
+    """One forward pass over the right-padded token ids `seqs`: per row, the log-probability of each of its
+    tokens from `starts[row]` on, given the tokens before it (the completion after a prompt of that length).
+
+    The one place that turns token ids into completion log-probabilities (RM scores, validation metrics);
+    differentiable unless called under inference mode."""
+    if any(st < 1 or st > len(s) for s, st in zip(seqs, starts, strict=True)):
+        raise ValueError("each completion must start after at least one prompt token and within its sequence")
+    device = next(model.parameters()).device
+    width = max(len(s) for s in seqs)
+    pad = pad_id if pad_id is not None else 0
+    ids = torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+    return [logp[row, st - 1:len(s) - 1].gather(-1, ids[row, st:len(s), None])[:, 0]
+            for row, (s, st) in enumerate(zip(seqs, starts, strict=True))]
 
 
 class LikelihoodRM(RewardModel):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from laser.generation.base import PromptRenderer
+from laser.rewards.hf import completion_logprobs
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
@@ -74,7 +75,6 @@ def answer_token_logprobs(model, tokenizer, prompts: Sequence[str], answers: Seq
                           batch_size: int = 64, renderer: PromptRenderer | None = None) -> list[torch.Tensor]:
     """Per prompt: the log-probabilities of the tokens of " " + answer + EOS after it (differentiable
     outside `answer_logprob`'s inference mode, e.g. for gradients of the validation metric)."""
-    device = next(model.parameters()).device
     eos = tokenizer.eos_token or ""
     renderer = renderer or PromptRenderer(tokenizer, "never")  # the prompt as the engine samples from it
     out = []
@@ -82,15 +82,8 @@ def answer_token_logprobs(model, tokenizer, prompts: Sequence[str], answers: Seq
         prompt_ids = [renderer.ids(p) for p in prompts[i:i + batch_size]]
         answer_ids = [tokenizer(" " + a + eos, add_special_tokens=False)["input_ids"]
                       for a in answers[i:i + batch_size]]
-        seqs = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
-        width = max(len(s) for s in seqs)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
-        logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-        for row, (p, a) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
-            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
-            out.append(logp[row, pos, torch.tensor(a, device=device)])
+        out += completion_logprobs(model, [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)],
+                                   [len(p) for p in prompt_ids], tokenizer.pad_token_id)
     return out
 
 
