@@ -20,7 +20,11 @@ def quick_world(tmp_path_factory):
 
     from laser.assets import build_assets, quick_recipe
 
-    cache = os.environ.get("LASER_TEST_ASSETS_DIR") or tmp_path_factory.mktemp("assets")
+    cache = os.environ.get("LASER_TEST_ASSETS_DIR")
+    if not cache and os.environ.get("PYTEST_XDIST_WORKER"):
+        # Under pytest-xdist the workers share one build: the first builds, the others wait on the build's lock.
+        cache = tmp_path_factory.getbasetemp().parent / "assets"
+    cache = cache or tmp_path_factory.mktemp("assets")
     t0 = time.perf_counter()
     assets = build_assets(quick_recipe(), cache_dir=cache, progress=False)
     return assets, time.perf_counter() - t0

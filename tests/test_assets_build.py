@@ -172,11 +172,34 @@ def test_a_build_that_fails_halfway_leaves_nothing_that_looks_complete(tmp_path,
     monkeypatch.setattr(build_mod, "_build_into", crash)
     with pytest.raises(KeyboardInterrupt):
         build_assets(quick_recipe(), cache_dir=tmp_path, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    digest = quick_recipe().digest()
+    assert [p.name for p in tmp_path.iterdir()] == [f".{digest}.lock"]  # only the (released) build lock
     monkeypatch.setattr(build_mod, "_build_into", _fake_build)
     assets = build_assets(quick_recipe(), cache_dir=tmp_path, progress=False)
     assert assets.report["fake"] and (assets.root / "manifest.json").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == [quick_recipe().digest()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{digest}.lock", digest]
+
+
+def test_builds_of_one_recipe_at_once_build_it_once(tmp_path, monkeypatch):
+    import threading
+
+    built = []
+
+    def slow_build(root, recipe, progress):
+        built.append(threading.get_ident())
+        time.sleep(0.5)  # the other caller arrives while this one builds
+        return _fake_build(root, recipe, progress)
+
+    monkeypatch.setattr(build_mod, "_build_into", slow_build)
+    got = []
+    callers = [threading.Thread(target=lambda: got.append(build_assets(quick_recipe(), cache_dir=tmp_path,
+                                                                       progress=False))) for _ in range(3)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=60)
+    assert len(built) == 1 and len(got) == 3  # one built, the others waited and loaded its build
+    assert {a.root for a in got} == {tmp_path / quick_recipe().digest()} and all(a.report["fake"] for a in got)
 
 
 def test_leftovers_of_a_killed_build_are_not_used_and_are_cleaned(tmp_path, monkeypatch):
@@ -190,7 +213,7 @@ def test_leftovers_of_a_killed_build_are_not_used_and_are_cleaned(tmp_path, monk
     assets = build_assets(recipe, cache_dir=tmp_path, progress=False)
     assert assets.report["fake"]
     assert not dead.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [digest]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{digest}.lock", digest]
 
 
 def test_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):

@@ -3,11 +3,14 @@
 The cache directory is `$LASER_ASSETS_DIR`, else `~/.cache/laser/assets`; each recipe lives in
 `<cache>/<recipe digest>/`. A build writes into a hidden temporary directory and renames it into place
 only once everything, `manifest.json` last, is written: a build killed halfway leaves no directory that
-looks complete, and the next call builds again.
+looks complete, and the next call builds again. Processes building the same recipe at once take turns on
+`<cache>/.<digest>.lock`: one builds, the others load its build.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -122,7 +125,11 @@ def _clean_stale(cache: Path, digest: str) -> None:
 
 def build_assets(recipe: AssetRecipe | None = None, cache_dir: str | os.PathLike | None = None,
                  force: bool = False, progress: bool = True) -> Assets:
-    """The embedded default for `recipe` (default recipe if None), built on the first call and cached."""
+    """The embedded default for `recipe` (default recipe if None), built on the first call and cached.
+
+    Processes that ask for the same recipe at once build it once: the others wait on the cache's lock for
+    that recipe and then load what the first built.
+    """
     recipe = recipe or AssetRecipe()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     digest = recipe.digest()
@@ -134,28 +141,42 @@ def build_assets(recipe: AssetRecipe | None = None, cache_dir: str | os.PathLike
     except OSError as e:
         raise AssetsError(f"cannot create the assets cache {cache}: {e}; "
                           "pass --cache-dir or set LASER_ASSETS_DIR") from e
-    _clean_stale(cache, digest)
-    tmp = cache / f".{digest}.tmp-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
-    try:
-        report = _build_into(tmp, recipe, progress)
-        (tmp / MANIFEST).write_text(json.dumps({"digest": digest, "recipe": recipe.model_dump(mode="json"),
-                                                "report": report}, indent=1))
-        if final.exists():  # a forced rebuild, or an incomplete leftover: replace it
-            old = cache / f".{digest}.old-{os.getpid()}-{time.time_ns()}"
-            final.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
+    with _build_lock(cache / f".{digest}.lock", progress):
+        if not force and (found := _load(final, recipe)) is not None:  # built by the process we waited for
+            return found
+        _clean_stale(cache, digest)
+        tmp = cache / f".{digest}.tmp-{os.getpid()}-{time.time_ns()}"
+        tmp.mkdir()
         try:
+            report = _build_into(tmp, recipe, progress)
+            (tmp / MANIFEST).write_text(json.dumps({"digest": digest, "recipe": recipe.model_dump(mode="json"),
+                                                    "report": report}, indent=1))
+            if final.exists():  # a forced rebuild, or an incomplete leftover: replace it
+                old = cache / f".{digest}.old-{os.getpid()}-{time.time_ns()}"
+                final.rename(old)
+                shutil.rmtree(old, ignore_errors=True)
             tmp.rename(final)
-        except OSError:
-            if _load(final, recipe) is None:  # not another process's finished build: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     found = _load(final, recipe)
     if found is None:
         raise AssetsError(f"the build finished but {final / MANIFEST} is unreadable; run again with --force")
     return found
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path, progress: bool):
+    """An exclusive lock on `path` (released by the OS if this process dies): one build of a recipe at a time."""
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"another process is building this world into {path.parent}; waiting for it", progress)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _say(msg: str, progress: bool) -> None:
