@@ -101,3 +101,35 @@ def test_the_config_layer_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_house_survey_finds_no_import_cycle_and_detects_one(tmp_path):
+    """`tools/house.py --check`: no module-level import cycle in laser/ or bandits/, bandits/ on numpy/scipy only;
+    and the survey does see a cycle and a stray dependency when a tree has them."""
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "house.py"), "--check"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "module-level import cycles: 0" in out.stdout and "README.md: " in out.stdout
+    sys.path.insert(0, str(ROOT / "tools"))
+    import house
+
+    assert house.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert house.cycles({"a": {"b"}, "b": set()}) == []
+    pkg = tmp_path / "laser"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .sub import thing\n")
+    (pkg / "sub" / "__init__.py").write_text("from laser import other\nimport torch\n\ndef f():\n    import json\n")
+    (pkg / "other.py").write_text("from .sub import thing\nfrom typing import TYPE_CHECKING\n"
+                                  "if TYPE_CHECKING:\n    from laser import sub\n")
+    modules = {"laser", "laser.sub", "laser.other"}
+    house.ROOT = tmp_path
+    try:
+        got = {m: house.imports(p, modules) for m, p in [("laser", pkg / "__init__.py"),
+                                                          ("laser.sub", pkg / "sub" / "__init__.py"),
+                                                          ("laser.other", pkg / "other.py")]}
+    finally:
+        house.ROOT = ROOT
+    assert got["laser"][0] == {"laser.sub"} and got["laser.sub"][0] == {"laser.other"}
+    assert got["laser.sub"][1] == 1 and "torch" in got["laser.sub"][2]  # one local import; torch seen
+    assert got["laser.other"][0] == {"laser.sub"}  # the TYPE_CHECKING import is not a run-time edge
+    assert house.cycles({m: g[0] for m, g in got.items()}) == [["laser.other", "laser.sub"]]  # not laser
