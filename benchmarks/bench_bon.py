@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     from laser.bon.setup import load_embedder, load_reward_models, make_bon_strategy, resolve_setup
     from laser.config import RunConfig
     from laser.generation import Candidates, make_engine
+    from laser.parts import resolve_models
     from laser.report import describe_machine
     from laser.rewards import ScoreNormalizer
-    from laser.training.run import resolve_models, train
+    from laser.training.run import train
 
     router = Path(args.router)
     if not (router / "checkpoints" / "latest").exists():

@@ -89,8 +89,8 @@ def ceiling_table(gains: Mapping[tuple[str, str], list[float]], oracle: Mapping[
 
 def run_oracle(run_dir: Path) -> dict[str, str]:
     """{domain: oracle's RM} of a run: the best RM per domain in its embedded assets' accuracy table."""
+    from laser.parts import resolve_models
     from laser.strategies import OracleStrategy
-    from laser.training.run import resolve_models
     from laser.training.rundir import load_run_config
 
     _, rms, table, _ = resolve_models(load_run_config(run_dir))

@@ -16,9 +16,9 @@ from pathlib import Path
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from laser.parts import load_tasks, resolve_models
     from laser.tasks import check
     from laser.tasks.mistakes import typical_mistake
-    from laser.training.run import load_tasks, resolve_models
     from laser.training.rundir import load_run_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -27,8 +27,8 @@ def main() -> None:
     from laser.assets.judges import on_policy_pairs, sample_policy
     from laser.config import RunConfig
     from laser.generation.contexts import ContextEmbedder
+    from laser.parts import load_tasks, resolve_models
     from laser.training.feedback import answer_token_logprobs
-    from laser.training.run import load_tasks, resolve_models
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=400, help="training prompts to sample pairs from")

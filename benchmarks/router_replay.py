@@ -39,10 +39,10 @@ POLICIES = [  # (label, policy, params)
 
 def collect(config: RunConfig, train_draw: int = 800) -> dict:
     """Contexts and every RM's rerank gain per informative validation prompt (two sampling seeds)."""
+    from laser.parts import build_trainer
     from laser.strategies.scoring import route_and_score
     from laser.tasks.checkers import check
     from laser.training.feedback import rerank_gain
-    from laser.training.run import build_trainer
 
     tr = build_trainer(config)
     s, val, k = tr.settings, tr.validation, tr.strategy.k

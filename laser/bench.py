@@ -39,6 +39,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
               results_dir: str | Path, jobs: int = 1, command: str = "laser bench", progress: bool = True) -> Path:
     """Train the grid, then write the comparison (see the module docstring); returns the report's path."""
     from laser.grid import run_grid
+    from laser.parts import resolve_models
     from laser.report import (
         StrategyResult,
         describe_machine,
@@ -51,7 +52,6 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
     )
     from laser.report.router import router_checks
     from laser.report.world import format_checks, world_checks
-    from laser.training.run import resolve_models
 
     t0 = time.perf_counter()
     _, rm_configs, table, assets = resolve_models(base)

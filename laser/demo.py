@@ -30,9 +30,9 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
              out: str | Path = "runs/demo", progress: bool = True, jobs: int = 1) -> Path:
     """Train every strategy for every seed (reusing finished runs), then write and print the comparison."""
     from laser.grid import run_grid
+    from laser.parts import resolve_models
     from laser.report import StrategyResult, format_comparison, grid_title, plot_accuracy, plot_picks, read_run
     from laser.report.router import router_checks
-    from laser.training.run import resolve_models
 
     out = Path(out)
     t0 = time.perf_counter()

@@ -223,7 +223,7 @@ def test_lora_training_checkpoints_and_resumes_the_adapters(quick_world, tmp_pat
     import torch
     from transformers import AutoModelForCausalLM
 
-    from laser.training.run import build_trainer
+    from laser.parts import build_trainer
 
     assets, _ = quick_world
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))

@@ -33,10 +33,10 @@ class BonSetup:
 
 def _embedded(kind: str = "judges"):
     from laser.assets import AssetRecipe, build_assets
+    from laser.parts import embedded_lineup
 
     assets = build_assets(AssetRecipe())
-    lineup, table = assets.lineup(kind)
-    return assets, {n: RewardModelConfig(kind=k, path=str(p)) for n, (k, p) in lineup.items()}, table
+    return (assets, *embedded_lineup(assets, kind))
 
 
 def parse_rms(spec: str) -> tuple[dict[str, RewardModelConfig], dict | None]:
@@ -88,7 +88,7 @@ def resolve_setup(policy: str | None = None, rms: str | None = None, router: str
     if rms:
         rm_configs, table = parse_rms(rms)
     elif trained:
-        from laser.training.run import resolve_models
+        from laser.parts import resolve_models
 
         try:
             initial, rm_configs, table, _ = resolve_models(config)
@@ -106,23 +106,16 @@ def resolve_setup(policy: str | None = None, rms: str | None = None, router: str
 
 
 def load_reward_models(setup: BonSetup) -> dict:
-    from laser.rewards import load_reward_model
+    from laser.parts import load_reward_models
 
-    return {name: load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
-                                    **({"ref_path": c.ref_path} if c.ref_path else {}))
-            for name, c in setup.reward_models.items()}
+    return load_reward_models(setup.reward_models)
 
 
 def load_embedder(setup: BonSetup, engine=None):
     """The context embedder the router was trained with (the run's pooling, layer and projection)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from laser.parts import load_embedder
 
-    from laser.generation import make_embedder
-
-    path = setup.embed_policy or setup.policy
-    model = AutoModelForCausalLM.from_pretrained(path)
-    return make_embedder(model, AutoTokenizer.from_pretrained(path), setup.config.context, seed=setup.config.seed,
-                         engine=engine)
+    return load_embedder(setup.embed_policy or setup.policy, setup.config.context, setup.config.seed, engine=engine)
 
 
 def strategy_spec(setup: BonSetup, spec: str | None) -> str:
@@ -133,8 +126,8 @@ def strategy_spec(setup: BonSetup, spec: str | None) -> str:
 def make_bon_strategy(setup: BonSetup, spec: str | None, embedder=None, normalizer=None) -> RewardStrategy:
     """The strategy `spec` (default: the router's, else laser) over the setup's RMs. When it is the router
     run's own strategy, the learned state (and the score normalizer's statistics) are loaded into it."""
+    from laser.parts import make_run_strategy
     from laser.strategies import parse_strategy
-    from laser.training.run import make_run_strategy
 
     trained = setup.router
     spec = strategy_spec(setup, spec)

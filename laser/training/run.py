@@ -1,6 +1,7 @@
 """`laser train`: a run config -> the parts of a Trainer -> rounds, evaluations and a metrics file in runs/<name>/.
 
-The run directory itself (its lock, its config and assets records) is `laser.training.rundir`.
+The parts are built by `laser.parts`; the run directory itself (its lock, its config and assets records) is
+`laser.training.rundir`.
 """
 
 from __future__ import annotations
@@ -20,119 +21,6 @@ from .distributed import init_distributed, is_main_process, main_first, world
 from .rundir import ASSETS_RECORD, check_assets, embedded_recipe, run_lock
 
 log = logging.getLogger(__name__)
-
-
-def resolve_models(config: RunConfig):
-    """(policy path, {rm name: RewardModelConfig}, accuracy table or None, suite or None) for the config."""
-    from laser.config import RewardModelConfig
-
-    assets = None
-    recipe = embedded_recipe(config)
-    if recipe is not None:
-        from laser.assets import build_assets
-
-        assets = build_assets(recipe)
-    if config.models.policy is None and assets is None:
-        raise ConfigError("models.policy: set a policy path, or models.embedded: default|quick")
-    policy = config.models.policy or str(assets.policy)
-    if config.models.reward_models is not None:
-        rms = dict(config.models.reward_models)
-        table = None
-    else:
-        if assets is None:
-            raise ConfigError("models.reward_models: list your reward models, or use models.embedded")
-        lineup, table = assets.lineup(config.models.embedded_rms)
-        rms = {name: RewardModelConfig(kind=kind, path=str(p)) for name, (kind, p) in lineup.items()}
-    return policy, rms, table, assets
-
-
-def load_tasks(config: RunConfig, assets):
-    """(train, validation, test) examples of the run."""
-    t = config.tasks
-    if t.source == "embedded":
-        if assets is None:
-            raise ConfigError("tasks.source: embedded needs models.embedded: default|quick")
-        suite = assets.suite()
-        train, validation, test = list(suite.train), list(suite.validation), list(suite.test)
-    else:
-        from laser.tasks import load_jsonl
-
-        missing = [k for k in ("train", "validation", "test") if getattr(t, k) is None]
-        if missing:
-            raise ConfigError(f"tasks.source: jsonl needs tasks.{', tasks.'.join(missing)} (paths to JSONL files)")
-        train, validation, test = (load_jsonl(getattr(t, k), answer_format=t.answer_format,
-                                              skip_bad_rows=t.skip_bad_rows)[0]
-                                   for k in ("train", "validation", "test"))
-    if t.test_per_domain:
-        per_domain: dict[str, list] = {}
-        for ex in test:
-            per_domain.setdefault(ex.domain, [])
-            if len(per_domain[ex.domain]) < t.test_per_domain:
-                per_domain[ex.domain].append(ex)
-        test = [ex for exs in per_domain.values() for ex in exs]
-    return train, validation, test
-
-
-def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=None, strategy: str | None = None,
-                      normalize_feedback: bool | None = None):
-    """The reward strategy of a run config (or `strategy`, with the config's bandit and ensemble settings).
-    `normalize_feedback`: whether a bandit quantile-normalizes its rewards (default: as the run's reward needs)."""
-    from laser.strategies import make_strategy
-
-    spec = strategy or config.strategy
-    if spec == "laser":
-        spec = f"laser:{config.bandit.policy}"
-    params = {}
-    if spec.startswith("laser"):
-        # bandit.params belong to bandit.policy; another bandit named in the strategy keeps its own defaults
-        params = dict(config.bandit.params if spec == f"laser:{config.bandit.policy}" else {},
-                      selection=config.bandit.selection, center=config.bandit.center,
-                      # rerank gains are on a fixed scale whose 0 means "no better than a tie" (what an
-                      # untried RM is assumed to be); the update-based gains need the quantile scheme, and
-                      # Exp3 rewards in [0, 1].
-                      normalize_feedback=(config.round.feedback != "rerank_gain" or spec == "laser:exp3")
-                      if normalize_feedback is None else normalize_feedback)
-    elif spec.startswith("ensemble"):
-        params = dict(config.ensemble_params)
-    return make_strategy(spec, rm_names, dim=dim, seed=config.seed, oracle_table=table, **params)
-
-
-def build_trainer(config: RunConfig):
-    """Every part of the run, built from the config (models loaded, engine started)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from laser.generation import make_embedder, make_engine
-    from laser.rewards import load_reward_model
-    from laser.strategies import OracleStrategy
-
-    from .dpo import DPOStep
-    from .loop import Trainer
-
-    policy_path, rm_configs, table, assets = resolve_models(config)
-    train, validation, test = load_tasks(config, assets)
-    tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    policy = AutoModelForCausalLM.from_pretrained(policy_path)
-    if config.dpo.lora is not None:
-        from .dpo import apply_lora
-
-        policy = apply_lora(policy, config.dpo.lora)
-    engine = make_engine(policy_path, config.engine)
-    rms = {name: load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
-                                   **({"ref_path": c.ref_path} if c.ref_path else {}))
-           for name, c in rm_configs.items()}
-    embedder = make_embedder(policy, tokenizer, config.context, seed=config.seed, engine=engine)
-    strategy = make_run_strategy(config, list(rms), embedder.dim, table)
-    tracker = None
-    if config.report_to and is_main_process():  # one set of logs per run
-        from .tracking import Tracker
-
-        tracker = Tracker(config.run_dir, config.report_to, name=config.name, config=config.model_dump(mode="json"))
-    dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed,
-                  report_to=config.report_to, renderer=engine.renderer)
-    oracle = OracleStrategy.from_accuracy(list(rms), table).best_by_domain if table else None
-    return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, config.round,
-                   config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker,
-                   evaluation=config.eval)
 
 
 def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
@@ -155,6 +43,8 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
             from laser.assets import build_assets
 
             main_first(lambda: build_assets(recipe) and None)
+        from laser.parts import build_trainer
+
         trainer = build_trainer(config)
         # accelerate runs a full gc.collect() at the start of every TRL train() call, i.e. of every RM group's
         # DPO update. With the engine, the reward models and the policy loaded the process tracks some 560k

@@ -1,0 +1,147 @@
+"""The parts of a run, built from its config: models, tasks, reward models, the strategy, the embedder, the Trainer.
+
+Every command builds its parts here (`laser train`, `laser bon`, `laser bench`, `laser demo` and the
+benchmarks), so that one config means the same policy, reward models, data and router everywhere.
+Heavy libraries are imported by the functions that need them: resolving a config loads no model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from laser.config import ConfigError, ContextConfig, RewardModelConfig, RunConfig
+from laser.training.rundir import embedded_recipe
+
+
+def embedded_lineup(assets, kind: str = "judges") -> tuple[dict[str, RewardModelConfig], dict]:
+    """The reward models of a built world as run configs ({name: RewardModelConfig}) and their per-domain
+    accuracy table (the oracle's): `judges` (the judge LMs and the length-hacked RM) or `classifiers`."""
+    lineup, table = assets.lineup(kind)
+    return {name: RewardModelConfig(kind=backend, path=str(p)) for name, (backend, p) in lineup.items()}, table
+
+
+def resolve_models(config: RunConfig):
+    """(policy path, {rm name: RewardModelConfig}, accuracy table or None, assets or None) for the config;
+    builds the embedded world on first use."""
+    assets = None
+    recipe = embedded_recipe(config)
+    if recipe is not None:
+        from laser.assets import build_assets
+
+        assets = build_assets(recipe)
+    if config.models.policy is None and assets is None:
+        raise ConfigError("models.policy: set a policy path, or models.embedded: default|quick")
+    policy = config.models.policy or str(assets.policy)
+    if config.models.reward_models is not None:
+        return policy, dict(config.models.reward_models), None, assets
+    if assets is None:
+        raise ConfigError("models.reward_models: list your reward models, or use models.embedded")
+    rms, table = embedded_lineup(assets, config.models.embedded_rms)
+    return policy, rms, table, assets
+
+
+def load_tasks(config: RunConfig, assets):
+    """(train, validation, test) examples of the run."""
+    t = config.tasks
+    if t.source == "embedded":
+        if assets is None:
+            raise ConfigError("tasks.source: embedded needs models.embedded: default|quick")
+        suite = assets.suite()
+        train, validation, test = list(suite.train), list(suite.validation), list(suite.test)
+    else:
+        from laser.tasks import load_jsonl
+
+        missing = [k for k in ("train", "validation", "test") if getattr(t, k) is None]
+        if missing:
+            raise ConfigError(f"tasks.source: jsonl needs tasks.{', tasks.'.join(missing)} (paths to JSONL files)")
+        train, validation, test = (load_jsonl(getattr(t, k), answer_format=t.answer_format,
+                                              skip_bad_rows=t.skip_bad_rows)[0]
+                                   for k in ("train", "validation", "test"))
+    if t.test_per_domain:
+        per_domain: dict[str, list] = {}
+        for ex in test:
+            per_domain.setdefault(ex.domain, [])
+            if len(per_domain[ex.domain]) < t.test_per_domain:
+                per_domain[ex.domain].append(ex)
+        test = [ex for exs in per_domain.values() for ex in exs]
+    return train, validation, test
+
+
+def load_reward_models(configs: Mapping[str, RewardModelConfig]) -> dict:
+    """{name: RewardModel}, loaded."""
+    from laser.rewards import load_reward_model
+
+    return {name: load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
+                                    **({"ref_path": c.ref_path} if c.ref_path else {}))
+            for name, c in configs.items()}
+
+
+def load_embedder(path: str, context: ContextConfig, seed: int, engine=None, model=None, tokenizer=None):
+    """The context embedder over the policy at `path` (or the `model` and `tokenizer` already loaded)."""
+    from laser.generation import make_embedder
+
+    if model is None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    return make_embedder(model, tokenizer, context, seed=seed, engine=engine)
+
+
+def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=None, strategy: str | None = None,
+                      normalize_feedback: bool | None = None):
+    """The reward strategy of a run config (or `strategy`, with the config's bandit and ensemble settings).
+    `normalize_feedback`: whether a bandit quantile-normalizes its rewards (default: as the run's reward needs)."""
+    from laser.strategies import make_strategy
+
+    spec = strategy or config.strategy
+    if spec == "laser":
+        spec = f"laser:{config.bandit.policy}"
+    params = {}
+    if spec.startswith("laser"):
+        # bandit.params belong to bandit.policy; another bandit named in the strategy keeps its own defaults
+        params = dict(config.bandit.params if spec == f"laser:{config.bandit.policy}" else {},
+                      selection=config.bandit.selection, center=config.bandit.center,
+                      # rerank gains are on a fixed scale whose 0 means "no better than a tie" (what an
+                      # untried RM is assumed to be); the update-based gains need the quantile scheme, and
+                      # Exp3 rewards in [0, 1].
+                      normalize_feedback=(config.round.feedback != "rerank_gain" or spec == "laser:exp3")
+                      if normalize_feedback is None else normalize_feedback)
+    elif spec.startswith("ensemble"):
+        params = dict(config.ensemble_params)
+    return make_strategy(spec, rm_names, dim=dim, seed=config.seed, oracle_table=table, **params)
+
+
+def build_trainer(config: RunConfig):
+    """Every part of a training run, built from the config (models loaded, engine started)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from laser.generation import make_engine
+    from laser.strategies import OracleStrategy
+    from laser.training.distributed import is_main_process
+    from laser.training.dpo import DPOStep
+    from laser.training.loop import Trainer
+
+    policy_path, rm_configs, table, assets = resolve_models(config)
+    train, validation, test = load_tasks(config, assets)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    policy = AutoModelForCausalLM.from_pretrained(policy_path)
+    if config.dpo.lora is not None:
+        from laser.training.dpo import apply_lora
+
+        policy = apply_lora(policy, config.dpo.lora)
+    engine = make_engine(policy_path, config.engine)
+    rms = load_reward_models(rm_configs)
+    embedder = load_embedder(policy_path, config.context, config.seed, engine=engine, model=policy,
+                             tokenizer=tokenizer)
+    strategy = make_run_strategy(config, list(rms), embedder.dim, table)
+    tracker = None
+    if config.report_to and is_main_process():  # one set of logs per run
+        from laser.training.tracking import Tracker
+
+        tracker = Tracker(config.run_dir, config.report_to, name=config.name, config=config.model_dump(mode="json"))
+    dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed,
+                  report_to=config.report_to, renderer=engine.renderer)
+    oracle = OracleStrategy.from_accuracy(list(rms), table).best_by_domain if table else None
+    return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, config.round,
+                   config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker,
+                   evaluation=config.eval)
