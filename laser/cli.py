@@ -176,9 +176,8 @@ def _bon(args: argparse.Namespace) -> int:
     feedback = args.feedback or ("none" if args.router or (args.strategy or "laser").split(":")[0] != "laser"
                                  else "nll")
     try:
-        settings = BonSettings(n=args.n, temperature=args.temperature, top_p=args.top_p,
-                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                               feedback=feedback, keep_candidates=args.keep_candidates)
+        settings = BonSettings(**{k: getattr(args, k) for k in BonSettings.model_fields if k != "feedback"},
+                               feedback=feedback)
     except ValidationError as e:
         err = e.errors()[0]
         return fail(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']} (got {err.get('input')!r})")
@@ -315,25 +314,38 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "sequential, oracle (default: the router run's, else laser)")
     p.add_argument("--router", default=None, metavar="RUN_DIR", help="reuse the router trained by laser train in "
                                                                      "RUN_DIR (its newest checkpoint)")
-    p.add_argument("--feedback", choices=["nll", "gold", "none"], default=None,
+    from laser.config import BON_FEEDBACK, BonSettings
+
+    p.add_argument("--feedback", choices=BON_FEEDBACK, default=None,
                    help="online learning of a laser router: nll (chosen response's mean token log-prob), gold "
                         "(its correctness; rows need 'answer') or none (frozen). Default: none with --router, nll "
                         "for a fresh laser router")
-    p.add_argument("--n", type=int, default=16, help="responses sampled per prompt (default 16)")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per routing step (default 32)")
-    p.add_argument("--seed", type=int, default=0)
+    _settings_flags(p, BonSettings, {"n": "responses sampled per prompt", "temperature": "sampling temperature",
+                                     "top_p": "nucleus sampling", "max_new_tokens": "longest response, in tokens",
+                                     "batch_size": "prompts per routing step (an online router learns after each)",
+                                     "seed": "sampling seed",
+                                     "keep_candidates": "write every candidate with its score"})
     p.add_argument("--engine", choices=["auto", "vllm", "hf"], default=None, help="generation engine (default auto)")
     p.add_argument("--answer-format", default="exact", help="checker for rows without answer_format (default exact)")
-    p.add_argument("--keep-candidates", action="store_true", help="write every candidate with its score")
     p.add_argument("--resume", action="store_true", help="continue --out: skip the rows already in it")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="skip unusable input rows (listed in <out>.skipped.jsonl) instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_bon)
     return ap
+
+
+def _settings_flags(p: argparse.ArgumentParser, model, helps: dict[str, str]) -> None:
+    """A `--flag` for each field of a settings model named in `helps`, its type and default taken from the model
+    (the default lives in one place; the model validates the values)."""
+    for name, text in helps.items():
+        field = model.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(field.default, bool):
+            p.add_argument(flag, action="store_true", default=field.default, help=text)
+        else:
+            p.add_argument(flag, type=type(field.default), default=field.default,
+                           help=f"{text} (default {field.default})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,6 +199,22 @@ class BanditConfig(_Section):
     center: bool = True
 
 
+BON_FEEDBACK = ("nll", "gold", "none")
+
+
+class BonSettings(_Section):
+    """How `laser bon` samples and routes (its flags are these fields)."""
+
+    n: int = Field(16, ge=1)  # responses sampled per prompt
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0)  # prompts per routing step; an online router learns after each
+    seed: int = 0
+    feedback: Literal["nll", "gold", "none"] = "none"
+    keep_candidates: bool = False  # write every candidate with its score, not only the chosen one
+
+
 class RunConfig(_Section):
     """A training run: `laser train --config this.yaml`."""
 

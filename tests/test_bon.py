@@ -310,3 +310,17 @@ def test_laser_bon_online_learns_and_rejects_bad_input(trained, tmp_path, capsys
 def _rms_spec(assets):
     lineup, _ = assets.lineup()
     return ",".join(f"{n}={kind}:{path}" for n, (kind, path) in lineup.items())
+
+
+def test_bon_flags_take_their_defaults_from_the_settings_model():
+    from laser.cli import build_parser
+    from laser.config import BonSettings
+
+    args = build_parser().parse_args(["bon", "--input", "p.jsonl", "--out", "o.jsonl"])
+    defaults = BonSettings()
+    for name in BonSettings.model_fields:
+        if name != "feedback":  # its default follows --router / --strategy (none when frozen, else nll)
+            assert getattr(args, name) == getattr(defaults, name), name
+    args = build_parser().parse_args(["bon", "--input", "p", "--out", "o", "--n", "4", "--top-p", "0.5",
+                                      "--keep-candidates"])
+    assert (args.n, args.top_p, args.keep_candidates) == (4, 0.5, True)

@@ -18,11 +18,10 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from laser.config import BonSettings
 from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Sample
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import StateFileError, load_state, save_state
@@ -31,23 +30,6 @@ from laser.tasks.checkers import check
 
 from .inputs import PromptRow
 from .rerank import BonError, rerank
-
-FEEDBACK = ("nll", "gold", "none")
-
-
-class BonSettings(BaseModel):
-    """How `laser bon` samples and routes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    n: int = Field(16, ge=1)
-    temperature: float = Field(0.8, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(64, gt=0)
-    batch_size: int = Field(32, gt=0)  # prompts per routing step; an online router learns after each
-    seed: int = 0
-    feedback: Literal["nll", "gold", "none"] = "none"
-    keep_candidates: bool = False  # write every candidate with its score, not only the chosen one
 
 
 def choice_feedback(kind: str, chosen: Sequence[Sample], rows: Sequence[PromptRow]) -> tuple[np.ndarray, np.ndarray]:
