@@ -55,6 +55,20 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _unrecorded(recorded: dict, asked: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of `asked` that the recorded config does not hold at all."""
+    out = []
+    for k, v in asked.items():
+        if k not in recorded:
+            out.append(f"{prefix}{k}")
+        elif isinstance(v, dict) and isinstance(recorded[k], dict) and k not in _FREE_FORM:
+            out += _unrecorded(recorded[k], v, f"{prefix}{k}.")
+    return out
+
+
+_FREE_FORM = {"params", "ensemble_params", "reward_models", "max_new_tokens_by_domain"}  # user-keyed mappings
+
+
 def run_state(config: RunConfig) -> str:
     """'finished', 'resume' (a checkpoint to continue from), or 'new'. Raises GridError when the directory
     holds a run of another config, or one trained on other embedded assets than this version builds."""
@@ -68,6 +82,10 @@ def run_state(config: RunConfig) -> str:
         saved = load_run_config(run_dir)
     except ConfigError as e:
         raise GridError(f"{run_dir}: {e}") from None
+    unrecorded = _unrecorded(yaml.safe_load((run_dir / "config.yaml").read_text()) or {}, _comparable(config))
+    if unrecorded:  # written by a version without these settings: what it ran with is unknown, not the default
+        raise GridError(f"{run_dir} holds a run whose config does not record {', '.join(unrecorded[:4])} (written "
+                        "by an older version); move it away or choose another output directory")
     diff = _diff(_comparable(saved), _comparable(config))
     if diff:
         raise GridError(f"{run_dir} holds a run with another config ({'; '.join(diff[:4])}); move it away or "

@@ -44,6 +44,12 @@ def test_a_run_directory_with_another_config_is_not_reused(tmp_path):
     (c.run_dir / "config.yaml").write_text(yaml.safe_dump(other.model_dump(mode="json")))
     with pytest.raises(GridError, match="rounds: 7 there, 40 asked"):
         run_state(c)
+    # Written by a version without a setting: the run is not taken for one of today's default.
+    older = c.model_dump(mode="json")
+    del older["round"]["rerank_n"]
+    (c.run_dir / "config.yaml").write_text(yaml.safe_dump(older))
+    with pytest.raises(GridError, match=r"does not record round\.rerank_n \(written by an older version\)"):
+        run_state(c)
     (c.run_dir / "config.yaml").write_text(yaml.safe_dump(c.model_dump(mode="json")))
     (c.run_dir / "metrics.jsonl").write_text("")
     assert run_state(c) == "new" and not (c.run_dir / "metrics.jsonl").exists()  # never checkpointed: redo
