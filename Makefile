@@ -27,11 +27,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/laser demo
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures built once): the heavy tests spend
+# much of their time starting processes and loading models, so two cores run two files side by side.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q --durations=10  # the ten slowest tests, to keep the suite fast
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10  # the ten slowest tests
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m ""
 
 bench: setup
 	$(BIN)/python benchmarks/bench_bandits.py --json benchmarks/results/bandits.json

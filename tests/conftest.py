@@ -1,11 +1,21 @@
 """Shared test helpers (importable as plain modules) and fixtures."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Under pytest-xdist (`make test`: two workers on two cores) each worker computes on one thread, and its vLLM
+# engines bind to a core of their own: two workers of two threads each would oversubscribe the cores, and
+# OpenMP threads spinning on a busy core cost more than they compute. Processes a test starts inherit this.
+if (_worker := os.environ.get("PYTEST_XDIST_WORKER", "")).startswith("gw"):
+    _cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(_cores[int(_worker[2:]) % len(_cores)]))
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +25,6 @@ def quick_world(tmp_path_factory):
     Returns (assets, seconds it took to build). `LASER_TEST_ASSETS_DIR` names a cache kept across sessions
     (the build is keyed by the recipe's digest, so a changed recipe is rebuilt there).
     """
-    import os
     import time
 
     from laser.assets import build_assets, quick_recipe
@@ -47,3 +56,30 @@ def hf_greedy_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) -
     finally:
         tokenizer.padding_side = side
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# The order of the test files, for `make test`'s two pytest-xdist workers (`--dist loadfile
+# --no-loadscope-reorder` keeps it): the file that builds the session's world first; the files that need no
+# world next (the other worker runs them while the world builds, instead of waiting on its lock); then the
+# longest files first, so that no long file starts last. A plain `pytest` runs in the same order.
+_BUILDS_THE_WORLD = "test_assets_build.py"
+_LONGEST_FIRST = ["test_demo.py", "test_train_resume.py", "test_distributed.py", "test_bench.py",
+                  "test_generation.py", "test_bon.py", "test_train_cli.py", "test_training_loop.py", "test_rewards.py"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    needs_world: dict[str, bool] = {}
+    for item in items:
+        needs_world[item.path.name] = needs_world.get(item.path.name, False) or \
+            "quick_world" in getattr(item, "fixturenames", ())
+
+    def rank(name: str) -> tuple[int, int]:
+        if name == _BUILDS_THE_WORLD:
+            return 0, 0
+        if not needs_world[name]:
+            return 1, 0
+        if name in _LONGEST_FIRST:
+            return 2, _LONGEST_FIRST.index(name)
+        return 3, 0
+
+    items.sort(key=lambda item: rank(item.path.name))  # stable: each file's own order is kept
