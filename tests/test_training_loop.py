@@ -268,6 +268,23 @@ def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
             assert probes["informative"] > 0 and probes["rm_forward"] > 0
 
 
+def test_probes_take_rerank_n_samples_each(world, tmp_path):
+    """`rerank_n` samples per probe, in a generation call of their own; with `rerank_n` equal to `n` (or None)
+    the probes share the training prompts' call and their `n`."""
+    for rerank_n in (3, 6, None):
+        trainer = make_trainer(world, "laser", tmp_path / str(rerank_n), feedback="rerank_gain")
+        trainer.settings = trainer.settings.model_copy(update={"rerank_n": rerank_n})
+        n = trainer.settings.n
+        assert n == 6
+        calls, drawn = trainer.engine.stats.calls, trainer.engine.stats.drawn
+        line = trainer.run_round()
+        sampled = line["probes"]["sampled"]
+        assert sampled == 10  # the warm-up round samples every probe
+        assert trainer.engine.stats.drawn - drawn == line["prompts"] * n + sampled * (rerank_n or n)
+        assert trainer.engine.stats.calls - calls == (2 if rerank_n == 3 else 1)
+        assert line["probes"]["informative"] > 0 and line["probes"]["rm_forward"] > 0
+
+
 def test_evaluation_follows_the_eval_settings_and_counts_cut_off_answers(world, tmp_path):
     """`eval:` sets the answer length (the round's by default, per domain if asked), greedy or seeded sampling,
     and the checker; answers stopped by the length limit are counted per domain, never silently judged."""

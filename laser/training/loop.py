@@ -139,18 +139,29 @@ class Trainer:
         lap("embed")
         routed_probes = self._route_probes(probes, all_contexts[n_train:]) if probes else None
         probes = routed_probes.probes if probes else []
-        # One generation call for the training prompts and the probes still to be scored (one engine batch;
-        # each prompt's samples depend on the seed and the prompt only, not on what else is in the batch).
-        sampled = self.engine.sample(prompts + [ex.prompt for ex in probes], n=s.n, temperature=s.temperature,
-                                     top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                     seed=self.seed * 100_003 + self.round)
+        # The training prompts and the probes still to be scored in one generation call when they take as many
+        # samples (each prompt's samples depend on the seed and the prompt only, not on what else is in the
+        # batch); probes with fewer samples (`rerank_n`) in a second call, of their own seed.
+        probe_n = s.rerank_n or s.n
+        together = [ex.prompt for ex in probes] if probe_n == s.n else []
+        sampled = self.engine.sample(prompts + together, n=s.n, temperature=s.temperature, top_p=s.top_p,
+                                     max_new_tokens=s.max_new_tokens, seed=self.seed * 100_003 + self.round)
         cands = Candidates(prompts, sampled.samples[:n_train], sampled.prompts_truncated)
+        if together:
+            probe_texts = [sampled.texts(n_train + j) for j in range(len(probes))]
+        elif probes:
+            alone = self.engine.sample([ex.prompt for ex in probes], n=probe_n, temperature=s.temperature,
+                                       top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                       seed=self.seed * 100_003 + self.round + 50_021)
+            probe_texts = [alone.texts(j) for j in range(len(probes))]
+        else:
+            probe_texts = []
         lap("generate")
         forward = 0
         normalize = self._normalizer()
         if routed_probes is not None:  # the router learns first: this round's training instances use it
             feedback, observed, probe_assignment, probe_stats, forward, fb_domains = self._probe_feedback(
-                routed_probes, [sampled.texts(n_train + j) for j in range(len(probes))], normalize)
+                routed_probes, probe_texts, normalize)
             lap("feedback")
         domains = [ex.domain for ex in examples]
         batch = Batch(round=self.round, domains=domains, explore=not self.probing)
