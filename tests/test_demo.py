@@ -67,7 +67,10 @@ def test_laser_demo_on_the_quick_world_and_reuse(quick_world, tmp_path, monkeypa
     assets, _ = quick_world
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
     out = tmp_path / "demo"
-    args = ["demo", "--set", "models.embedded=quick", "--set", "rounds=2", "--set", "eval_every=2",
+    # The HF engine: this test is about the demo's runs, table and reuse; the runs' vLLM engine (and its start-up,
+    # some seconds per run, six runs here) is covered by the bench test's runs and the train tests.
+    args = ["demo", "--set", "models.embedded=quick", "--set", "engine.engine=hf", "--set", "rounds=2",
+            "--set", "eval_every=2",
             "--set", "round.prompts_per_round=8", "--set", "round.n=4", "--set", "tasks.test_per_domain=16",
             "--set", "round.rerank_prompts=4", "--set", "round.rerank_warmup=0", "--seeds", "0", "1",
             "--strategies", "laser", "ensemble:mean",
