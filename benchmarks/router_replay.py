@@ -40,7 +40,7 @@ POLICIES = [  # (label, policy, params)
 def collect(config: RunConfig, train_draw: int = 800) -> dict:
     """Contexts and every RM's rerank gain per informative validation prompt (two sampling seeds)."""
     from laser.parts import build_trainer
-    from laser.strategies.scoring import route_and_score
+    from laser.strategies.scoring import CandidateTable, route_and_score
     from laser.tasks.checkers import check
     from laser.training.feedback import rerank_gain
 
@@ -58,9 +58,9 @@ def collect(config: RunConfig, train_draw: int = 800) -> dict:
         batch = Batch(round=0, domains=[ex.domain for ex in probes])
         for arm in range(k):
             one = tr.strategy._one_per_instance(np.full(len(mixed), arm))
-            routed = route_and_score(tr.strategy, tr.rms, tr.normalizer, [ex.prompt for ex in probes], cands,
-                                     ctx[mixed], batch, assignment=one)
-            gains[mixed, arm] = rerank_gain(probes, cands, routed.per_instance(len(mixed)))[0]
+            table = CandidateTable.of([ex.prompt for ex in probes], cands)
+            routed = route_and_score(tr.strategy, tr.rms, tr.normalizer, table, ctx[mixed], batch, assignment=one)
+            gains[mixed, arm] = rerank_gain(probes, table, routed.combined)[0]
         data["reps"].append({"contexts": ctx, "gains": gains})
     pick = np.random.default_rng(5).permutation(len(tr.train))[:train_draw]
     train = [tr.train[i] for i in pick]

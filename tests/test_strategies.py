@@ -181,3 +181,15 @@ def test_a_checkpoint_for_other_rms_is_refused():
     s = make_strategy("random", RMS)
     with pytest.raises(StrategyError, match="checkpoint"):
         make_strategy("random", RMS[:2]).load_state_dict(s.state_dict())
+
+
+def test_picks_are_counted_once_per_domain_and_rm():
+    from laser.strategies import Assignment
+
+    mask = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=bool)  # the last: an ensemble row
+    a = Assignment(("x", "y", "z"), mask, np.array([0, 1, 0, -1]))
+    got = a.picks_by_domain(["math", "code", "math", "code"])
+    assert got == {"code": {"x": 1, "y": 2, "z": 1}, "math": {"x": 2}}
+    assert list(got) == ["code", "math"] and sum(sum(r.values()) for r in got.values()) == int(mask.sum())
+    with pytest.raises(ValueError, match="3 domains for 4 instances"):
+        a.picks_by_domain(["math"] * 3)

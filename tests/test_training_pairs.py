@@ -5,13 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from laser.strategies.scoring import CandidateTable
 from laser.training import build_pairs
 
 NAN = float("nan")
 
 
+def pairs_of(prompts, texts, scores, **kwargs):
+    """build_pairs on the flat table of per-prompt candidate lists and their scores."""
+    return build_pairs(CandidateTable.of(prompts, texts), np.concatenate(scores), **kwargs)
+
+
 def test_max_min_pairs_best_with_worst():
-    rows, stats = build_pairs(["p0", "p1"], [["a", "b", "c"], ["x", "y"]],
+    rows, stats = pairs_of(["p0", "p1"], [["a", "b", "c"], ["x", "y"]],
                               [np.array([0.2, 0.9, -0.5]), np.array([1.0, 3.0])])
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [("p0", "b", "c"), ("p1", "y", "x")]
     assert rows[0]["margin"] == pytest.approx(1.4) and rows[1]["instance"] == 1
@@ -19,23 +25,23 @@ def test_max_min_pairs_best_with_worst():
 
 
 def test_top_vs_rest_pairs_best_with_the_next_ranks():
-    rows, _ = build_pairs(["p"], [["a", "b", "c", "d"]], [np.array([4.0, 3.0, 2.0, 1.0])], rule="top_vs_rest",
+    rows, _ = pairs_of(["p"], [["a", "b", "c", "d"]], [np.array([4.0, 3.0, 2.0, 1.0])], rule="top_vs_rest",
                           num_pairs=2)
     assert [(r["chosen"], r["rejected"]) for r in rows] == [("a", "b"), ("a", "c")]
 
 
 def test_max_random_is_seeded_and_never_pairs_the_best_with_itself():
     s = [np.array([5.0, 1.0, 2.0, 3.0, 4.0])]
-    picks = {build_pairs(["p"], [list("abcde")], s, rule="max_random", rng=np.random.default_rng(k))[0][0]["rejected"]
+    picks = {pairs_of(["p"], [list("abcde")], s, rule="max_random", rng=np.random.default_rng(k))[0][0]["rejected"]
              for k in range(40)}
     assert picks == set("bcde")
-    a = build_pairs(["p"], [list("abcde")], s, rule="max_random", rng=np.random.default_rng(3))[0]
-    b = build_pairs(["p"], [list("abcde")], s, rule="max_random", rng=np.random.default_rng(3))[0]
+    a = pairs_of(["p"], [list("abcde")], s, rule="max_random", rng=np.random.default_rng(3))[0]
+    b = pairs_of(["p"], [list("abcde")], s, rule="max_random", rng=np.random.default_rng(3))[0]
     assert a == b
 
 
 def test_ties_margins_duplicates_and_unscorable_are_skipped_and_counted():
-    rows, stats = build_pairs(
+    rows, stats = pairs_of(
         ["tie", "small", "dup", "nan", "one", "ok"],
         [["a", "b"], ["a", "b"], ["a", "a"], ["a", "b", "c"], ["a"], ["a", "b"]],
         [np.array([1.0, 1.0]), np.array([1.0, 1.05]), np.array([2.0, 0.0]), np.array([NAN, 1.0, NAN]),
@@ -50,14 +56,23 @@ def test_ties_margins_duplicates_and_unscorable_are_skipped_and_counted():
 ])
 def test_bad_arguments_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        build_pairs(["p"], [["a", "b"]], [np.array([1.0, 0.0])], **kwargs)
+        pairs_of(["p"], [["a", "b"]], [np.array([1.0, 0.0])], **kwargs)
 
 
-def test_mismatched_inputs_name_the_prompt():
-    with pytest.raises(ValueError, match="prompt 0: 2 candidates but 3 scores"):
-        build_pairs(["p"], [["a", "b"]], [np.array([1.0, 0.0, 2.0])])
-    with pytest.raises(ValueError, match="differ in length"):
-        build_pairs(["p", "q"], [["a", "b"]], [np.array([1.0, 0.0])])
+def test_mismatched_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match="3 values for 2 candidates"):
+        build_pairs(CandidateTable.of(["p"], [["a", "b"]]), np.array([1.0, 0.0, 2.0]))
+    with pytest.raises(ValueError, match="got 2 prompts and 1 candidate lists"):
+        CandidateTable.of(["p", "q"], [["a", "b"]])
+
+
+def test_the_candidate_table_is_flat_and_cuts_back_per_prompt():
+    t = CandidateTable.of(["p", "q", "r"], [["a", "b"], [], ["c"]])
+    assert t.texts == ["a", "b", "c"] and t.instance.tolist() == [0, 0, 2] and len(t) == 3
+    assert [x.tolist() for x in t.per_instance(np.array([1.0, 2.0, 3.0]))] == [[1.0, 2.0], [], [3.0]]
+    rows, stats = build_pairs(t, np.array([1.0, 2.0, 3.0]))
+    assert [(r["prompt"], r["chosen"], r["rejected"], r["instance"]) for r in rows] == [("p", "b", "a", 0)]
+    assert stats.skipped_prompts == [1, 2]
 
 
 def test_local_gain_credits_each_instance_with_its_nearest_validation_examples():
@@ -84,9 +99,14 @@ def test_rerank_gain_is_how_the_rm_orders_right_and_wrong_samples():
               np.array([np.nan, np.nan, np.nan]),   # could not score: 0
               np.array([0.0, 2.0, 1.0])]
     texts = texts[:5] + [[" 3", " 4", " 5"]]         # every candidate wrong: nothing to tell, 0 for any RM
-    gain, nothing = rerank_gain(exs, texts, scores)
+    def gain_of(examples, texts, scores):
+        return rerank_gain(examples, CandidateTable.of([ex.prompt for ex in examples], texts), np.concatenate(scores))
+
+    gain, nothing = gain_of(exs, texts, scores)
     assert gain.tolist() == [1.0, -1.0, 0.0, 0.0, 0.0, 0.0] and nothing == 1
-    gain, _ = rerank_gain(exs[:1], [[" 7", " 07", " 3"]], [np.array([3.0, 0.0, 1.0])])
+    gain, _ = gain_of(exs[:1], [[" 7", " 07", " 3"]], [np.array([3.0, 0.0, 1.0])])
     assert gain.tolist() == [0.0]  # right pairs: (7, 3) +1, (07, 3) -1
-    with pytest.raises(ValueError, match="2 candidates but 3 scores"):
-        rerank_gain(exs[:1], [[" 7", " 3"]], [np.zeros(3)])
+    with pytest.raises(ValueError, match="3 values for 2 candidates"):
+        gain_of(exs[:1], [[" 7", " 3"]], [np.zeros(3)])
+    with pytest.raises(ValueError, match="2 examples for 1 prompts"):
+        rerank_gain(exs[:2], CandidateTable.of(["Q"], [[" 7"]]), np.zeros(1))

@@ -15,7 +15,7 @@ import numpy as np
 from laser.generation import Candidates, ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.strategies import Assignment, BanditStrategy, Batch, RewardStrategy
-from laser.strategies.scoring import route_and_score
+from laser.strategies.scoring import CandidateTable, route_and_score
 
 
 class BonError(ValueError):
@@ -120,11 +120,11 @@ def rerank(prompts: Sequence[str], candidates, strategy: RewardStrategy,
     contexts = np.asarray(contexts)
     if len(contexts) != len(prompts):
         raise BonError(f"got {len(contexts)} contexts for {len(prompts)} prompts")
-    routed = route_and_score(strategy, rms, normalizer or ScoreNormalizer("zscore"), prompts, texts, contexts,
-                             Batch(round=round, domains=list(domains) if domains is not None else None),
+    routed = route_and_score(strategy, rms, normalizer or ScoreNormalizer("zscore"), CandidateTable.of(prompts, texts),
+                             contexts, Batch(round=round, domains=list(domains) if domains is not None else None),
                              skip_single=True)
     choices = []
-    for i, scores in enumerate(routed.per_instance(len(prompts))):
+    for i, scores in enumerate(routed.per_instance()):
         judged = tuple(rm for k, rm in enumerate(strategy.rm_names) if routed.assignment.mask[i, k]) \
             if len(texts[i]) > 1 else ()
         j = _pick(scores, counts[i])

@@ -51,6 +51,17 @@ class Assignment:
                           None if self.probs is None else self.probs[keep],
                           None if self.separation is None else self.separation[keep])
 
+    def picks_by_domain(self, domains: Sequence[str]) -> dict[str, dict[str, int]]:
+        """{domain: {rm: instances of that domain it scores}} (RMs that score none left out): the one count of
+        an assignment's picks, from which totals and running counts are summed."""
+        if len(domains) != len(self.mask):
+            raise ValueError(f"{len(domains)} domains for {len(self.mask)} instances")
+        out: dict[str, dict[str, int]] = {}
+        for d in sorted(set(domains)):
+            rows = self.mask[np.asarray([x == d for x in domains])]
+            out[d] = {rm: int(rows[:, k].sum()) for k, rm in enumerate(self.rm_names) if rows[:, k].any()}
+        return out
+
     @property
     def forward_per_instance(self) -> np.ndarray:
         """How many RMs score each instance (what a candidate costs in RM forward passes)."""

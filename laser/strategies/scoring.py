@@ -16,36 +16,71 @@ from .base import Assignment, Batch, RewardStrategy
 
 
 @dataclass
-class Routed:
-    """One routed batch. Candidate c belongs to instance `instance[c]`; `combined[c]` is its score."""
+class CandidateTable:
+    """A batch's candidates as one flat table: candidate c is `texts[c]`, a completion of `prompts[instance[c]]`
+    (each prompt's candidates contiguous, in their order). Built once from the engine's per-prompt lists; the
+    round scores, pairs and rewards from it."""
 
-    assignment: Assignment
+    prompts: list[str]
     instance: np.ndarray
+    texts: list[str]
+
+    @classmethod
+    def of(cls, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> CandidateTable:
+        """The table of `candidates[i]`, prompt i's completions."""
+        if len(candidates) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts and {len(candidates)} candidate lists")
+        instance = np.array([i for i, group in enumerate(candidates) for _ in group], dtype=np.int64)
+        return cls(list(prompts), instance, [t for group in candidates for t in group])
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def rows(self, i: int) -> np.ndarray:
+        """Indices of prompt i's candidates."""
+        return np.flatnonzero(self.instance == i)
+
+    def per_instance(self, values: np.ndarray) -> list[np.ndarray]:
+        """A per-candidate array cut into one array per prompt."""
+        values = np.asarray(values)
+        if len(values) != len(self):
+            raise ValueError(f"{len(values)} values for {len(self)} candidates")
+        return [values[self.rows(i)] for i in range(len(self.prompts))]
+
+
+@dataclass
+class Routed:
+    """One routed batch: the candidate table, who scored what, and `combined[c]`, candidate c's score."""
+
+    table: CandidateTable
+    assignment: Assignment
     scores: dict[str, np.ndarray]     # per RM: normalized score of each candidate (NaN where it did not score)
     combined: np.ndarray
     forward: int                      # (prompt, completion) pairs run through an RM (cache misses)
     rm_calls: int                     # (candidate, RM) scorings asked for: the cost without any cache
 
-    def per_instance(self, n: int) -> list[np.ndarray]:
+    @property
+    def instance(self) -> np.ndarray:
+        return self.table.instance
+
+    def per_instance(self) -> list[np.ndarray]:
         """The combined scores of each instance's candidates, in candidate order."""
-        return [self.combined[self.instance == i] for i in range(n)]
+        return self.table.per_instance(self.combined)
 
 
-def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer, prompts: Sequence[str],
-                    candidates: Sequence[Sequence[str]], contexts: np.ndarray, batch: Batch,
-                    assignment: Assignment | None = None, skip_single: bool = False) -> Routed:
-    """Assign RMs to the instances (unless `assignment` is given), score, normalize and combine.
+def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer, table: CandidateTable,
+                    contexts: np.ndarray, batch: Batch, assignment: Assignment | None = None,
+                    skip_single: bool = False) -> Routed:
+    """Assign RMs to the table's prompts (unless `assignment` is given), score, normalize and combine.
 
     `normalizer(rm_name, raw_scores) -> normalized` (a `laser.rewards.ScoreNormalizer`). With
-    `skip_single`, an instance with one candidate is not scored (there is nothing to choose between).
+    `skip_single`, a prompt with one candidate is not scored (there is nothing to choose between).
     """
-    if len(candidates) != len(prompts):
-        raise ValueError(f"got {len(prompts)} prompts and {len(candidates)} candidate lists")
     if assignment is None:
         assignment = strategy.assign(contexts, batch)
-    instance = np.array([i for i, group in enumerate(candidates) for _ in group], dtype=np.int64)
-    texts = [t for group in candidates for t in group]
-    needed = np.array([len(g) > 1 or not skip_single for g in candidates], dtype=bool)
+    instance, texts, prompts = table.instance, table.texts, table.prompts
+    sizes = np.bincount(instance, minlength=len(prompts)) if len(instance) else np.zeros(len(prompts), dtype=int)
+    needed = (sizes > 1) | (not skip_single)
     scores: dict[str, np.ndarray] = {}
     forward = calls = 0
     for rm_name, rm in reward_models.items():
@@ -59,4 +94,4 @@ def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer
         scores[rm_name] = np.full(len(texts), np.nan)
         scores[rm_name][rows] = normalizer(rm_name, got.values)
     combined = strategy.combine(scores, assignment, instance) if scores else np.full(len(texts), np.nan)
-    return Routed(assignment, instance, scores, combined, forward, calls)
+    return Routed(table, assignment, scores, combined, forward, calls)

@@ -21,6 +21,7 @@ import torch
 
 from laser.generation.base import PromptRenderer
 from laser.rewards.hf import completion_logprobs
+from laser.strategies.scoring import CandidateTable
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
@@ -128,27 +129,23 @@ def local_gain(gain: np.ndarray, instance_contexts: np.ndarray, validation_conte
     return gain[nearest].mean(axis=1)
 
 
-def rerank_gain(examples: Sequence[Example], texts: Sequence[Sequence[str]],
-                scores: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+def rerank_gain(examples: Sequence[Example], table: CandidateTable, scores: np.ndarray) -> tuple[np.ndarray, int]:
     """Per example: how the chosen RM orders its right and wrong candidates, in [-1, 1]; and how many
     examples had nothing to tell (every candidate right, or every one wrong).
 
-    `texts[i]` are example i's candidates and `scores[i]` the RM's scores of them (NaN: could not score).
-    Over every (right, wrong) pair of candidates: +1 when the RM scores the right one higher, -1 when
-    lower, 0 on a tie or a NaN; the reward is the mean (2 x pairwise accuracy - 1, the quantity the
-    oracle's table measures on the policy's own samples). An example without both kinds scores 0 for
-    every RM, so it moves no RM ahead of another; an RM that ties or fails everywhere earns 0 where a
-    good one earns close to 1.
+    `table` holds example i's candidates as its prompt i (`CandidateTable`), `scores[c]` the RM's score of
+    candidate c (NaN: could not score). Over every (right, wrong) pair of candidates: +1 when the RM scores
+    the right one higher, -1 when lower, 0 on a tie or a NaN; the reward is the mean (2 x pairwise accuracy
+    - 1, the quantity the oracle's table measures on the policy's own samples). An example without both
+    kinds scores 0 for every RM, so it moves no RM ahead of another; an RM that ties or fails everywhere
+    earns 0 where a good one earns close to 1.
     """
-    if not len(examples) == len(texts) == len(scores):
-        raise ValueError(f"examples, texts and scores differ in length: {len(examples)}, {len(texts)}, "
-                         f"{len(scores)}")
+    if len(examples) != len(table.prompts):
+        raise ValueError(f"{len(examples)} examples for {len(table.prompts)} prompts in the candidate table")
     out, nothing = np.zeros(len(examples)), 0
-    for i, (ex, cands, s) in enumerate(zip(examples, texts, scores, strict=True)):
-        s = np.asarray(s, dtype=np.float64)
-        if len(s) != len(cands):
-            raise ValueError(f"example {i}: {len(cands)} candidates but {len(s)} scores")
-        right = np.array([check(ex, t) for t in cands], dtype=bool)
+    for i, (ex, s) in enumerate(zip(examples, table.per_instance(np.asarray(scores, dtype=np.float64)),
+                                    strict=True)):
+        right = np.array([check(ex, table.texts[c]) for c in table.rows(i)], dtype=bool)
         if right.all() or not right.any():
             nothing += 1
             continue

@@ -33,7 +33,7 @@ from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Samp
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import Assignment, Batch, RewardStrategy
-from laser.strategies.scoring import route_and_score
+from laser.strategies.scoring import CandidateTable, route_and_score
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 from laser.tasks.mistakes import wrong_answer
@@ -166,18 +166,14 @@ class Trainer:
         domains = [ex.domain for ex in examples]
         batch = Batch(round=self.round, domains=domains, explore=not self.probing)
         assignment = broadcast_from_main(self.strategy.assign(contexts, batch))
-        by_domain: dict[str, Counter] = defaultdict(Counter)
-        for i, d in enumerate(domains):
-            for k in np.flatnonzero(assignment.mask[i]):
-                self.picks[(d, assignment.rm_names[k])] += 1
-                by_domain[d][assignment.rm_names[k]] += 1
-        per_prompt_texts = [cands.texts(i) for i in range(len(prompts))]
-        routed = route_and_score(self.strategy, self.rms, normalize, prompts, per_prompt_texts, contexts,
-                                 batch, assignment=assignment)
+        by_domain = assignment.picks_by_domain(domains)  # counted once; the totals below are its sums
+        self.picks.update({(d, rm): c for d, row in by_domain.items() for rm, c in row.items()})
+        # One flat table of the round's candidates, from scoring to pairs.
+        table = CandidateTable.of(prompts, [cands.texts(i) for i in range(len(prompts))])
+        routed = route_and_score(self.strategy, self.rms, normalize, table, contexts, batch, assignment=assignment)
         forward += routed.forward
         lap("score")
-        per_prompt_scores = routed.per_instance(len(prompts))
-        pairs, pair_stats = build_pairs(prompts, per_prompt_texts, per_prompt_scores, rule=s.pair_rule,
+        pairs, pair_stats = build_pairs(table, routed.combined, rule=s.pair_rule,
                                         min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self._pair_rng())
         pairs = broadcast_from_main(pairs)  # sampling may differ across GPUs: every rank trains on rank 0's pairs
         lap("pairs")
@@ -199,8 +195,8 @@ class Trainer:
         lap("sync")
         line = {"type": "round", "round": self.round, "epoch": self.epoch, "prompts": len(prompts),
                 "candidates": cands.stats, "pairs": pair_stats.as_dict(), "rm_forward": forward,
-                "picks": {rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(assignment.rm_names)},
-                "picks_by_domain": {d: dict(c) for d, c in sorted(by_domain.items())},
+                "picks": {rm: sum(row.get(rm, 0) for row in by_domain.values()) for rm in assignment.rm_names},
+                "picks_by_domain": by_domain,
                 "oracle_match": self._oracle_match(domains, assignment),
                 "feedback_mean": float(np.mean(feedback[observed])) if feedback is not None and observed.any()
                 else None,
@@ -284,12 +280,12 @@ class Trainer:
         if not probes:
             choices = []
         batch = Batch(round=self.round, domains=[ex.domain for ex in probes])
+        table = CandidateTable.of([ex.prompt for ex in probes], texts)
         forward, gains = 0, []
         for assignment in choices:
-            scored = route_and_score(self.strategy, self.rms, normalize, [ex.prompt for ex in probes], texts,
-                                     contexts, batch, assignment=assignment)
+            scored = route_and_score(self.strategy, self.rms, normalize, table, contexts, batch, assignment=assignment)
             forward += scored.forward
-            feedback, _ = rerank_gain(probes, texts, scored.per_instance(len(probes)))
+            feedback, _ = rerank_gain(probes, table, scored.combined)
             feedback = broadcast_from_main(feedback)  # every rank's router sees rank 0's reward
             self.strategy.observe(contexts, assignment, feedback)
             gains.append(feedback)

@@ -10,10 +10,11 @@ pairs) and two different texts. A prompt without such a pair is skipped and coun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from laser.strategies.scoring import CandidateTable
 
 RULES = ("max_min", "top_vs_rest", "max_random")
 
@@ -33,12 +34,12 @@ class PairStats:
                 "unscorable": self.unscorable}
 
 
-def build_pairs(prompts: Sequence[str], texts: Sequence[Sequence[str]], scores: Sequence[np.ndarray],
-                rule: str = "max_min", min_margin: float = 0.0, num_pairs: int = 1,
-                rng: np.random.Generator | None = None) -> tuple[list[dict], PairStats]:
+def build_pairs(table: CandidateTable, scores: np.ndarray, rule: str = "max_min", min_margin: float = 0.0,
+                num_pairs: int = 1, rng: np.random.Generator | None = None) -> tuple[list[dict], PairStats]:
     """Rows {prompt, chosen, rejected, instance, margin} in TRL's preference format, and the counts.
 
-    `texts[i]` are prompt i's candidate completions and `scores[i]` their combined scores (NaN: unscorable).
+    `table` holds every prompt's candidates (`laser.strategies.scoring.CandidateTable`) and `scores[c]` is
+    candidate c's combined score (NaN: unscorable).
     """
     if rule not in RULES:
         raise ValueError(f"unknown pair rule {rule!r}; choose one of {list(RULES)}")
@@ -46,15 +47,11 @@ def build_pairs(prompts: Sequence[str], texts: Sequence[Sequence[str]], scores: 
         raise ValueError(f"min_margin must be >= 0, got {min_margin}")
     if num_pairs < 1:
         raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
-    if not len(prompts) == len(texts) == len(scores):
-        raise ValueError(f"prompts, texts and scores differ in length: {len(prompts)}, {len(texts)}, {len(scores)}")
     rng = rng if rng is not None else np.random.default_rng(0)
     rows: list[dict] = []
-    stats = PairStats(prompts=len(prompts))
-    for i, (prompt, cands, s) in enumerate(zip(prompts, texts, scores, strict=True)):
-        s = np.asarray(s, dtype=np.float64)
-        if len(s) != len(cands):
-            raise ValueError(f"prompt {i}: {len(cands)} candidates but {len(s)} scores")
+    stats = PairStats(prompts=len(table.prompts))
+    for i, s in enumerate(table.per_instance(np.asarray(scores, dtype=np.float64))):
+        prompt, cands = table.prompts[i], [table.texts[c] for c in table.rows(i)]
         ok = np.flatnonzero(np.isfinite(s))
         stats.unscorable += len(s) - len(ok)
         # Highest score first; among equal scores the earlier candidate (stable sort).
