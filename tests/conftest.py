@@ -34,8 +34,17 @@ def quick_world(tmp_path_factory):
         # Under pytest-xdist the workers share one build: the first builds, the others wait on the build's lock.
         cache = tmp_path_factory.getbasetemp().parent / "assets"
     cache = cache or tmp_path_factory.mktemp("assets")
+    import torch
+
+    threads = torch.get_num_threads()
+    # Every world test waits for this build, while the other worker runs the world-free files: it gets the
+    # machine's cores (a worker otherwise computes on one thread, see the top of this file).
+    torch.set_num_threads(max(threads, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
     t0 = time.perf_counter()
-    assets = build_assets(quick_recipe(), cache_dir=cache, progress=False)
+    try:
+        assets = build_assets(quick_recipe(), cache_dir=cache, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return assets, time.perf_counter() - t0
 
 
