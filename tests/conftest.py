@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Under pytest-xdist (`make test`: two workers on two cores) each worker computes on one thread, and its vLLM
 # engines bind to a core of their own: two workers of two threads each would oversubscribe the cores, and
 # OpenMP threads spinning on a busy core cost more than they compute. Processes a test starts inherit this.
+_cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 if (_worker := os.environ.get("PYTEST_XDIST_WORKER", "")).startswith("gw"):
-    _cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(_cores[int(_worker[2:]) % len(_cores)]))
@@ -39,7 +39,7 @@ def quick_world(tmp_path_factory):
     threads = torch.get_num_threads()
     # Every world test waits for this build, while the other worker runs the world-free files: it gets the
     # machine's cores (a worker otherwise computes on one thread, see the top of this file).
-    torch.set_num_threads(max(threads, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    torch.set_num_threads(max(threads, len(_cores)))
     t0 = time.perf_counter()
     try:
         assets = build_assets(quick_recipe(), cache_dir=cache, progress=False)

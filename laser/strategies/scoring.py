@@ -36,16 +36,21 @@ class CandidateTable:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def _bounds(self) -> np.ndarray:
+        """Where each prompt's rows start, and the end (rows are contiguous per prompt, in prompt order)."""
+        return np.searchsorted(self.instance, np.arange(len(self.prompts) + 1))
+
     def rows(self, i: int) -> np.ndarray:
         """Indices of prompt i's candidates."""
-        return np.flatnonzero(self.instance == i)
+        lo, hi = np.searchsorted(self.instance, [i, i + 1])
+        return np.arange(lo, hi)
 
     def per_instance(self, values: np.ndarray) -> list[np.ndarray]:
-        """A per-candidate array cut into one array per prompt."""
+        """A per-candidate array cut into one array per prompt (one pass, not one scan per prompt)."""
         values = np.asarray(values)
         if len(values) != len(self):
             raise ValueError(f"{len(values)} values for {len(self)} candidates")
-        return [values[self.rows(i)] for i in range(len(self.prompts))]
+        return np.split(values, self._bounds()[1:-1])
 
 
 @dataclass
