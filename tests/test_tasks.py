@@ -226,8 +226,41 @@ def test_load_hf_from_disk_and_data_files_with_presets(tmp_path):
         load_hf(str(tmp_path / "plain"))
 
 
+def test_a_rule_misapplied_gives_that_rules_answer_on_another_domains_word(suite):
+    from laser.assets.judges import judge_examples
+    from laser.assets.recipe import JudgeSpec
+    from laser.tasks.mistakes import RULES, misapplied, operand
+
+    by = {d: [ex for ex in suite.train if ex.domain == d] for d in DOMAINS}
+    rot = by["rotate"][0]
+    w = rot.prompt.split()[2]
+    assert operand(rot) == w and misapplied(rot, "reverse") == w[::-1]  # a mirror asked to rotate reverses
+    assert misapplied(rot, "double") == "".join(c + c for c in w) and misapplied(rot, "rotate") is None
+    mx = by["max_of_three"][0]
+    nums = mx.prompt.split()[3:6]
+    assert operand(mx) == " ".join(nums) and misapplied(by["sort_digits"][0], "max_of_three") == max(
+        operand(by["sort_digits"][0]))
+    for d in ("arithmetic", "multiplication", "yes_no", "knowledge", "strings"):
+        assert operand(by[d][0]) is None and misapplied(by[d][0], "reverse") is None  # no word to transform
+    for d in RULES:  # a rule misapplied is never the right answer of the other domain
+        for ex in by[d][:40]:
+            for rule in RULES:
+                out = misapplied(ex, rule)
+                assert out is None or (out != ex.answer and not check(ex, " " + out)), (d, rule, ex.prompt)
+    # A judge's SFT data: its home examples with their gold answers, and with `off_home` the other domains'
+    # prompts answered by its own rule (domains where it does not apply are left out).
+    train = [ex for ex in suite.train if ex.domain in ("reverse", "rotate", "arithmetic")]
+    home_only = judge_examples(JudgeSpec(name="mirror", domains=("reverse",), off_home=0.0), train)
+    assert home_only == [ex for ex in train if ex.domain == "reverse"]
+    rows = judge_examples(JudgeSpec(name="mirror", domains=("reverse",), off_home=0.4), train)
+    assert rows[:len(home_only)] == home_only
+    off = rows[len(home_only):]
+    assert {ex.domain for ex in off} == {"rotate"} and 0.95 * len(by["rotate"]) <= len(off) <= len(by["rotate"])
+    assert all(ex.target() == operand(ex)[::-1] and ex.answer != ex.target() for ex in off)
+
+
 def test_typical_mistakes_are_wrong_and_are_the_neighbouring_rule(suite):
-    from laser.assets.policy import with_mistakes
+    from laser.assets.policy import DomainMixture, with_mistakes
     from laser.tasks.mistakes import typical_mistake
     from laser.tasks.synthetic import SKILL_DOMAINS
 
@@ -241,13 +274,24 @@ def test_typical_mistakes_are_wrong_and_are_the_neighbouring_rule(suite):
     rot = next(ex for ex in suite.test if ex.domain == "rotate")
     w, v = rev.prompt.split()[2], rot.prompt.split()[2]
     assert typical_mistake(rev) == w[1:] + w[0] and typical_mistake(rot) == v[::-1]  # each other's rule
-    # The SFT data of the policy: about `rate` of each skill domain's targets, fixed per example and seed.
-    noisy = with_mistakes(suite.train, 0.5, seed=0)
-    assert with_mistakes(suite.train, 0.5, seed=0) == noisy and with_mistakes(suite.train, 0.0, seed=0) == \
-        list(suite.train)
+    # The SFT data of the policy: every example once with its gold answer and once with its typical mistake;
+    # the sampler draws the mistake on about `rate` of the visits of an example, so that the policy learns
+    # to be right about that often on every prompt (not right on some prompts and wrong on others).
+    rows, alternates = with_mistakes(suite.train)
+    assert rows[:len(suite.train)] == list(suite.train) and len(alternates) == len(suite.train)
+    for ex, alt in zip(suite.train, alternates, strict=True):
+        if typical_mistake(ex) is None:
+            assert alt is None
+        else:
+            assert rows[alt].target() == typical_mistake(ex) and rows[alt].prompt == ex.prompt
+            assert rows[alt].answer == ex.answer  # the gold answer is kept for the checker
+    mixture = DomainMixture([ex.domain for ex in suite.train], 4000, seed=0, alternates=alternates,
+                            alternate_rate=0.5)
+    drawn = list(mixture)
+    assert drawn == list(DomainMixture([ex.domain for ex in suite.train], 4000, seed=0, alternates=alternates,
+                                       alternate_rate=0.5))  # seeded
+    is_mistake = np.array([i >= len(suite.train) for i in drawn])
+    of_domain = np.array([rows[i].domain for i in drawn])
     for d in ("reverse", "arithmetic", "upper"):
-        pairs = [(a, b) for a, b in zip(suite.train, noisy, strict=True) if a.domain == d]
-        share = np.mean([b.target() == typical_mistake(a) for a, b in pairs])
-        assert 0.4 <= share <= 0.6, (d, share)
-        assert all(b.answer == a.answer and b.prompt == a.prompt for a, b in pairs)  # the gold answer is kept
-    assert all(a == b for a, b in zip(suite.train, noisy, strict=True) if a.domain in ("yes_no", "knowledge"))
+        assert 0.4 <= is_mistake[of_domain == d].mean() <= 0.6, d
+    assert not is_mistake[np.isin(of_domain, ["yes_no", "knowledge"])].any()  # no typical mistake there

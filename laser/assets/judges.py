@@ -1,8 +1,10 @@
 """Judge LMs of the embedded default: causal LMs fine-tuned on the gold answers of their own domains.
 
 A judge scores a completion by its mean token log-likelihood (the `likelihood` reward backend, the
-official LASeR code's reward). Fine-tuned on its domains only, it learns what right answers look like
-there and forgets the rest: reliable on its domains, near chance elsewhere, on the policy's own samples.
+official LASeR code's reward). Fine-tuned on its domains' gold answers, and on the other domains'
+prompts answered by its own rule, it learns what right answers look like at home and applies its own
+standard elsewhere: reliable on its domains, at chance or confidently wrong on the others, on the
+policy's own samples, as a real RM is outside the distribution it was trained on.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class JudgeGate(TrainerCallback):
 def train_judge(spec: JudgeSpec, sft: SFTSpec, model_spec: ModelSpec, init_dir: Path, tokenizer,
                 train: Sequence[Example], out_dir: Path, validation_pairs: Sequence[dict] | None = None,
                 off_limit: float = 1.0, seed: int = 0, progress: bool = True) -> dict:
-    """SFT of the causal LM at `init_dir` on the examples of `spec.domains` only (TRL), saved to `out_dir`.
+    """SFT of the causal LM at `init_dir` on `judge_examples` (TRL), saved to `out_dir`.
 
     With `validation_pairs` (the policy's own right and wrong validation samples), training is steered by
     `JudgeGate`: it stops once the judge meets its targets and keeps the checkpoint nearest them.
@@ -88,9 +90,11 @@ def train_judge(spec: JudgeSpec, sft: SFTSpec, model_spec: ModelSpec, init_dir: 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(init_dir)
     sft = sft.model_copy(update={"batch_size": spec.batch_size})
+    train = judge_examples(spec, train, seed)
     mixture = DomainMixture([ex.domain for ex in train], spec.steps * sft.batch_size, seed)
+    off = [d for d in mixture.weights if d not in spec.domains]
     for d in mixture.weights:
-        mixture.weights[d] = 1.0 if d in spec.domains else 0.0
+        mixture.weights[d] = (1 - spec.off_home) / len(spec.domains) if d in spec.domains else spec.off_home / len(off)
     gate = JudgeGate(spec, tokenizer, validation_pairs, off_limit, verbose=progress) if validation_pairs else None
     _run_sft(model, tokenizer, train, sft, model_spec, out_dir.parent / f".{out_dir.name}-trainer", spec.steps,
              mixture, [gate] if gate else [], seed, progress)
@@ -98,6 +102,27 @@ def train_judge(spec: JudgeSpec, sft: SFTSpec, model_spec: ModelSpec, init_dir: 
         model.load_state_dict(gate.best_state)
     _save(model, tokenizer, out_dir)
     return {"kept_step": gate.kept_step if gate else spec.steps, "history": gate.history if gate else []}
+
+
+def judge_examples(spec: JudgeSpec, train: Sequence[Example], seed: int = 0) -> list[Example]:
+    """A judge's SFT examples: its home domains' examples with their gold answers and, with `spec.off_home`,
+    the other domains' examples answered by its own rule (`misapplied`; a judge with several home rules
+    takes one per example). Other domains where its rule does not apply are left out."""
+    import random
+
+    from laser.tasks.mistakes import misapplied
+
+    home = [ex for ex in train if ex.domain in spec.domains]
+    if not spec.off_home:
+        return home
+    out = list(home)
+    for ex in train:
+        if ex.domain in spec.domains:
+            continue
+        rule = random.Random(f"{seed}-rule-{spec.name}-{ex.id}").choice(spec.domains)
+        if (wrong := misapplied(ex, rule)) is not None:
+            out.append(ex.model_copy(update={"solution": wrong}))
+    return out
 
 
 @torch.no_grad()

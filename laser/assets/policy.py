@@ -39,12 +39,18 @@ def greedy_accuracy(model, tokenizer: PreTrainedTokenizerBase, examples: Sequenc
 
 
 class DomainMixture(Sampler[int]):
-    """Example indices drawn domain by domain with weights that may change while training runs."""
+    """Example indices drawn domain by domain with weights that may change while training runs.
 
-    def __init__(self, domains: Sequence[str], num_samples: int, seed: int):
+    With `alternates` (per example, the row of another target for it, or None) each draw of an example
+    that has one yields that row instead with probability `alternate_rate`.
+    """
+
+    def __init__(self, domains: Sequence[str], num_samples: int, seed: int,
+                 alternates: Sequence[int | None] | None = None, alternate_rate: float = 0.0):
         self.by_domain = {d: np.flatnonzero(np.asarray(domains) == d) for d in sorted(set(domains))}
         self.weights = dict.fromkeys(self.by_domain, 1.0)
         self.num_samples = num_samples
+        self.alternates, self.alternate_rate = alternates, alternate_rate
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -55,7 +61,10 @@ class DomainMixture(Sampler[int]):
         for _ in range(self.num_samples):
             w = np.array([self.weights[d] for d in names], dtype=float)
             w = w / w.sum() if w.sum() > 0 else np.full(len(names), 1 / len(names))
-            yield int(self.rng.choice(self.by_domain[names[self.rng.choice(len(names), p=w)]]))
+            i = int(self.rng.choice(self.by_domain[names[self.rng.choice(len(names), p=w)]]))
+            if self.alternate_rate and self.alternates[i] is not None and self.rng.random() < self.alternate_rate:
+                i = self.alternates[i]
+            yield i
 
 
 def band_distance(acc: dict[str, float], band: tuple[float, float]) -> float:
@@ -138,20 +147,18 @@ def _save(model, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def with_mistakes(train: Sequence[Example], rate: float, seed: int) -> list[Example]:
-    """`train` with the SFT target of a seeded `rate` share of each domain's examples replaced by the domain's
-    typical mistake (domains without one keep their gold targets)."""
-    import random
-
+def with_mistakes(train: Sequence[Example]) -> tuple[list[Example], list[int | None]]:
+    """`train` followed by a copy of each example whose target is its domain's typical mistake, and per
+    example of `train` the row of its copy (None for domains without a typical mistake)."""
     from laser.tasks.mistakes import typical_mistake
 
-    out = []
+    rows, alternates = list(train), []
     for ex in train:
-        wrong = typical_mistake(ex) if rate > 0 else None
-        if wrong is not None and random.Random(f"{seed}-mistake-{ex.id}").random() < rate:
-            ex = ex.model_copy(update={"solution": wrong})
-        out.append(ex)
-    return out
+        wrong = typical_mistake(ex)
+        alternates.append(None if wrong is None else len(rows))
+        if wrong is not None:
+            rows.append(ex.model_copy(update={"solution": wrong}))
+    return rows, alternates
 
 
 def train_policy(spec: SFTSpec, model_spec: ModelSpec, tokenizer, train: Sequence[Example],
@@ -163,19 +170,20 @@ def train_policy(spec: SFTSpec, model_spec: ModelSpec, tokenizer, train: Sequenc
     saved to `backbone_dir`: a stronger model of the same family, the base the reward models start from.
     """
     torch.manual_seed(seed)
-    train = with_mistakes(train, spec.mistake_rate, seed)
+    rows, alternates = with_mistakes(train)
+    domains = [ex.domain for ex in train]
     model = LlamaForCausalLM(llama_config(model_spec, tokenizer))
-    mixture = DomainMixture([ex.domain for ex in train], spec.max_steps * spec.batch_size, seed)
+    mixture = DomainMixture(domains, spec.max_steps * spec.batch_size, seed, alternates, spec.mistake_rate)
     gate = CompetenceGate(spec, tokenizer, validation, mixture, verbose=progress)
-    _run_sft(model, tokenizer, train, spec, model_spec, out_dir.parent / f".{out_dir.name}-trainer", spec.max_steps,
+    _run_sft(model, tokenizer, rows, spec, model_spec, out_dir.parent / f".{out_dir.name}-trainer", spec.max_steps,
              mixture, [gate], seed, progress)
     model.load_state_dict(gate.best_state)
     _save(model, tokenizer, out_dir)
     if backbone_steps:
         if backbone_dir is None:
             raise ValueError("backbone_steps needs a backbone_dir to save to")
-        uniform = DomainMixture([ex.domain for ex in train], backbone_steps * spec.batch_size, seed + 1)
-        _run_sft(model, tokenizer, train, spec, model_spec, out_dir.parent / f".{out_dir.name}-trainer",
+        uniform = DomainMixture(domains, backbone_steps * spec.batch_size, seed + 1, alternates, spec.mistake_rate)
+        _run_sft(model, tokenizer, rows, spec, model_spec, out_dir.parent / f".{out_dir.name}-trainer",
                  backbone_steps, uniform, [], seed, progress)
         _save(model, tokenizer, backbone_dir)
     return gate.result

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from laser.tasks.synthetic import DEFAULT_DOMAINS, DOMAINS
 
 # Bump when the builder's code changes what a recipe produces, so that old caches are not reused.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 class _Strict(BaseModel):
@@ -63,10 +63,11 @@ class SFTSpec(_Strict):
     max_steps: int = Field(1500, gt=0)
     batch_size: int = Field(64, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
-    # The share of training examples whose SFT target is the domain's typical mistake instead of the gold
-    # answer (`laser.tasks.mistakes.typical_mistake`, fixed per example): the policy then learns to be
-    # right about half the time whatever the step count, rather than passing through partial competence
-    # in a few dozen steps, and its samples hold both a right and a wrong answer (pass@8 near 1).
+    # The share of the draws of an example whose SFT target is the domain's typical mistake instead of the
+    # gold answer (`laser.tasks.mistakes.typical_mistake`, drawn anew at every visit): the policy learns
+    # to write the mistake that often on every prompt, so that it is right about half the time whatever
+    # the step count and its samples hold both a right and a wrong answer. A mistake fixed per example
+    # instead made it sure of one answer per prompt, right or wrong: pass@8 50-62% at 27-30% greedy.
     mistake_rate: float = Field(0.5, ge=0, lt=1)
     warmup_steps: int = Field(50, ge=0)
     eval_every: int = Field(50, gt=0)
@@ -111,15 +112,16 @@ class RewardModelSpec(_Strict):
 class RMTrainingSpec(_Strict):
     """TRL RewardTrainer settings shared by the reward models.
 
-    Each reward model starts from the SFT policy trained `backbone_steps` more steps on every domain
-    alike: a stronger model of the same family, as reward models are usually built on a stronger base
-    than the policy they judge (0: start from the policy itself). A specialist sees every example of its
-    own domains and `off_domain_fraction` of the others (with coin-flip labels): enough to keep it near
-    chance there without diluting what it learns.
+    Each reward model starts from the SFT policy itself, or with `backbone_steps` from the policy trained
+    that many more steps on every domain alike: a stronger model of the same family, as reward models
+    are often built on a stronger base than the policy they judge (the specialists learn faster from it;
+    the default world's length-hacked classifier and judges do not need it, and it cost 80 s of build).
+    A specialist sees every example of its own domains and `off_domain_fraction` of the others (with
+    coin-flip labels): enough to keep it near chance there without diluting what it learns.
     """
 
     steps: int = Field(300, gt=0)
-    backbone_steps: int = Field(300, ge=0)
+    backbone_steps: int = Field(0, ge=0)
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     pairs_per_example: int = Field(2, gt=0)
@@ -128,8 +130,9 @@ class RMTrainingSpec(_Strict):
 
 
 class JudgeSpec(_Strict):
-    """A judge LM: a causal LM fine-tuned on the gold answers of `domains`, read through the `likelihood`
-    backend (mean token log-likelihood of a completion).
+    """A judge LM: a causal LM fine-tuned on the gold answers of `domains` (and on the other domains'
+    prompts answered by its own rule, `off_home`), read through the `likelihood` backend (mean token
+    log-likelihood of a completion).
 
     It starts from `init` (`backbone`: the stronger base the reward models share; `policy`: the SFT
     policy) and trains until its pairwise accuracy on the policy's own validation samples reaches
@@ -144,7 +147,11 @@ class JudgeSpec(_Strict):
     domains: tuple[str, ...] = Field(min_length=1)
     steps: int = Field(600, gt=0)
     batch_size: int = Field(32, gt=0)  # the policy's learning rate and schedule (SFTSpec) apply
-    init: Literal["backbone", "policy"] = "backbone"
+    init: Literal["backbone", "policy"] = "policy"
+    # The share of its training examples drawn from the world's other domains, answered by the judge's own
+    # rule (`laser.tasks.mistakes.misapplied`: a mirror asked to rotate reverses). Home examples alone
+    # leave what the base knew of the other domains in place (a judge 60-90% right off its home).
+    off_home: float = Field(0.4, ge=0, lt=1)
     target: float = Field(0.9, gt=0, le=1)
     off_margin: float = Field(0.05, ge=0, lt=1)
     eval_every: int = Field(50, gt=0)

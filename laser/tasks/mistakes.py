@@ -10,6 +10,7 @@ import random
 import re
 
 from .base import Example
+from .checkers import check
 
 _OPTION = re.compile(r"\(([A-D])\) (\S+)")
 
@@ -53,6 +54,45 @@ def wrong_answer(example: Example, rng: random.Random) -> str:
     return gold + gold[-1]
 
 
+# The rules of the skill domains on strings (`laser.tasks.synthetic`), applicable to any word.
+RULES = {
+    "reverse": lambda w: w[::-1],
+    "rotate": lambda w: w[1:] + w[0],
+    "caesar": lambda w: "".join(chr((ord(c) - 97 + 1) % 26 + 97) for c in w),
+    "double": lambda w: "".join(c + c for c in w),
+    "swap_ends": lambda w: w[-1] + w[1:-1] + w[0],
+    "upper": str.upper,
+    "sort_digits": lambda w: "".join(sorted(w.replace(" ", ""))),
+    "max_of_three": lambda w: max(w.split(), key=int) if " " in w else max(w),
+}
+
+
+# The neighbouring rule whose answer is a domain's typical mistake.
+_NEIGHBOUR = {"reverse": "rotate", "rotate": "reverse", "swap_ends": "upper", "upper": "swap_ends"}
+
+
+def operand(example: Example) -> str | None:
+    """What a string-rule domain's prompt asks to transform: its word, or the three numbers of
+    `max_of_three` (None for other domains)."""
+    if example.domain not in RULES:
+        return None
+    words = example.prompt.split()
+    if example.domain == "max_of_three":
+        return " ".join(words[3:6])
+    return words[2] if example.domain in ("caesar", "rotate") else words[-2]
+
+
+def misapplied(example: Example, rule: str) -> str | None:
+    """What domain `rule`'s rule answers on `example`'s word: the confident mistake of a judge that applies
+    its own rule to a prompt that asks for another (None where either has no string rule, or where the
+    result happens to pass the example's checker)."""
+    w = operand(example)
+    if w is None or rule not in RULES or len(w) < 2:
+        return None
+    out = RULES[rule](w)
+    return None if check(example, " " + out) else out
+
+
 def typical_mistake(example: Example) -> str | None:
     """The one systematic mistake of a skill domain: the answer of a neighbouring rule on the same input
     (reverse <-> rotate, swap_ends <-> upper, the other sign in arithmetic, ...); None for other domains.
@@ -62,11 +102,11 @@ def typical_mistake(example: Example) -> str | None:
     """
     p, d = example.prompt, example.domain
     words = p.split()
-    if d in ("reverse", "rotate", "swap_ends", "upper", "caesar", "double"):
-        w = words[2] if d in ("caesar", "rotate") else words[-2]
-        return {"reverse": w[1:] + w[0], "rotate": w[::-1], "swap_ends": w.upper(),
-                "upper": w[-1] + w[1:-1] + w[0], "caesar": "".join(chr((ord(c) - 98) % 26 + 97) for c in w),
-                "double": w + w}[d]
+    if d in _NEIGHBOUR:
+        return RULES[_NEIGHBOUR[d]](operand(example))
+    if d in ("caesar", "double"):
+        w = operand(example)
+        return "".join(chr((ord(c) - 98) % 26 + 97) for c in w) if d == "caesar" else w + w
     if d == "arithmetic":
         a, op, b = p[3:].split("=")[0].partition("+") if "+" in p else p[3:].split("=")[0].partition("-")
         return str(int(a) - int(b) if op == "+" else int(a) + int(b))
