@@ -5,7 +5,9 @@ interrupted: `laser.grid`); the comparison goes to `benchmarks/results/<date>-<n
 (the command and the machine at the top, then test accuracy per domain and mean as mean ± 95% CI over
 seeds, the paired difference to LASeR, oracle picks, RM forward passes, wall time and the rounds each
 strategy needed to reach ensemble:mean's final accuracy), `results.json` (every raw number: each run's
-evaluations and per-stage seconds) and `accuracy.png`, `picks.png`, `stages.png`.
+evaluations and per-stage seconds) and `accuracy.png`, `picks.png`, `stages.png`, `pareto.png` (per-domain
+accuracy as objectives). `soup:uniform` is no training of its own: the uniform rewarded soup of the bench's
+`single:<rm>` runs per seed (`laser.soup`), whose cost is the sum of theirs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from laser.config import RunConfig
 
 # "singles" stands for single:<rm> for every reward model of the run.
 DEFAULT_STRATEGIES = ("laser", "laser:linucb", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
-                      "ensemble:worst_case", "ensemble:uncertainty_weighted", "singles", "oracle")
+                      "ensemble:worst_case", "ensemble:uncertainty_weighted", "singles", "soup:uniform", "oracle")
 QUICK = {"seeds": (0,), "overrides": {"rounds": 16, "eval_every": 4, "checkpoint_every": 8}}
 FULL = {"seeds": (0, 1, 2, 3, 4), "overrides": {"eval_every": 5}}
 
@@ -45,7 +47,9 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
         describe_machine,
         format_comparison,
         grid_title,
+        mean_ci,
         plot_accuracy,
+        plot_pareto,
         plot_picks,
         plot_stages,
         read_run,
@@ -58,20 +62,36 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
     names = expand(strategies, list(rm_configs))
     if "oracle" in names and table is None:
         raise ValueError("the oracle needs the measured accuracy table of the embedded reward models")
-    grid = run_grid(base, names, seeds, runs_dir, jobs=jobs, progress=progress,
+    soups = [n for n in names if n.startswith("soup:")]
+    if soups and soups != ["soup:uniform"]:
+        raise ValueError(f"unknown strategy {next(n for n in soups if n != 'soup:uniform')!r}: the bench mixes "
+                         "soup:uniform (laser soup makes any other weights)")
+    trained = [n for n in names if n not in soups]
+    grid = run_grid(base, trained, seeds, runs_dir, jobs=jobs, progress=progress,
                     say=lambda m: print(f"[laser bench] {m}", file=sys.stderr, flush=True))
     results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in grid.runs.items()}
+    front: list[dict] = []
+    if soups:
+        from laser.soup import bench_soups
+
+        uniform, front = bench_soups({n: r.runs for n, r in results.items() if n.startswith("single:")}, runs_dir,
+                                     progress=progress)
+        results["soup:uniform"] = StrategyResult("soup:uniform", uniform)
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     reference = "laser" if "laser" in results else None
     reach = "ensemble:mean" if "ensemble:mean" in results else None
     table_md = format_comparison(results, reference=reference, reach=reach)
-    plot_accuracy({n: r.runs for n, r in results.items()}, out / "accuracy.png")
+    trained_results = {n: r for n, r in results.items() if n in trained}  # soups have no rounds to plot
+    plot_accuracy({n: r.runs for n, r in trained_results.items()}, out / "accuracy.png")
     if reference:
         plot_picks(results[reference].runs[0].rounds, out / "picks.png")
     stages = {n: {k: float(np.mean([r.stage_seconds().get(k, 0.0) for r in res.runs]))
-                  for k in res.runs[0].stage_seconds()} for n, res in results.items()}
+                  for k in res.runs[0].stage_seconds()} for n, res in trained_results.items()}
     plot_stages(stages, out / "stages.png")
+    domains = list(next(iter(results.values())).runs[0].final["accuracy"])
+    plot_pareto({n: {d: mean_ci(r.accuracy(d)) for d in domains} for n, r in results.items()},
+                [row["accuracy"] for row in front], out / "pareto.png")
     wall = time.perf_counter() - t0
     checks = world_checks(results, table) if table else []
     claims = router_checks(results, hacker="verbose" if "verbose" in rm_configs else None)
@@ -91,7 +111,9 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                 format_checks(claims), ""] if claims else []),
              "![accuracy per round, mean and 95% band over seeds](accuracy.png)", "",
              "![LASeR's RM picks per domain over the rounds, first seed](picks.png)", "",
-             "![seconds per stage, mean over seeds](stages.png)"]
+             "![seconds per stage, mean over seeds](stages.png)", "",
+             "![per-domain test accuracy as objectives: every strategy (mean, 95% CI) and, with soup:uniform, the "
+             "soups of a grid of weights on the first seed's single-RM runs and their front](pareto.png)"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     raw = {"command": command, "machine": describe_machine(), "seeds": list(seeds), "world": world,
@@ -102,7 +124,8 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
                                "stage_seconds": r.stage_seconds(), "wall_s": r.wall_s,
                                "oracle_match_second_half": r.oracle_match(),
                                "rm_forward_per_round": [x["rm_forward"] for x in r.rounds]}
-                              for r in res.runs] for n, res in results.items()}}
+                              for r in res.runs] for n, res in results.items()},
+           "soup_front": front}
     (out / "results.json").write_text(json.dumps(raw, indent=1))
     print(table_md)
     for block in (checks, claims):

@@ -156,6 +156,24 @@ def _bench(args: argparse.Namespace) -> int:
     return _resumable("laser bench", run)
 
 
+def _soup(args: argparse.Namespace) -> int:
+    """Run `laser soup`: finished runs -> interpolated policies -> test accuracy of each, table and plot."""
+    from pathlib import Path
+
+    from laser.config import ConfigError
+    from laser.soup import SoupError, format_soup, run_soup
+
+    out = Path(args.out) if args.out else Path(args.runs[0]).parent / f"soup-{args.weights.replace(',', '_')}"
+    try:
+        soup = run_soup(args.runs, args.weights, step=args.step, out=out, progress=not args.quiet)
+    except (SoupError, ConfigError, FileNotFoundError) as e:
+        print(f"laser soup: {e}", file=sys.stderr)
+        return 2
+    print(format_soup(soup))
+    print(f"\nwrote {out / 'soup.md'}, {out / 'soup.json'} and {out / 'soup.png'}")
+    return 0
+
+
 def _bon(args: argparse.Namespace) -> int:
     """Run `laser bon`: prompts JSONL -> best-of-n with a strategy -> one JSONL row per prompt, streamed."""
     import json
@@ -288,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2 3 4; --quick: 0)")
     p.add_argument("--strategies", nargs="+", default=None,
                    help="default: laser laser:linucb laser:lints laser:exp3 random sequential ensemble:mean "
-                        "ensemble:worst_case ensemble:uncertainty_weighted singles oracle "
-                        "(singles = single:<rm> for every RM)")
+                        "ensemble:worst_case ensemble:uncertainty_weighted singles soup:uniform oracle "
+                        "(singles = single:<rm> for every RM; soup:uniform = their rewarded soup, no training)")
     p.add_argument("--jobs", type=int, default=2 if len(os.sched_getaffinity(0)) >= 2 else 1,
                    help="runs in parallel, each on its share of the cores (default 2: 1.25x faster than one at a "
                         "time on 2 cores)")
@@ -300,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results/<date>-<name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_bench, argv=None)
+    p = sub.add_parser("soup", help="rewarded soups: interpolate finished runs' policies and evaluate each mix",
+                       description="Mix the final policies of runs that started from one policy (one per reward "
+                                   "model, say), theta = sum_k lambda_k theta_k, evaluate each soup on the test "
+                                   "split as the runs evaluate, and write soup.md, soup.json and soup.png.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (at least two)")
+    p.add_argument("--weights", default="uniform",
+                   help="uniform, grid (every point of the simplex at --step) or l1,l2,... (one weight per run, "
+                        "summing to 1); default uniform")
+    p.add_argument("--step", type=float, default=0.25, help="grid spacing of --weights grid (default 0.25)")
+    p.add_argument("--out", default=None, help="folder of the results (default: beside the first run, "
+                                               "soup-<weights>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_soup)
     p = sub.add_parser("bon", help="best-of-n: sample n responses per prompt, let the router pick the RM that judges",
                        description="Sample --n responses per prompt with the policy, route each prompt to a reward "
                                    "model (or several) by --strategy, keep the best-scored response. Streams one JSONL "

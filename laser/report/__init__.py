@@ -1,7 +1,7 @@
 """Metrics files -> tables and plots: a run's `report.md`, and strategies compared over seeds."""
 
 from .machine import describe_machine
-from .plots import plot_accuracy, plot_picks, plot_stages
+from .plots import plot_accuracy, plot_pareto, plot_picks, plot_stages
 from .runs import (
                    RunSummary,
                    StrategyResult,
@@ -15,4 +15,5 @@ from .runs import (
 )
 
 __all__ = ["RunSummary", "StrategyResult", "describe_machine", "format_comparison", "format_run", "grid_title",
-           "mean_ci", "plot_accuracy", "plot_picks", "plot_stages", "read_run", "rounds_to_reach", "write_run_report"]
+           "mean_ci", "plot_accuracy", "plot_pareto", "plot_picks", "plot_stages", "read_run", "rounds_to_reach",
+           "write_run_report"]

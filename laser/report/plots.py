@@ -1,4 +1,5 @@
-"""Matplotlib figures of runs: test accuracy per round (with a 95% band over seeds) and RM picks per domain."""
+"""Matplotlib figures of runs: test accuracy per round (with a 95% band over seeds), RM picks per domain, stage
+seconds, and the Pareto view of per-domain accuracy."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, out: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
 
 
 def plot_accuracy(groups: Mapping[str, Sequence], out: str | Path) -> Path:
@@ -36,10 +44,7 @@ def plot_accuracy(groups: Mapping[str, Sequence], out: str | Path) -> Path:
     ax.set_ylabel("greedy test accuracy, mean over domains (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, out)
 
 
 def plot_picks(rounds: Sequence[dict], out: str | Path, window: int = 5) -> Path:
@@ -67,10 +72,7 @@ def plot_picks(rounds: Sequence[dict], out: str | Path, window: int = 5) -> Path
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("share of instances")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, out)
 
 
 def plot_stages(stage_seconds: Mapping[str, Mapping[str, float]], out: str | Path) -> Path:
@@ -90,7 +92,43 @@ def plot_stages(stage_seconds: Mapping[str, Mapping[str, float]], out: str | Pat
         label.set_horizontalalignment("right")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, out)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both coordinates (higher is better), sorted by the first."""
+    front = [p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)]
+    return sorted(set(front))
+
+
+def plot_pareto(points: Mapping[str, Mapping[str, tuple[float, float]]], soups: Sequence[Mapping[str, float]],
+                out: str | Path, axes: tuple[str, str] | None = None) -> Path:
+    """Per-domain test accuracy as objectives. Left: two domains (`axes`, default the first two) with every
+    point ({label: {domain: (mean, CI half-width)}}) and its CI, the soups as dots and their Pareto front as a
+    line; right: every domain, one line per point (parallel coordinates)."""
+    plt = _pyplot()
+    domains = list(next(iter(points.values())) if points else soups[0])
+    x, y = axes or (domains[0], domains[1 % len(domains)])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    if soups:
+        pts = [(s[x] * 100, s[y] * 100) for s in soups]
+        left.scatter(*zip(*pts, strict=True), s=12, color="0.6", label="soups (grid of λ)" if len(pts) > 1 else "soup")
+        front = pareto_front(pts)
+        if len(front) > 1:
+            left.plot(*zip(*front, strict=True), color="0.4", lw=1.2, label="soup front")
+    for i, (label, cells) in enumerate(points.items()):
+        color = plt.cm.tab10(i % 10)
+        (mx, hx), (my, hy) = cells[x], cells[y]
+        left.errorbar(mx * 100, my * 100, xerr=np.nan_to_num(hx) * 100, yerr=np.nan_to_num(hy) * 100, fmt="o",
+                      color=color, capsize=3, label=label)
+        right.errorbar(range(len(domains)), [cells[d][0] * 100 for d in domains],
+                       yerr=[np.nan_to_num(cells[d][1]) * 100 for d in domains], color=color, marker="o",
+                       capsize=3, label=label)
+    left.set_xlabel(f"{x} test accuracy (%)")
+    left.set_ylabel(f"{y} test accuracy (%)")
+    right.set_xticks(range(len(domains)), domains)
+    right.set_ylabel("test accuracy (%)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    return _save(plt, fig, out)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from laser.config import EvalSettings, RoundSettings
-from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Sample
+from laser.generation import Candidates, ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import Assignment, Batch, RewardStrategy
@@ -40,6 +40,7 @@ from laser.tasks.mistakes import wrong_answer
 
 from .distributed import broadcast_from_main, is_main_process, world
 from .dpo import DPOStep, is_peft
+from .evaluation import evaluate_accuracy
 from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain, rerank_gain
 from .pairs import build_pairs
 
@@ -345,36 +346,15 @@ class Trainer:
         """Test accuracy per domain (and mean) by the `eval` settings, answers cut off by the length limit per
         domain, RM picks per domain so far, forward passes so far."""
         t0 = time.perf_counter()
-        ev = self.evaluation
         examples = list(examples if examples is not None else self.test)
-        by_length: dict[int, list[int]] = defaultdict(list)  # one engine call per answer length
-        for i, ex in enumerate(examples):
-            by_length[ev.tokens_for(ex.domain, self.settings.max_new_tokens)].append(i)
-        answers: list[Sample | None] = [None] * len(examples)
-        for tokens, idx in sorted(by_length.items()):
-            prompts = [examples[i].prompt for i in idx]
-            out = self.engine.greedy(prompts, max_new_tokens=tokens) if ev.temperature == 0 else \
-                self.engine.sample(prompts, n=1, temperature=ev.temperature, max_new_tokens=tokens,
-                                   seed=self.seed * 7_919 + self.round)
-            for i, group in zip(idx, out.samples, strict=True):
-                answers[i] = max(group, key=lambda s: s.count)
-        hits: dict[str, list[bool]] = defaultdict(list)
-        cut: Counter = Counter()
-        for ex, answer in zip(examples, answers, strict=True):
-            judged = ex if ev.checker is None else ex.model_copy(update={"answer_format": ev.checker})
-            hits[ex.domain].append(check(judged, answer.text))
-            cut[ex.domain] += answer.finish_reason == "length"
-        acc = {d: float(np.mean(v)) for d, v in sorted(hits.items())}
-        if sum(cut.values()):
-            log.warning("evaluation: %d of %d answers reached the length limit and were judged cut off (%s); "
-                        "raise eval.max_new_tokens if answers are longer", sum(cut.values()), len(examples),
-                        ", ".join(f"{d} {c}" for d, c in sorted(cut.items()) if c))
+        acc, cut = evaluate_accuracy(self.engine, examples, self.evaluation, self.settings.max_new_tokens,
+                                 seed=self.seed * 7_919 + self.round)
         picks: dict[str, dict[str, int]] = defaultdict(dict)
         for (d, rm), c in sorted(self.picks.items()):
             picks[d][rm] = c
         line = {"type": "eval", "round": self.round, "accuracy": acc,
                 "mean_accuracy": float(np.mean(list(acc.values()))),
-                "truncated": {d: int(cut[d]) for d in acc}, "picks": dict(picks),
+                "truncated": cut, "picks": dict(picks),
                 "rm_forward_total": sum(rm.stats.forward for rm in self.rms.values()), "processes": world()[1]}
         self.elapsed += time.perf_counter() - t0
         line["elapsed_s"] = round(self.elapsed, 2)
