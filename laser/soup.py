@@ -19,8 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
 
 from laser.config import ConfigError, RunConfig
+from laser.generation import make_engine
+from laser.parts import load_tasks, resolve_models
+from laser.report import RunSummary, plot_pareto, read_run
+from laser.training.evaluation import evaluate_accuracy
+from laser.training.loop import latest_checkpoint
+from laser.training.rundir import load_run_config
 
 SOUP_FILE = "soup.json"
 
@@ -62,9 +71,6 @@ class Soup:
 
 def load_ingredient(run_dir: str | Path) -> Ingredient:
     """A finished run directory as a soup ingredient; SoupError if it has no final checkpoint."""
-    from laser.training.loop import latest_checkpoint
-    from laser.training.rundir import load_run_config
-
     run_dir = Path(run_dir)
     try:
         config = load_run_config(run_dir)
@@ -122,8 +128,6 @@ def _architecture(ing: Ingredient) -> dict:
 
 def final_weights(ing: Ingredient, base_path: str | None = None) -> dict:
     """The run's final policy weights ({name: tensor}); a LoRA run's adapters merged into its start policy."""
-    from transformers import AutoModelForCausalLM
-
     if not ing.lora:
         return AutoModelForCausalLM.from_pretrained(ing.checkpoint / "policy").state_dict()
     from peft import PeftModel
@@ -135,8 +139,6 @@ def final_weights(ing: Ingredient, base_path: str | None = None) -> dict:
 def interpolate(states: Sequence[dict], weights: Sequence[float]) -> dict:
     """sum_k weights[k] * states[k], tensor by tensor in each tensor's dtype (a weight of 0 adds nothing, so that
     one-hot weights give back that run's tensors bit for bit); non-float tensors must be equal in every run."""
-    import torch
-
     if len(states) != len(weights):
         raise SoupError(f"{len(weights)} weights for {len(states)} runs")
     keys = list(states[0])
@@ -210,8 +212,6 @@ def run_soup(run_dirs: Sequence[str | Path], weights: str = "uniform", step: flo
         out.mkdir(parents=True, exist_ok=True)
         (out / SOUP_FILE).write_text(json.dumps({**soup.to_json(), "key": key}, indent=1))
         (out / "soup.md").write_text(format_soup(soup) + "\n")
-        from laser.report.plots import plot_pareto
-
         plot_pareto({f"run {n}": _as_point(ing["final"]) for n, ing in zip(names, soup.ingredients, strict=True)},
                     [r["accuracy"] for r in soup.rows], out / "soup.png")
     return soup
@@ -222,14 +222,6 @@ def _as_point(final: dict) -> dict:
 
 
 def _evaluate(ingredients: Sequence[Ingredient], grid: Sequence[tuple[float, ...]], progress: bool) -> Soup:
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
-
-    from laser.generation import make_engine
-    from laser.parts import load_tasks, resolve_models
-    from laser.report import read_run
-    from laser.training.evaluation import evaluate_accuracy
-
     t0 = time.perf_counter()
     config = ingredients[0].config
     start, _, _, assets = resolve_models(config)
@@ -285,8 +277,6 @@ def format_soup(soup: Soup) -> str:
 def soup_summary(soup: Soup, run_dir: Path, row: int = 0, label: str = "soup:uniform"):
     """One soup as a run summary (`laser.report.RunSummary`) for a comparison table: its evaluation at the
     runs' last round, and as its cost the sum of the trainings it mixes (RM passes, seconds)."""
-    from laser.report import RunSummary
-
     r = soup.rows[row]
     first = soup.ingredients[0]
     final = {"round": first["final"]["round"], "accuracy": r["accuracy"], "mean_accuracy": r["mean_accuracy"],
