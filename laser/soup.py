@@ -27,7 +27,7 @@ from laser.config import ConfigError, RunConfig
 from laser.generation import make_engine
 from laser.parts import load_tasks, resolve_models
 from laser.report import RunSummary, plot_pareto, read_run
-from laser.training.evaluation import evaluate_accuracy
+from laser.training.evaluation import eval_seed, evaluate_accuracy
 from laser.training.loop import latest_checkpoint
 from laser.training.rundir import load_run_config
 
@@ -240,7 +240,7 @@ def _evaluate(ingredients: Sequence[Ingredient], grid: Sequence[tuple[float, ...
             model.load_state_dict(interpolate(states, w))
             engine.sync_weights(model)
             acc, _ = evaluate_accuracy(engine, test, config.eval, config.round.max_new_tokens,
-                                       seed=config.seed * 7_919 + config.rounds)
+                                       seed=eval_seed(config.seed, config.rounds))
             soup.rows.append({"weights": list(w), "accuracy": acc, "mean_accuracy": float(np.mean(list(acc.values())))})
     finally:
         engine.close()

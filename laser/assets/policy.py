@@ -170,7 +170,7 @@ def train_policy(spec: SFTSpec, model_spec: ModelSpec, tokenizer, train: Sequenc
     saved to `backbone_dir`: a stronger model of the same family, the base the reward models start from.
     """
     torch.manual_seed(seed)
-    rows, alternates = with_mistakes(train)
+    rows, alternates = with_mistakes(train) if spec.mistake_rate else (list(train), None)
     domains = [ex.domain for ex in train]
     model = LlamaForCausalLM(llama_config(model_spec, tokenizer))
     mixture = DomainMixture(domains, spec.max_steps * spec.batch_size, seed, alternates, spec.mistake_rate)

@@ -16,6 +16,11 @@ from laser.tasks.checkers import check
 log = logging.getLogger(__name__)
 
 
+def eval_seed(seed: int, round: int) -> int:
+    """The sampling seed of the evaluation a run of `seed` makes at `round` (used when `eval.temperature` > 0)."""
+    return seed * 7_919 + round
+
+
 def evaluate_accuracy(engine: GenerationEngine, examples: Sequence[Example], evaluation: EvalSettings,
                   max_new_tokens: int, seed: int = 0) -> tuple[dict[str, float], dict[str, int]]:
     """(accuracy per domain, answers cut off by the length limit per domain) of the engine's answers to

@@ -40,7 +40,7 @@ from laser.tasks.mistakes import wrong_answer
 
 from .distributed import broadcast_from_main, is_main_process, world
 from .dpo import DPOStep, is_peft
-from .evaluation import evaluate_accuracy
+from .evaluation import eval_seed, evaluate_accuracy
 from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain, rerank_gain
 from .pairs import build_pairs
 
@@ -348,7 +348,7 @@ class Trainer:
         t0 = time.perf_counter()
         examples = list(examples if examples is not None else self.test)
         acc, cut = evaluate_accuracy(self.engine, examples, self.evaluation, self.settings.max_new_tokens,
-                                 seed=self.seed * 7_919 + self.round)
+                                 seed=eval_seed(self.seed, self.round))
         picks: dict[str, dict[str, int]] = defaultdict(dict)
         for (d, rm), c in sorted(self.picks.items()):
             picks[d][rm] = c
