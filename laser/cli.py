@@ -76,6 +76,7 @@ def _data(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     """Run `laser train`: config file + overrides -> rounds -> runs/<name>/metrics.jsonl."""
     from laser.config import ConfigError, load_config
+    from laser.rewards.base import RewardModelFailed
     from laser.statefile import StateFileError
     from laser.training.distributed import is_main_process
     from laser.training.run import train
@@ -95,7 +96,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             config = load_config(args.config, overrides)
         last = train(config, progress=not args.quiet, resume=bool(args.resume))
-    except (ConfigError, RunLockedError, FileNotFoundError, StateFileError) as e:
+    except (ConfigError, RunLockedError, FileNotFoundError, StateFileError, RewardModelFailed) as e:
         print(f"laser train: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -172,6 +173,31 @@ def _soup(args: argparse.Namespace) -> int:
     print(format_soup(soup))
     print(f"\nwrote {out / 'soup.md'}, {out / 'soup.json'} and {out / 'soup.png'}")
     return 0
+
+
+def _serve_rms(args: argparse.Namespace) -> int:
+    """Run `laser serve-rms`: a vLLM pooling server per sequence-classifier RM, until Ctrl-C or SIGTERM."""
+    from laser.bon.setup import BonError, parse_rms
+    from laser.config import ConfigError, load_config
+    from laser.serve import ServeError, servable, serve
+
+    try:
+        if args.config:
+            from laser.parts import resolve_models
+
+            _, configs, _, _ = resolve_models(load_config(args.config))
+        else:
+            configs, _ = parse_rms(args.rms)
+        if args.only:
+            unknown = sorted(set(args.only) - set(configs))
+            if unknown:
+                raise ServeError(f"--only {' '.join(unknown)}: not among the reward models {sorted(configs)}")
+            configs = {n: c for n, c in configs.items() if n in args.only}
+        models = servable(configs)
+        return serve(models, port=args.port, host=args.host, log_dir=args.log_dir, timeout=args.timeout)
+    except (ServeError, BonError, ConfigError) as e:
+        print(f"laser serve-rms: {e}", file=sys.stderr)
+        return 2
 
 
 def _bon(args: argparse.Namespace) -> int:
@@ -363,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip unusable input rows (listed in <out>.skipped.jsonl) instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_bon)
+    p = sub.add_parser("serve-rms", help="serve sequence-classifier RMs, one vLLM pooling server each",
+                       description="Start one vLLM pooling server per reward model (kind: hf) of a run config or "
+                                   "an RM list, wait until each answers, print the URLs and a reward_models: block "
+                                   "of kind: remote entries to paste, and stop them all on Ctrl-C or SIGTERM.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", default=None, help="a run config: serve its models.reward_models")
+    src.add_argument("--rms", default=None,
+                     help="embedded:classifiers, a YAML file ({name: {kind, path}}), or name=path,name=path")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="serve only these RMs")
+    p.add_argument("--port", type=int, default=8100, help="port of the first server; the next ones follow (8100)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 for a cluster)")
+    p.add_argument("--log-dir", default="runs/serve-rms", help="one log file per server (runs/serve-rms)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for every server to answer (600)")
+    p.set_defaults(func=_serve_rms)
     return ap
 
 

@@ -125,12 +125,38 @@ class RoundSettings(_Section):
 
 
 class RewardModelConfig(_Section):
-    """One reward model of the run: a backend and where its weights are."""
+    """One reward model of the run: a backend and where its weights are (or, `kind: remote`, its server)."""
 
-    kind: Literal["hf", "implicit_dpo", "likelihood"] = "hf"
-    path: str
+    kind: Literal["hf", "implicit_dpo", "likelihood", "remote"] = "hf"
+    path: str | None = None  # hf, implicit_dpo, likelihood: a local model directory or hub id
     ref_path: str | None = None  # implicit_dpo: the model it was DPO-trained from
     batch_size: int = Field(64, gt=0)
+    # kind: remote. `protocol: vllm`: a vLLM pooling server of a sequence classifier (`url` is its base,
+    # e.g. http://host:8000; `laser serve-rms` starts one per RM); `protocol: openrlhf`: OpenRLHF's remote RM
+    # convention (`url` is the endpoint that takes {query, prompts, labels} and answers {rewards}).
+    url: str | None = None
+    protocol: Literal["vllm", "openrlhf"] = "vllm"
+    model: str | None = None  # vllm: the served model's name (default: the server's only model)
+    # vllm: the RM's tokenizer (directory or hub id), to build the exact texts the in-process `hf` backend
+    # scores (chat template or prompt + completion + EOS); without it the server gets prompt + completion.
+    tokenizer: str | None = None
+    head: int = Field(0, ge=0)  # vllm: which output of a multi-objective head
+    timeout: float = Field(60.0, gt=0)  # seconds per request
+    retries: int = Field(3, ge=0)  # on connection errors, timeouts and 5xx, with exponential backoff
+    backoff: float = Field(0.5, ge=0)  # seconds before the first retry (doubled after each)
+
+    @model_validator(mode="after")
+    def _where(self) -> RewardModelConfig:
+        if self.kind == "remote":
+            if not self.url:
+                raise ValueError("a `kind: remote` reward model needs `url` (its server)")
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        elif not self.path:
+            raise ValueError(f"a `kind: {self.kind}` reward model needs `path` (a model directory or hub id)")
+        if self.kind == "implicit_dpo" and not self.ref_path:
+            raise ValueError("an implicit_dpo reward model needs `ref_path` (the model it was DPO-trained from)")
+        return self
 
 
 class ModelsConfig(_Section):

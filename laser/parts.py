@@ -71,9 +71,15 @@ def load_reward_models(configs: Mapping[str, RewardModelConfig]) -> dict:
     """{name: RewardModel}, loaded."""
     from laser.rewards import load_reward_model
 
-    return {name: load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
-                                    **({"ref_path": c.ref_path} if c.ref_path else {}))
-            for name, c in configs.items()}
+    def load(name: str, c: RewardModelConfig):
+        if c.kind == "remote":
+            return load_reward_model("remote", c.url, name=name, batch_size=c.batch_size, protocol=c.protocol,
+                                     model=c.model, tokenizer=c.tokenizer, head=c.head, timeout=c.timeout,
+                                     retries=c.retries, backoff=c.backoff)
+        return load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
+                                 **({"ref_path": c.ref_path} if c.ref_path else {}))
+
+    return {name: load(name, c) for name, c in configs.items()}
 
 
 def load_embedder(path: str, context: ContextConfig, seed: int, engine=None, model=None, tokenizer=None):

@@ -9,15 +9,16 @@ import numpy as np
 
 from .aggregators import AGGREGATORS, aggregate
 from .agreement import format_agreement, preference_agreement
-from .base import RewardError, RewardModel, RewardStats, Scores
+from .base import RewardError, RewardModel, RewardModelFailed, RewardStats, Scores, ScoringUnavailable
 from .function import FunctionRM, verifier
 from .normalize import ScoreNormalizer
 
-BACKENDS = ("hf", "implicit_dpo", "likelihood")
+BACKENDS = ("hf", "implicit_dpo", "likelihood", "remote")
 
 
 def load_reward_model(kind: str, path: str, **kwargs) -> RewardModel:
-    """A reward model of backend `kind` ("hf", "implicit_dpo" with ref_path=..., "likelihood") from `path`."""
+    """A reward model of backend `kind` ("hf", "implicit_dpo" with ref_path=..., "likelihood") from `path`, or
+    ("remote") behind the server at `path` (a URL; `protocol=`, see `laser.rewards.remote`)."""
     from .hf import HFSequenceClassifierRM, ImplicitDPORM, LikelihoodRM
 
     if kind == "hf":
@@ -28,6 +29,10 @@ def load_reward_model(kind: str, path: str, **kwargs) -> RewardModel:
         return ImplicitDPORM(path, **kwargs)
     if kind == "likelihood":
         return LikelihoodRM(path, **kwargs)
+    if kind == "remote":
+        from .remote import RemoteRM
+
+        return RemoteRM(path, **kwargs)
     raise RewardError(f"unknown reward model backend {kind!r}; choose one of {list(BACKENDS)}")
 
 
@@ -40,7 +45,7 @@ def score_matrix(models: Mapping[str, RewardModel] | Sequence[RewardModel], prom
 
 
 __all__ = [
-    "AGGREGATORS", "BACKENDS", "FunctionRM", "RewardError", "RewardModel", "RewardStats", "ScoreNormalizer",
-    "Scores", "aggregate", "format_agreement", "load_reward_model", "preference_agreement", "score_matrix",
-    "verifier",
+    "AGGREGATORS", "BACKENDS", "FunctionRM", "RewardError", "RewardModel", "RewardModelFailed", "RewardStats",
+    "ScoreNormalizer", "Scores", "ScoringUnavailable", "aggregate", "format_agreement", "load_reward_model",
+    "preference_agreement", "score_matrix", "verifier",
 ]

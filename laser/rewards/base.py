@@ -22,6 +22,16 @@ class RewardError(ValueError):
     """Bad input to a reward model (mismatched lengths, non-string texts); the message says what to fix."""
 
 
+class RewardModelFailed(RewardError):
+    """A reward model that cannot work as configured (e.g. a server that refuses the request): raised to the
+    caller, never isolated row by row."""
+
+
+class ScoringUnavailable(Exception):
+    """A backend could not score a whole batch for a reason that scoring its rows one by one would not fix
+    (a server still down after its retries): the batch's rows become unscorable at once."""
+
+
 @dataclass
 class Scores:
     """Scores of one `score` call. `values` is NaN exactly where `unscorable` is True."""
@@ -128,6 +138,12 @@ class RewardModel(ABC):
         """Score a batch; if it raises, score its rows one by one so that one bad row costs only itself."""
         try:
             return self._checked(keys)
+        except RewardModelFailed:
+            raise
+        except ScoringUnavailable as e:
+            self.stats.errors.append(f"{type(e).__name__}: {e}")
+            log.warning("reward model %s could not score %d rows: %s", self.name, len(keys), e)
+            return np.full(len(keys), np.nan), 0
         except Exception as e:  # noqa: BLE001 - any backend failure is isolated, counted and logged
             if len(keys) == 1:
                 self.stats.errors.append(f"{type(e).__name__}: {e}")

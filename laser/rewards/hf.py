@@ -10,6 +10,7 @@ import torch
 from laser.console import torch_dtype
 
 from .base import RewardError, RewardModel
+from .texts import classifier_texts
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -79,12 +80,7 @@ class HFSequenceClassifierRM(RewardModel):
 
     def texts(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
         """The exact strings the RM sees."""
-        if self.use_chat_template:
-            return [self.tokenizer.apply_chat_template([{"role": "user", "content": p},
-                                                        {"role": "assistant", "content": c}], tokenize=False)
-                    for p, c in zip(prompts, completions, strict=True)]
-        eos = self.tokenizer.eos_token or ""
-        return [p + c + eos for p, c in zip(prompts, completions, strict=True)]
+        return classifier_texts(self.tokenizer, prompts, completions, self.use_chat_template)
 
     @torch.inference_mode()
     def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:

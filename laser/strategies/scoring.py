@@ -8,6 +8,7 @@ exactly this; it lives here once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,17 +87,39 @@ def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer
     instance, texts, prompts = table.instance, table.texts, table.prompts
     sizes = np.bincount(instance, minlength=len(prompts)) if len(instance) else np.zeros(len(prompts), dtype=int)
     needed = (sizes > 1) | (not skip_single)
-    scores: dict[str, np.ndarray] = {}
-    forward = calls = 0
-    for rm_name, rm in reward_models.items():
+    jobs = {}
+    for rm_name in reward_models:
         who = assignment.mask[:, assignment.rm_names.index(rm_name)] & needed
         rows = np.flatnonzero(who[instance]) if len(instance) else np.zeros(0, dtype=np.int64)
-        if not len(rows):
-            continue
-        got = rm.score([prompts[instance[c]] for c in rows], [texts[c] for c in rows])
-        forward += got.forward
+        if len(rows):
+            jobs[rm_name] = rows
+    got = _score_all(reward_models, {name: ([prompts[instance[c]] for c in rows], [texts[c] for c in rows])
+                                     for name, rows in jobs.items()})
+    scores: dict[str, np.ndarray] = {}
+    forward = calls = 0
+    for rm_name, rows in jobs.items():  # normalized in the RMs' order, whatever order the servers answered in
+        forward += got[rm_name].forward
         calls += len(rows)
         scores[rm_name] = np.full(len(texts), np.nan)
-        scores[rm_name][rows] = normalizer(rm_name, got.values)
+        scores[rm_name][rows] = normalizer(rm_name, got[rm_name].values)
     combined = strategy.combine(scores, assignment, instance) if scores else np.full(len(texts), np.nan)
     return Routed(table, assignment, scores, combined, forward, calls)
+
+
+def _score_all(reward_models: Mapping, requests: dict[str, tuple[list[str], list[str]]]) -> dict:
+    """{rm: Scores} of every request; the remote RMs (`rm.remote`) are asked at the same time, each from its own
+    thread (they wait on their servers), the in-process ones one after the other in this thread."""
+    remote = [name for name in requests if getattr(reward_models[name], "remote", False)]
+    out = {}
+    pool = ThreadPoolExecutor(max_workers=len(remote)) if len(remote) > 1 else None
+    try:
+        futures = {name: pool.submit(reward_models[name].score, *requests[name]) for name in remote} if pool else {}
+        for name, (p, c) in requests.items():
+            if name not in futures:
+                out[name] = reward_models[name].score(p, c)
+        for name, future in futures.items():
+            out[name] = future.result()
+    finally:
+        if pool:
+            pool.shutdown(wait=True)
+    return out

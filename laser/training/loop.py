@@ -130,6 +130,7 @@ class Trainer:
 
         if self.round % s.rounds_per_iteration == 0:
             self.dpo.start_iteration()
+        unscorable_before = self._unscorable()
         examples = self.next_prompts()
         probes = self.probe_examples() if self.probing else []
         prompts = [ex.prompt for ex in examples]
@@ -206,10 +207,19 @@ class Trainer:
                 "dpo": dpo_metrics, "sync_s": round(sync_s, 4), "seconds": t}
         if probe_stats is not None:
             line["probes"] = probe_stats
+        # candidates an RM could not score this round (NaN or inf, a failed row, a server down after its
+        # retries): left out of the pairs and the rewards, counted here per RM
+        unscorable = {name: n - unscorable_before[name] for name, n in self._unscorable().items()}
+        if any(unscorable.values()):
+            line["rm_unscorable"] = {name: n for name, n in unscorable.items() if n}
         self.round += 1
         self.elapsed += sum(t.values())
         self._write(line)
         return line
+
+    def _unscorable(self) -> dict[str, int]:
+        """Each RM's running count of candidates it could not score."""
+        return {name: getattr(getattr(rm, "stats", None), "unscorable", 0) for name, rm in self.rms.items()}
 
     def _oracle_match(self, domains: Sequence[str], assignment: Assignment) -> float | None:
         """The share of this round's RM assignments that went to the oracle's RM of each instance's domain
