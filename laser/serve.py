@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -38,7 +38,6 @@ class RMServer:
     url: str
     proc: subprocess.Popen
     log: Path
-    extra: dict = field(default_factory=dict)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
