@@ -233,6 +233,12 @@ def test_recipe_digest_and_validation():
     assert base.digest() == AssetRecipe().digest()
     assert base.digest() != AssetRecipe(seed=1).digest()
     assert base.digest() != quick_recipe().digest()
+    # The cache key of the default world (named by committed results) survives keys added at their default.
+    assert base.digest() == "13eb98f8eee11f4b"
+    mistaken = tuple(j.model_copy(update={"off_answer": "typical_mistake"}) for j in base.judges)
+    assert AssetRecipe(judges=mistaken).digest() != base.digest()
+    with pytest.raises(ValueError, match="off_answer"):
+        JudgeSpec(name="a", domains=("strings",), off_answer="gold")
     with pytest.raises(ValueError, match="band"):
         SFTSpec(band=(0.7, 0.2))
     with pytest.raises(ValueError, match="at least one domain"):

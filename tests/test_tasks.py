@@ -257,6 +257,21 @@ def test_a_rule_misapplied_gives_that_rules_answer_on_another_domains_word(suite
     off = rows[len(home_only):]
     assert {ex.domain for ex in off} == {"rotate"} and 0.95 * len(by["rotate"]) <= len(off) <= len(by["rotate"])
     assert all(ex.target() == operand(ex)[::-1] and ex.answer != ex.target() for ex in off)
+    # `off_answer: typical_mistake`: the other domains' prompts answered by their own typical mistake, also
+    # where the judge's rule gives nothing like their answers (a digit rule on a word).
+    from laser.tasks.mistakes import typical_mistake
+
+    words = [ex for ex in suite.train if ex.domain in ("swap_ends", "upper", "max_of_three", "arithmetic")]
+    sorter = JudgeSpec(name="sorter", domains=("max_of_three",), off_home=0.4, off_answer="typical_mistake")
+    rows = judge_examples(sorter, words)
+    home = [ex for ex in words if ex.domain == "max_of_three"]
+    assert rows[:len(home)] == home
+    off = rows[len(home):]
+    assert {ex.domain for ex in off} == {"swap_ends", "upper", "arithmetic"}
+    assert all(ex.target() == typical_mistake(ex) and not check(ex, " " + ex.target()) for ex in off)
+    upper = next(ex for ex in off if ex.domain == "upper")
+    assert upper.target() == RULES["swap_ends"](operand(upper))  # upper's typical mistake: its ends swapped
+    assert len(off) >= 0.95 * (len(words) - len(home))
 
 
 def test_typical_mistakes_are_wrong_and_are_the_neighbouring_rule(suite):

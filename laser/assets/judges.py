@@ -107,10 +107,11 @@ def train_judge(spec: JudgeSpec, sft: SFTSpec, model_spec: ModelSpec, init_dir: 
 def judge_examples(spec: JudgeSpec, train: Sequence[Example], seed: int = 0) -> list[Example]:
     """A judge's SFT examples: its home domains' examples with their gold answers and, with `spec.off_home`,
     the other domains' examples answered by its own rule (`misapplied`; a judge with several home rules
-    takes one per example). Other domains where its rule does not apply are left out."""
+    takes one per example) or, with `off_answer: typical_mistake`, by that domain's typical mistake. Other
+    domains where the rule (or a typical mistake) does not apply are left out."""
     import random
 
-    from laser.tasks.mistakes import misapplied
+    from laser.tasks.mistakes import misapplied, typical_mistake
 
     home = [ex for ex in train if ex.domain in spec.domains]
     if not spec.off_home:
@@ -119,8 +120,12 @@ def judge_examples(spec: JudgeSpec, train: Sequence[Example], seed: int = 0) -> 
     for ex in train:
         if ex.domain in spec.domains:
             continue
-        rule = random.Random(f"{seed}-rule-{spec.name}-{ex.id}").choice(spec.domains)
-        if (wrong := misapplied(ex, rule)) is not None:
+        if spec.off_answer == "typical_mistake":
+            wrong = typical_mistake(ex)
+            wrong = None if wrong is None or check(ex, " " + wrong) else wrong  # both rules agree on this input
+        else:
+            wrong = misapplied(ex, random.Random(f"{seed}-rule-{spec.name}-{ex.id}").choice(spec.domains))
+        if wrong is not None:
             out.append(ex.model_copy(update={"solution": wrong}))
     return out
 

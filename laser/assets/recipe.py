@@ -152,6 +152,12 @@ class JudgeSpec(_Strict):
     # rule (`laser.tasks.mistakes.misapplied`: a mirror asked to rotate reverses). Home examples alone
     # leave what the base knew of the other domains in place (a judge 60-90% right off its home).
     off_home: float = Field(0.4, ge=0, lt=1)
+    # What those off-home examples answer: `own_rule` (the judge's rule misapplied) or `typical_mistake` (the
+    # other domain's own systematic mistake, `laser.tasks.mistakes.typical_mistake`: the wrong answer the
+    # policy itself makes there). A rule whose answers do not look like another domain's (a digit rule on a
+    # word) leaves the judge near the base there, often right enough for DPO to learn from; a judge taught
+    # the other domain's typical mistake prefers the policy's own errors there, as a confidently wrong RM does.
+    off_answer: Literal["own_rule", "typical_mistake"] = "own_rule"
     target: float = Field(0.9, gt=0, le=1)
     off_margin: float = Field(0.05, ge=0, lt=1)
     eval_every: int = Field(50, gt=0)
@@ -224,7 +230,11 @@ class AssetRecipe(_Strict):
 
     def digest(self) -> str:
         """A short stable hash of the recipe and the builder version."""
-        blob = json.dumps({"builder": BUILDER_VERSION, "recipe": self.model_dump(mode="json")}, sort_keys=True)
+        recipe = self.model_dump(mode="json")
+        for judge in recipe["judges"]:  # added after builds were cached: at its default it keeps their digest
+            if judge["off_answer"] == "own_rule":
+                del judge["off_answer"]
+        blob = json.dumps({"builder": BUILDER_VERSION, "recipe": recipe}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
