@@ -234,7 +234,9 @@ def test_recipe_digest_and_validation():
     assert base.digest() != AssetRecipe(seed=1).digest()
     assert base.digest() != quick_recipe().digest()
     # The cache key of the default world (named by committed results) survives keys added at their default.
-    assert base.digest() == "13eb98f8eee11f4b"
+    # 9a9830813e6798eb: SFT up to 3000 steps (13eb98f8eee11f4b stopped at 1500, which left an Intel build
+    # short of the band; the AMD EPYC build of the committed results stops in the band at step 1350 either way).
+    assert base.digest() == "9a9830813e6798eb"
     mistaken = tuple(j.model_copy(update={"off_answer": "typical_mistake"}) for j in base.judges)
     assert AssetRecipe(judges=mistaken).digest() != base.digest()
     with pytest.raises(ValueError, match="off_answer"):

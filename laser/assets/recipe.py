@@ -60,7 +60,7 @@ class SFTSpec(_Strict):
     checkpoint whose worst distance to the band was smallest.
     """
 
-    max_steps: int = Field(1500, gt=0)
+    max_steps: int = Field(3000, gt=0)
     batch_size: int = Field(64, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
     # The share of the draws of an example whose SFT target is the domain's typical mistake instead of the
