@@ -123,7 +123,7 @@ def build_trainer(config: RunConfig):
 
     from laser.generation import make_engine
     from laser.strategies import OracleStrategy
-    from laser.training.distributed import is_main_process
+    from laser.training.distributed import is_main_process, shard_work
     from laser.training.dpo import DPOStep
     from laser.training.loop import Trainer
 
@@ -140,6 +140,7 @@ def build_trainer(config: RunConfig):
     embedder = load_embedder(policy_path, config.context, config.seed, engine=engine, model=policy,
                              tokenizer=tokenizer)
     strategy = make_run_strategy(config, list(rms), embedder.dim, table)
+    engine, embedder = shard_work(engine, embedder)  # several processes: each samples and embeds its share
     tracker = None
     if config.report_to and is_main_process():  # one set of logs per run
         from laser.training.tracking import Tracker

@@ -1,5 +1,6 @@
-"""Two processes (gloo on CPU): the round's decisions are taken on rank 0 and every rank gets them, and
-`laser train` under torchrun trains one run as one process would."""
+"""Two processes (gloo on CPU): the round's decisions are taken on rank 0 and every rank gets them, the round's
+sampling and scoring are shared between the ranks, and `laser train` under torchrun trains one run as one process
+would."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from laser.strategies import Batch, make_strategy
-from laser.training.distributed import broadcast_from_main, is_main_process, main_first, world
+from laser.training.distributed import broadcast_from_main, is_main_process, main_first, map_shards, world
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,10 +40,25 @@ def _worker(rank: int, size: int, port: int, out: str) -> None:
             refused = None
         except ValueError as e:
             refused = str(e)
+        # Work in shares: each rank maps its contiguous share, every rank gets every result in order.
+        mapped = map_shards(lambda xs: [10 * x + rank for x in xs], range(5))
+        shares = []
+        empty = map_shards(lambda xs: shares.append(len(xs)) or [x for x in xs], [7])  # one item: rank 1 idle
+
+        def fail_on_1(xs):
+            if rank == 1:
+                raise RuntimeError("rank 1's engine died")
+            return xs
+
+        try:
+            map_shards(fail_on_1, range(4))
+            failed = None
+        except RuntimeError as e:
+            failed = str(e)
         with open(f"{out}.{rank}", "w") as f:
             json.dump({"world": list(world()), "main": is_main_process(), "mine": mine.arms.tolist(),
                        "shared": shared.arms.tolist(), "feedback": feedback.tolist(), "ran": ran, "got": got,
-                       "refused": refused}, f)
+                       "refused": refused, "mapped": mapped, "empty": empty, "shares": shares, "failed": failed}, f)
     finally:
         dist.destroy_process_group()
 
@@ -62,15 +78,19 @@ def test_assignments_and_feedback_come_from_rank_0(tmp_path):
     assert r0["feedback"] == r1["feedback"] == [0.0, 0.0, 0.0]
     assert (r0["ran"], r1["ran"]) == ([0], []) and r0["got"] == r1["got"] == 7  # rank 0's result everywhere
     assert r0["refused"] == r1["refused"] == "rank 0 refuses"                    # and rank 0's error
+    assert r0["mapped"] == r1["mapped"] == [0, 10, 21, 31, 41]  # items 0-1 mapped by rank 0, 2-4 by rank 1
+    assert r0["empty"] == r1["empty"] == [7] and (r0["shares"], r1["shares"]) == ([], [1])
+    assert r0["failed"] == r1["failed"] == "rank 1's engine died"  # raised on both: rank 0 is not left waiting
 
 
 def test_a_single_process_returns_its_input():
     x = {"a": 1}
     assert broadcast_from_main(x) is x and is_main_process() and world() == (0, 1)
+    assert map_shards(lambda xs: [2 * v for v in xs], [1, 2]) == [2, 4]
 
 
 def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False) -> list[str]:
-    """`laser train` of the quick config (4 rounds, HF engine) in one process, or under torchrun."""
+    """`laser train` of the quick config (4 rounds, vLLM engine) in one process, or under torchrun."""
     import shutil
     import sys
 
@@ -80,7 +100,7 @@ def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False) -> lis
     else:
         args += ["--config", str(ROOT / "configs" / "quick.yaml"), "--name", name, "--set", f"output_dir={tmp_path}",
                  "--set", "rounds=4", "--set", "eval_every=2", "--set", "checkpoint_every=2",
-                 "--set", "engine.engine=hf"]
+                 "--set", "engine.engine=vllm"]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
         return [torchrun, "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *args]
@@ -114,11 +134,23 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     assert [x["processes"] for x in a if x["type"] == "eval"] == [2, 2, 2]
     assert [x["processes"] for x in b if x["type"] == "eval"] == [1, 1, 1]
     ra, rb = ([x for x in lines if x["type"] == "round"] for lines in (a, b))
-    # Same assignments, probes and pairs (rank 0's). The DPO gradient is the mean over both ranks' halves of each
-    # batch, so the round's one update (rerank_gain) matches the single process's up to float summation order as
-    # long as the pairs split evenly (one pair, or an even number): with an odd number one rank pads its half
-    # with a repeated pair. The routing of the first two rounds is the same; from then on a near-tie of the
-    # router may flip: at most one instance a round goes to another RM.
+    # The work is shared: each rank sampled half of the round's prompts (training prompts and probes, one call)
+    # and ran half of the RM forward passes; together they ran exactly what one process ran.
+    for r in ra:
+        sampled = r["prompts"] + r.get("probes", {}).get("sampled", 0)
+        shares = [w["prompts_sampled"] for w in r["ranks"]]
+        assert sum(shares) == sampled and max(shares) - min(shares) <= 1, (sampled, r["ranks"])
+        forward = [w["rm_forward"] for w in r["ranks"]]
+        assert sum(forward) == r["rm_forward"] and min(forward) >= 0.3 * r["rm_forward"], r["ranks"]
+    assert all("ranks" not in r for r in rb)  # one process: nothing to share
+    # Same samples, assignments, probes, forward passes and pairs: a vLLM prompt's samples depend on the seed and
+    # the prompt only, so the two ranks' shares are the samples one process draws. The DPO gradient is the mean
+    # over both ranks' halves of each batch, so the round's one update (rerank_gain) matches the single process's
+    # up to float summation order as long as the pairs split evenly (one pair, or an even number): with an odd
+    # number one rank pads its half with a repeated pair. The routing of the first two rounds is the same; from
+    # then on a near-tie of the router may flip: at most one instance a round goes to another RM.
+    assert [r["candidates"] for r in ra[:2]] == [r["candidates"] for r in rb[:2]]
+    assert [r["rm_forward"] for r in ra[:2]] == [r["rm_forward"] for r in rb[:2]]
     assert [r["picks"] for r in ra[:2]] == [r["picks"] for r in rb[:2]]
     assert [r["probes"] for r in ra[:2]] == [r["probes"] for r in rb[:2]]
     for x, y in zip(ra[2:], rb[2:], strict=True):

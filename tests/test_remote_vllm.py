@@ -108,6 +108,36 @@ def test_laser_train_with_every_rm_remote_survives_a_killed_server_and_resumes(s
     assert lines[-1]["type"] == "eval" and lines[-1]["round"] == 4
 
 
+def test_two_ranks_with_every_rm_remote_ask_the_servers_for_half_each(served, tmp_path):
+    """Under torchrun each rank asks the RM servers for its share of the candidates only; the run equals one
+    process's (same samples, forward passes, picks and pairs) in its first rounds."""
+    import shutil
+    import socket
+
+    assets, models, servers = served
+    env = {**os.environ, "LASER_ASSETS_DIR": str(assets.root.parent), "OMP_NUM_THREADS": "1"}
+    args = ["-m", "laser.cli", "train", "--quiet", "--config", str(ROOT / "configs" / "quick.yaml"),
+            "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=2",
+            "--set", "checkpoint_every=2"] + _run_config(servers, models)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(port), *args, "--name", "two"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *args, "--name", "one"], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = ([json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines() if '"round"' in x]
+            for n in ("two", "one"))
+    for r in a:
+        forward = [w["rm_forward"] for w in r["ranks"]]
+        assert sum(forward) == r["rm_forward"] and min(forward) >= 0.3 * r["rm_forward"], r["ranks"]
+    for key in ("candidates", "rm_forward", "picks", "probes", "pairs"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+
+
 def test_a_dead_url_at_start_stops_laser_train_with_the_rms_name(quick_world, tmp_path, monkeypatch, capsys):
     assets, _ = quick_world
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))

@@ -291,3 +291,88 @@ def test_dtype_is_configurable_and_checked(world, candidates):
     assert np.corrcoef(bf16, fp32)[0, 1] > 0.99
     with pytest.raises(RewardError, match="dtype"):
         load_reward_model("hf", path, dtype="int8")
+
+
+def _as_two_ranks(fn):
+    """fn(ranks) run by two threads as ranks 0 and 1 of one group whose `gather` is a real exchange between them
+    (what torch.distributed's all_gather_object does across processes); returns [rank 0's result, rank 1's]."""
+    import threading
+
+    from laser.strategies.scoring import Ranks
+
+    box, results, errors = [None, None], [None, None], [None, None]
+    barrier = threading.Barrier(2, timeout=120)
+
+    def gather_of(rank):
+        def gather(obj):
+            box[rank] = obj
+            barrier.wait()
+            out = list(box)
+            barrier.wait()
+            return out
+        return gather
+
+    def run(rank):
+        try:
+            results[rank] = fn(Ranks(rank, 2, gather_of(rank)))
+        except Exception as e:  # noqa: BLE001 - reported to the test below
+            errors[rank] = e
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return results, errors
+
+
+def test_ranks_share_the_forward_passes_and_end_with_one_process_scores(world, candidates):
+    """Two ranks scoring one request each run about half of the uncached pairs; both get every score, the same
+    cache and the same counts as one process (a resumed run and the metrics see one RM, whatever the ranks)."""
+    from laser.strategies.scoring import _score_all
+
+    assets, _ = world
+    path = str(assets.reward_models["strings"])
+    prompts, completions = candidates
+    single = HFSequenceClassifierRM(path, batch_size=16)
+    want = single.score(prompts, completions)
+    per_rank = [{"strings": HFSequenceClassifierRM(path, batch_size=16)} for _ in range(2)]
+    ran = [0, 0]
+    for rank, rms in enumerate(per_rank):  # a spy on each rank's share of the model's work
+        rm = rms["strings"]
+        rm.compute = (lambda compute, r: lambda keys: (ran.__setitem__(r, ran[r] + len(keys)), compute(keys))[1])(
+            rm.compute, rank)
+    requests = {"strings": (prompts, completions)}
+    got, errors = _as_two_ranks(lambda ranks: _score_all(per_rank[ranks.rank], requests, ranks))
+    assert errors == [None, None], errors
+    unique = len(set(zip(prompts, completions, strict=True)))
+    assert sum(ran) == unique == want.forward and abs(ran[0] - ran[1]) <= 1  # each rank ran half
+    for rank in (0, 1):
+        scores, rm = got[rank]["strings"], per_rank[rank]["strings"]
+        np.testing.assert_allclose(scores.values, want.values, atol=1e-5)
+        assert (scores.forward, scores.cache_hits) == (want.forward, want.cache_hits)
+        shared = {k: v for k, v in rm.stats.as_dict().items() if k != "computed"}  # computed: this rank's share
+        assert shared == {k: v for k, v in single.stats.as_dict().items() if k != "computed"}
+        assert rm.stats.computed == ran[rank] and single.stats.computed == unique
+        assert list(rm._cache) == list(single._cache)
+    again, errors = _as_two_ranks(lambda ranks: _score_all(per_rank[ranks.rank], requests, ranks))
+    assert errors == [None, None] and sum(ran) == unique  # all cached: no rank runs anything
+    assert [a["strings"].forward for a in again] == [0, 0]
+    np.testing.assert_array_equal(again[0]["strings"].values, got[0]["strings"].values)
+
+
+def test_a_failing_rank_stops_every_rank_with_its_error():
+    from laser.rewards.base import RewardModelFailed
+    from laser.strategies.scoring import _score_all
+
+    def fails_on(rank):
+        def fn(prompts, completions):
+            if rank == 1:
+                raise RewardModelFailed("rm b: server answered 401")
+            return [1.0] * len(prompts)
+        return fn
+
+    per_rank = [{"b": FunctionRM(fails_on(r), name="b")} for r in (0, 1)]
+    requests = {"b": (["p"] * 4, ["a", "b", "c", "d"])}
+    _, errors = _as_two_ranks(lambda ranks: _score_all(per_rank[ranks.rank], requests, ranks))
+    assert [str(e) for e in errors] == ["rm b: server answered 401"] * 2  # rank 0 is not left waiting

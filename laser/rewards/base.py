@@ -57,6 +57,7 @@ class RewardStats:
     cache_hits: int = 0
     unscorable: int = 0
     truncated: int = 0
+    computed: int = 0      # pairs this process ran through the model (`forward` less the other ranks' shares)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -83,8 +84,13 @@ class RewardModel(ABC):
     def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
         """Raw scores of one batch and how many of its inputs were truncated."""
 
-    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> Scores:
-        """The reward of each completion of its prompt (NaN where unscorable)."""
+    def score(self, prompts: Sequence[str], completions: Sequence[str],
+              computed: tuple[Sequence[tuple[str, str]], np.ndarray, int] | None = None) -> Scores:
+        """The reward of each completion of its prompt (NaN where unscorable).
+
+        `computed` = (pairs, raw scores, truncated): scores of some of this call's uncached pairs already run
+        through the model elsewhere (another rank's share, see `laser.strategies.scoring`); they are used, cached
+        and counted as this call's forward passes instead of being run again."""
         prompts, completions = _check_texts(prompts, completions)
         n = len(prompts)
         values = np.full(n, np.nan)
@@ -101,17 +107,23 @@ class RewardModel(ABC):
         unique: dict[tuple[str, str], list[int]] = {}
         for i in todo:
             unique.setdefault((prompts[i], completions[i]), []).append(i)
-        keys = sorted(unique, key=lambda k: len(k[0]) + len(k[1]))  # length buckets: little padding per batch
+        keys = _in_batch_order(unique)
+        known: dict[tuple[str, str], float] = {}
         truncated = 0
-        for start in range(0, len(keys), self.batch_size):
-            chunk = keys[start:start + self.batch_size]
-            got, cut = self._run(chunk)
+        if computed is not None:
+            known.update(zip(computed[0], np.asarray(computed[1], dtype=np.float64), strict=True))
+            truncated += int(computed[2])
+        run = [k for k in keys if k not in known]
+        if run:
+            got, cut = self.compute(run)
+            known.update(zip(run, got, strict=True))
             truncated += cut
-            for key, v in zip(chunk, got, strict=True):
-                for i in unique[key]:
-                    values[i] = v
-                if np.isfinite(v) and self.cache_size:
-                    self._cache[key] = float(v)
+        for key in keys:
+            v = known[key]
+            for i in unique[key]:
+                values[i] = v
+            if np.isfinite(v) and self.cache_size:
+                self._cache[key] = float(v)
         if self.cache_size:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -133,6 +145,29 @@ class RewardModel(ABC):
             log.warning("reward model %s: %d inputs longer than its maximum length were truncated", self.name,
                         truncated)
         return out
+
+    def uncached(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[str, str]]:
+        """The distinct (prompt, completion) pairs a `score` call of these would run through the model (those not
+        cached), in the order it would run them."""
+        prompts, completions = _check_texts(prompts, completions)
+        unique: dict[tuple[str, str], None] = {}
+        for key in zip(prompts, completions, strict=True):
+            if not (self.cache_size and key in self._cache):
+                unique[key] = None
+        return _in_batch_order(unique)
+
+    def compute(self, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, int]:
+        """(raw scores, inputs truncated) of distinct (prompt, completion) pairs, `batch_size` at a time (a failing
+        batch costs only its own rows, NaN); the cache is left as it is, and of the totals only `computed` moves
+        (the `score` call that uses these values counts them)."""
+        keys = list(keys)
+        self.stats.computed += len(keys)
+        values, truncated = np.full(len(keys), np.nan), 0
+        for start in range(0, len(keys), self.batch_size):
+            got, cut = self._run(keys[start:start + self.batch_size])
+            values[start:start + len(got)] = got
+            truncated += cut
+        return values, truncated
 
     def _run(self, keys: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
         """Score a batch; if it raises, score its rows one by one so that one bad row costs only itself."""
@@ -174,6 +209,11 @@ class RewardModel(ABC):
     def load_state_dict(self, state: dict) -> None:
         self._cache = OrderedDict(((p, c), v) for p, c, v in state["cache"])
         self.stats = RewardStats(**{k: (list(v) if k == "errors" else v) for k, v in state["stats"].items()})
+
+
+def _in_batch_order(keys) -> list[tuple[str, str]]:
+    """Pairs sorted by length (a stable sort): batches of similar lengths, little padding in each."""
+    return sorted(keys, key=lambda k: len(k[0]) + len(k[1]))
 
 
 def _check_texts(prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[str], list[str]]:

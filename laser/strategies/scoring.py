@@ -7,7 +7,7 @@ exactly this; it lives here once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -76,11 +76,13 @@ class Routed:
 
 def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer, table: CandidateTable,
                     contexts: np.ndarray, batch: Batch, assignment: Assignment | None = None,
-                    skip_single: bool = False) -> Routed:
+                    skip_single: bool = False, ranks: Ranks | None = None) -> Routed:
     """Assign RMs to the table's prompts (unless `assignment` is given), score, normalize and combine.
 
     `normalizer(rm_name, raw_scores) -> normalized` (a `laser.rewards.ScoreNormalizer`). With
-    `skip_single`, a prompt with one candidate is not scored (there is nothing to choose between).
+    `skip_single`, a prompt with one candidate is not scored (there is nothing to choose between). With
+    `ranks` (several processes, each calling this with the same table), each process runs its share of the
+    RMs' forward passes and every process gets every score (`_score_all`).
     """
     if assignment is None:
         assignment = strategy.assign(contexts, batch)
@@ -94,7 +96,7 @@ def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer
         if len(rows):
             jobs[rm_name] = rows
     got = _score_all(reward_models, {name: ([prompts[instance[c]] for c in rows], [texts[c] for c in rows])
-                                     for name, rows in jobs.items()})
+                                     for name, rows in jobs.items()}, ranks)
     scores: dict[str, np.ndarray] = {}
     forward = calls = 0
     for rm_name, rows in jobs.items():  # normalized in the RMs' order, whatever order the servers answered in
@@ -106,17 +108,68 @@ def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer
     return Routed(table, assignment, scores, combined, forward, calls)
 
 
-def _score_all(reward_models: Mapping, requests: dict[str, tuple[list[str], list[str]]]) -> dict:
-    """{rm: Scores} of every request; the remote RMs (`rm.remote`) are asked at the same time, each from its own
-    thread (they wait on their servers), the in-process ones one after the other in this thread."""
+@dataclass(frozen=True)
+class Ranks:
+    """The processes that share a batch's scoring: this one's `rank` of `size`, and `gather(obj)`, the list of
+    every rank's `obj` in rank order (a collective: every rank calls it at the same point).
+    `laser.training.distributed.ranks()` makes one for a torchrun / accelerate launch."""
+
+    rank: int
+    size: int
+    gather: Callable[[object], list]
+
+    def share(self, n: int) -> slice:
+        """This rank's contiguous share of n items (the shares of ranks 0..size-1 cover them in order)."""
+        return slice(n * self.rank // self.size, n * (self.rank + 1) // self.size)
+
+    def run(self, fn: Callable[[], object]) -> list:
+        """Every rank's `fn()`, in rank order, on every rank; an error on any rank is raised on every rank (none
+        is left waiting for a rank that failed)."""
+        error, result = None, None
+        try:
+            result = fn()
+        except Exception as e:  # handed to the other ranks, then raised everywhere
+            error = e
+        parts = self.gather((error, result))
+        for failed, _ in parts:
+            if failed is not None:
+                raise failed
+        return [r for _, r in parts]
+
+
+def _score_all(reward_models: Mapping, requests: dict[str, tuple[list[str], list[str]]],
+               ranks: Ranks | None = None) -> dict:
+    """{rm: Scores} of every request.
+
+    One process: each RM scores its request. Several (`ranks`): every rank holds the same RM caches, so each
+    finds the same pairs still to run through each RM; it runs its share of them, the ranks exchange the raw
+    scores once for all RMs, and each rank's `score` call then uses them: every rank ends with the same scores,
+    caches and counts as one process would have, at 1/size of the forward passes each."""
+    if ranks is None or ranks.size == 1:
+        return _each(reward_models, requests, lambda rm, request: rm.score(*request))
+    todo = {name: reward_models[name].uncached(*request) for name, request in requests.items()}
+    mine = {name: keys[ranks.share(len(keys))] for name, keys in todo.items()}
+    mine = {name: keys for name, keys in mine.items() if keys}
+    parts = ranks.run(lambda: _each(reward_models, mine, lambda rm, keys: rm.compute(keys)))
+    out = {}
+    for name, request in requests.items():
+        got = [part[name] for part in parts if name in part]
+        values = np.concatenate([v for v, _ in got]) if got else np.zeros(0)
+        out[name] = reward_models[name].score(*request, computed=(todo[name], values, sum(c for _, c in got)))
+    return out
+
+
+def _each(reward_models: Mapping, requests: dict, fn: Callable) -> dict:
+    """{rm: fn(rm, request)} of every request; the remote RMs (`rm.remote`) are asked at the same time, each from
+    its own thread (they wait on their servers), the in-process ones one after the other in this thread."""
     remote = [name for name in requests if getattr(reward_models[name], "remote", False)]
     out = {}
     pool = ThreadPoolExecutor(max_workers=len(remote)) if len(remote) > 1 else None
     try:
-        futures = {name: pool.submit(reward_models[name].score, *requests[name]) for name in remote} if pool else {}
-        for name, (p, c) in requests.items():
+        futures = {name: pool.submit(fn, reward_models[name], requests[name]) for name in remote} if pool else {}
+        for name, request in requests.items():
             if name not in futures:
-                out[name] = reward_models[name].score(p, c)
+                out[name] = fn(reward_models[name], request)
         for name, future in futures.items():
             out[name] = future.result()
     finally:

@@ -1,17 +1,26 @@
-"""Several processes (`accelerate launch`, torchrun): the round's decisions are made once, on rank 0.
+"""Several processes (`accelerate launch`, torchrun): the round's work is shared, its decisions made once.
 
 Every rank runs the same round, so that TRL/accelerate can spread the DPO step over the GPUs (DDP;
-`laser.training.dpo` says why FSDP and DeepSpeed are refused). Decisions with randomness or
-accumulated state (the RM assignment, the bandit feedback) are taken on rank 0 and broadcast, so that
-every rank trains on the same pairs and updates the same router. The run directory (its lock, config,
-metrics, checkpoints, report) belongs to rank 0. In a single process these calls return their input.
+`laser.training.dpo` says why FSDP and DeepSpeed are refused). The round's work is split: each rank
+samples and embeds its share of the prompts (`ShardedEngine`, `ShardedEmbedder`) and runs its share of
+the RMs' forward passes (`ranks()`, see `laser.strategies.scoring`), and every rank then holds the whole
+batch. Decisions with randomness or accumulated state (the RM assignment, the pairs, the bandit feedback)
+are taken on rank 0 and broadcast, so that every rank trains on the same pairs and updates the same
+router. The run directory (its lock, config, metrics, checkpoints, report) belongs to rank 0. In a
+single process these calls return their input.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+import numpy as np
+import torch.distributed as dist
+
+from laser.generation import Candidates
+from laser.strategies.scoring import Ranks
 
 T = TypeVar("T")
 
@@ -27,12 +36,13 @@ def init_distributed() -> None:
 
 
 def world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) without an initialized process group."""
-    import torch.distributed as dist
-
+    """(rank, world size) of this process: the process group's, else the launcher's (RANK, WORLD_SIZE: an
+    in-process vLLM engine tears the group down when it closes, and rank 1 must not then take itself for
+    rank 0), else (0, 1)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), size) if size > 1 else (0, 1)
 
 
 def is_main_process() -> bool:
@@ -42,8 +52,6 @@ def is_main_process() -> bool:
 
 def broadcast_from_main(obj: T) -> T:
     """Rank 0's `obj` on every rank (any picklable object)."""
-    import torch.distributed as dist
-
     if world()[1] == 1:
         return obj
     box = [obj]
@@ -64,3 +72,81 @@ def main_first(fn: Callable[[], T]) -> T:
     if error is not None:
         raise error
     return result
+
+
+def gather_from_ranks(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank (any picklable object)."""
+    size = world()[1]
+    if size == 1:
+        return [obj]
+    out: list = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def ranks():
+    """The `laser.strategies.scoring.Ranks` of this launch (scoring shared across the ranks), or None in a single
+    process."""
+    rank, size = world()
+    return Ranks(rank, size, gather_from_ranks) if size > 1 else None
+
+
+def map_shards(fn: Callable[[list], list], items: Sequence) -> list:
+    """`fn(items)` computed in shares: each rank applies `fn` to its contiguous share of `items` (a list of one
+    result per item), and every rank gets the results of all, in order. An error on any rank is raised on every
+    rank (none is left waiting)."""
+    items = list(items)
+    group = ranks()
+    if group is None:
+        return fn(items)
+    share = items[group.share(len(items))]
+    parts = group.run(lambda: list(fn(share)) if share else [])
+    return [r for part in parts for r in part]
+
+
+class ShardedEngine:
+    """A generation engine whose `sample` and `greedy` each rank runs on its share of the prompts; every rank
+    gets every prompt's samples. A prompt's samples depend on the seed and the prompt only with vLLM, so they
+    are those one process would draw; the HF engine seeds a whole batch, so its samples depend on the share.
+    Everything else is the wrapped engine's (weight sync, renderer, stats of this rank's share)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def sample(self, prompts: Sequence[str], **kwargs):
+        cut = [0]
+
+        def run(share: list[str]) -> list:
+            out = self.engine.sample(share, **kwargs)
+            cut[0] = out.prompts_truncated
+            return out.samples
+
+        groups = map_shards(run, prompts)
+        return Candidates(list(prompts), groups, prompts_truncated=sum(gather_from_ranks(cut[0])))
+
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] | None = None):
+        return self.sample(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop)
+
+
+class ShardedEmbedder:
+    """A context embedder whose `embed` each rank runs on its share of the prompts; every rank gets every row."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+
+    def __getattr__(self, name):
+        return getattr(self.embedder, name)
+
+    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+        rows = map_shards(lambda share: list(self.embedder.embed(share)), prompts)
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.embedder.dim), dtype=np.float32)
+
+
+def shard_work(engine, embedder):
+    """(engine, embedder) sharing their work across the ranks of a multi-process launch; as given in one process."""
+    if world()[1] == 1:
+        return engine, embedder
+    return ShardedEngine(engine), ShardedEmbedder(embedder)

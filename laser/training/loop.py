@@ -38,7 +38,7 @@ from laser.tasks.base import Example
 from laser.tasks.checkers import check
 from laser.tasks.mistakes import wrong_answer
 
-from .distributed import broadcast_from_main, is_main_process, world
+from .distributed import broadcast_from_main, gather_from_ranks, is_main_process, ranks, world
 from .dpo import DPOStep, is_peft
 from .evaluation import eval_seed, evaluate_accuracy
 from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain, rerank_gain
@@ -92,6 +92,9 @@ class Trainer:
         # with rerank_gain it learns from validation probes; every other strategy just trains once a round.
         self.probing = strategy.learns and settings.feedback == "rerank_gain"
         self.per_group = strategy.learns and settings.feedback != "rerank_gain"
+        # Several processes: each runs its share of the RMs' forward passes (the engine and the embedder, given
+        # by `laser.parts`, share theirs); None in one process.
+        self.ranks = ranks()
 
     # --- data --------------------------------------------------------------------------------------
     def next_prompts(self) -> list[Example]:
@@ -131,6 +134,7 @@ class Trainer:
         if self.round % s.rounds_per_iteration == 0:
             self.dpo.start_iteration()
         unscorable_before = self._unscorable()
+        work_before = self._local_work() if self.ranks is not None else None
         examples = self.next_prompts()
         probes = self.probe_examples() if self.probing else []
         prompts = [ex.prompt for ex in examples]
@@ -172,7 +176,8 @@ class Trainer:
         self.picks.update({(d, rm): c for d, row in by_domain.items() for rm, c in row.items()})
         # One flat table of the round's candidates, from scoring to pairs.
         table = CandidateTable.of(prompts, [cands.texts(i) for i in range(len(prompts))])
-        routed = route_and_score(self.strategy, self.rms, normalize, table, contexts, batch, assignment=assignment)
+        routed = route_and_score(self.strategy, self.rms, normalize, table, contexts, batch, assignment=assignment,
+                                 ranks=self.ranks)
         forward += routed.forward
         lap("score")
         pairs, pair_stats = build_pairs(table, routed.combined, rule=s.pair_rule,
@@ -212,10 +217,18 @@ class Trainer:
         unscorable = {name: n - unscorable_before[name] for name, n in self._unscorable().items()}
         if any(unscorable.values()):
             line["rm_unscorable"] = {name: n for name, n in unscorable.items() if n}
+        if self.ranks is not None:  # what each rank did of the round's sampling and RM forward passes
+            work = {k: v - work_before[k] for k, v in self._local_work().items()}
+            line["ranks"] = gather_from_ranks(work)
         self.round += 1
         self.elapsed += sum(t.values())
         self._write(line)
         return line
+
+    def _local_work(self) -> dict[str, int]:
+        """This process's running counts of prompts sampled and (prompt, completion) pairs run through its RMs."""
+        return {"prompts_sampled": self.engine.stats.prompts,
+                "rm_forward": sum(getattr(getattr(rm, "stats", None), "computed", 0) for rm in self.rms.values())}
 
     def _unscorable(self) -> dict[str, int]:
         """Each RM's running count of candidates it could not score."""
@@ -294,7 +307,8 @@ class Trainer:
         table = CandidateTable.of([ex.prompt for ex in probes], texts)
         forward, gains = 0, []
         for assignment in choices:
-            scored = route_and_score(self.strategy, self.rms, normalize, table, contexts, batch, assignment=assignment)
+            scored = route_and_score(self.strategy, self.rms, normalize, table, contexts, batch,
+                                     assignment=assignment, ranks=self.ranks)
             forward += scored.forward
             feedback, _ = rerank_gain(probes, table, scored.combined)
             feedback = broadcast_from_main(feedback)  # every rank's router sees rank 0's reward
