@@ -143,14 +143,13 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
         forward = [w["rm_forward"] for w in r["ranks"]]
         assert sum(forward) == r["rm_forward"] and min(forward) >= 0.3 * r["rm_forward"], r["ranks"]
     assert all("ranks" not in r for r in rb)  # one process: nothing to share
-    # Same samples, assignments, probes, forward passes and pairs: a vLLM prompt's samples depend on the seed and
-    # the prompt only, so the two ranks' shares are the samples one process draws. The DPO gradient is the mean
+    # Same samples and forward passes in round 0 (before any update): a vLLM prompt's samples depend on the seed
+    # and the prompt only, so the two ranks' shares are the samples one process draws. The DPO gradient is the mean
     # over both ranks' halves of each batch, so the round's one update (rerank_gain) matches the single process's
     # up to float summation order as long as the pairs split evenly (one pair, or an even number): with an odd
     # number one rank pads its half with a repeated pair. The routing of the first two rounds is the same; from
     # then on a near-tie of the router may flip: at most one instance a round goes to another RM.
-    assert [r["candidates"] for r in ra[:2]] == [r["candidates"] for r in rb[:2]]
-    assert [r["rm_forward"] for r in ra[:2]] == [r["rm_forward"] for r in rb[:2]]
+    assert ra[0]["candidates"] == rb[0]["candidates"] and ra[0]["rm_forward"] == rb[0]["rm_forward"]
     assert [r["picks"] for r in ra[:2]] == [r["picks"] for r in rb[:2]]
     assert [r["probes"] for r in ra[:2]] == [r["probes"] for r in rb[:2]]
     for x, y in zip(ra[2:], rb[2:], strict=True):

@@ -109,8 +109,8 @@ def test_laser_train_with_every_rm_remote_survives_a_killed_server_and_resumes(s
 
 
 def test_two_ranks_with_every_rm_remote_ask_the_servers_for_half_each(served, tmp_path):
-    """Under torchrun each rank asks the RM servers for its share of the candidates only; the run equals one
-    process's (same samples, forward passes, picks and pairs) in its first rounds."""
+    """Under torchrun each rank asks the RM servers for its share of the candidates only; the run's first round
+    equals one process's (same samples, forward passes, picks and pairs)."""
     import shutil
     import socket
 
@@ -129,13 +129,17 @@ def test_two_ranks_with_every_rm_remote_ask_the_servers_for_half_each(served, tm
     one = subprocess.run([sys.executable, *args, "--name", "one"], env=env, capture_output=True, text=True,
                          timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
-    a, b = ([json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines() if '"round"' in x]
-            for n in ("two", "one"))
+    a, b = ([x for x in map(json.loads, (tmp_path / n / "metrics.jsonl").read_text().splitlines())
+             if x["type"] == "round"] for n in ("two", "one"))
+    assert len(a) == len(b) == 2
     for r in a:
         forward = [w["rm_forward"] for w in r["ranks"]]
         assert sum(forward) == r["rm_forward"] and min(forward) >= 0.3 * r["rm_forward"], r["ranks"]
+    # Round 0 (before any DPO update) is the one process's in every way; after the first DDP update (gradients
+    # summed in another order) a sample can differ, and with it a forward pass or a pick.
     for key in ("candidates", "rm_forward", "picks", "probes", "pairs"):
-        assert [r[key] for r in a] == [r[key] for r in b], key
+        assert a[0][key] == b[0][key], key
+    assert sum(abs(a[1]["picks"][k] - b[1]["picks"][k]) for k in a[1]["picks"]) <= 2, (a[1]["picks"], b[1]["picks"])
 
 
 def test_a_dead_url_at_start_stops_laser_train_with_the_rms_name(quick_world, tmp_path, monkeypatch, capsys):
