@@ -86,6 +86,16 @@ def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer
     """
     if assignment is None:
         assignment = strategy.assign(contexts, batch)
+    scores, forward, calls = score_assigned(reward_models, normalizer, table, assignment, skip_single, ranks)
+    combined = strategy.combine(scores, assignment, table.instance) if scores else np.full(len(table), np.nan)
+    return Routed(table, assignment, scores, combined, forward, calls)
+
+
+def score_assigned(reward_models: Mapping, normalizer, table: CandidateTable, assignment: Assignment,
+                   skip_single: bool = False, ranks: Ranks | None = None) -> tuple[dict[str, np.ndarray], int, int]:
+    """Each RM scores the candidates of the prompts `assignment` gives it, in one call for all RMs (the remote ones
+    asked at the same time): ({rm: normalized score of each candidate, NaN where it did not score}, forward
+    passes, (candidate, RM) scorings asked). Normalized in the RMs' order, whatever order the servers answer in."""
     instance, texts, prompts = table.instance, table.texts, table.prompts
     sizes = np.bincount(instance, minlength=len(prompts)) if len(instance) else np.zeros(len(prompts), dtype=int)
     needed = (sizes > 1) | (not skip_single)
@@ -99,13 +109,12 @@ def route_and_score(strategy: RewardStrategy, reward_models: Mapping, normalizer
                                      for name, rows in jobs.items()}, ranks)
     scores: dict[str, np.ndarray] = {}
     forward = calls = 0
-    for rm_name, rows in jobs.items():  # normalized in the RMs' order, whatever order the servers answered in
+    for rm_name, rows in jobs.items():
         forward += got[rm_name].forward
         calls += len(rows)
         scores[rm_name] = np.full(len(texts), np.nan)
         scores[rm_name][rows] = normalizer(rm_name, got[rm_name].values)
-    combined = strategy.combine(scores, assignment, instance) if scores else np.full(len(texts), np.nan)
-    return Routed(table, assignment, scores, combined, forward, calls)
+    return scores, forward, calls
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from laser.generation import Candidates, ContextEmbedder, GenerationEngine
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import Assignment, Batch, RewardStrategy
-from laser.strategies.scoring import CandidateTable, route_and_score
+from laser.strategies.scoring import CandidateTable, route_and_score, score_assigned
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 from laser.tasks.mistakes import wrong_answer
@@ -306,11 +306,12 @@ class Trainer:
         batch = Batch(round=self.round, domains=[ex.domain for ex in probes])
         table = CandidateTable.of([ex.prompt for ex in probes], texts)
         forward, gains = 0, []
+        if choices:  # one scoring call for every choice: in the warm-up the RMs (remote ones too) score at once
+            union = Assignment(self.strategy.rm_names, np.logical_or.reduce([a.mask for a in choices]),
+                               np.full(len(probes), -1, dtype=np.int64))
+            scores, forward, _ = score_assigned(self.rms, normalize, table, union, ranks=self.ranks)
         for assignment in choices:
-            scored = route_and_score(self.strategy, self.rms, normalize, table, contexts, batch,
-                                     assignment=assignment, ranks=self.ranks)
-            forward += scored.forward
-            feedback, _ = rerank_gain(probes, table, scored.combined)
+            feedback, _ = rerank_gain(probes, table, self.strategy.combine(scores, assignment, table.instance))
             feedback = broadcast_from_main(feedback)  # every rank's router sees rank 0's reward
             self.strategy.observe(contexts, assignment, feedback)
             gains.append(feedback)
