@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    ap.add_argument("--runs", type=Path, help="keep the two runs' directories here (default: a temporary one)")
     args = ap.parse_args()
     from laser.assets import build_assets, quick_recipe
     from laser.rewards import load_reward_model
@@ -92,27 +93,37 @@ def main() -> None:
         try:
             for name, model in models.items():
                 local = load_reward_model("hf", model, name=name)
+                remote = RemoteRM(next(s.url for s in servers if s.name == name), name=name, tokenizer=model)
+                for rm in (local, remote):  # first calls pay one-off set-up: not timed
+                    rm.score(prompts[:64], [c + " ." for c in completions[:64]])
                 t0 = time.perf_counter()
                 a = local.score(prompts, completions)
                 t_local = time.perf_counter() - t0
-                remote = RemoteRM(next(s.url for s in servers if s.name == name), name=name, tokenizer=model)
                 t0 = time.perf_counter()
                 b = remote.score(prompts, completions)
                 t_remote = time.perf_counter() - t0
                 diff = float(np.nanmax(np.abs(a.values - b.values)))
                 lines.append(f"| {name} | {len(prompts) / t_local:.0f} | {len(prompts) / t_remote:.0f} | "
                              f"{t_local / t_remote:.2f}x | {diff:.1e} |")
-            runs = {s: train(Path(tmp), s, args.rounds, servers, models) for s in ("laser", "ensemble:mean")}
+            runs_dir = args.runs or Path(tmp)
+            runs = {s: train(runs_dir, s, args.rounds, servers, models) for s in ("laser", "ensemble:mean")}
         finally:
             stop_servers(servers)
     lines += ["", f"(the {len(models)} servers took {started:.0f} s to start)", "",
               f"`laser train` of the quick config, {args.rounds} rounds, every RM remote (mean per round; the "
               "scoring seconds are the round's `score` stage, plus `feedback` for LASeR's probes):", "",
-              "| strategy | RM calls per round | RM seconds per round | RM calls, all rounds |", "|---|---|---|---|"]
+              "| strategy | RM calls per round | RM seconds per round (score + probes) | RM calls, all rounds | "
+              "same, rounds after the warm-up |", "|---|---|---|---|---|"]
     for strategy, rounds in runs.items():
         calls = [r["rm_forward"] for r in rounds]
-        secs = [r["seconds"].get("score", 0.0) + r["seconds"].get("feedback", 0.0) for r in rounds]
-        lines.append(f"| {strategy} | {np.mean(calls):.0f} | {np.mean(secs):.2f} | {sum(calls)} |")
+        score = [r["seconds"].get("score", 0.0) for r in rounds]
+        probes = [r["seconds"].get("feedback", 0.0) for r in rounds]
+        late = [r for r in rounds if not r.get("probes", {}).get("every_rm", False)]
+        late_s = [r["seconds"].get("score", 0.0) + r["seconds"].get("feedback", 0.0) for r in late]
+        lines.append(f"| {strategy} | {np.mean(calls):.0f} | {np.mean(score) + np.mean(probes):.2f} "
+                     f"({np.mean(score):.2f} + {np.mean(probes):.2f}) | {sum(calls)} | "
+                     f"{np.mean([r['rm_forward'] for r in late]):.0f} calls, "
+                     f"{np.mean(late_s):.2f} s |")
     ratio = sum(r["rm_forward"] for r in runs["laser"]) / max(sum(r["rm_forward"] for r in runs["ensemble:mean"]), 1)
     lines += ["", f"LASeR / ensemble:mean RM calls: {ratio:.2f}x"]
     text = "\n".join(lines)
