@@ -18,7 +18,6 @@ Timing is a benchmark, not a test: run it on an idle machine. The servers each t
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from laser.report import emit_markdown, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 18700
@@ -61,7 +62,7 @@ def train(out: Path, strategy: str, rounds: int, servers, models: dict) -> list[
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{strategy} failed:\n{done.stderr[-3000:]}")
-    return [x for x in map(json.loads, (out / name / "metrics.jsonl").read_text().splitlines()) if x["type"] == "round"]
+    return read_run(out / name).rounds
 
 
 def main() -> None:
@@ -126,10 +127,7 @@ def main() -> None:
                      f"{np.mean(late_s):.2f} s |")
     ratio = sum(r["rm_forward"] for r in runs["laser"]) / max(sum(r["rm_forward"] for r in runs["ensemble:mean"]), 1)
     lines += ["", f"LASeR / ensemble:mean RM calls: {ratio:.2f}x"]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit_markdown(lines, args.out)
 
 
 if __name__ == "__main__":

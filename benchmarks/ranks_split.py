@@ -14,7 +14,6 @@ on an idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -26,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from laser.report import emit_markdown, read_run
+from laser.report.runs import STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["embed", "generate", "feedback", "score", "pairs", "train", "sync"]
 
 
 def _port() -> int:
@@ -53,8 +54,7 @@ def run(out_dir: Path, name: str, processes: int, threads: int, args) -> tuple[l
     wall = time.perf_counter() - t0
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    lines = [json.loads(x) for x in (out_dir / name / "metrics.jsonl").read_text().splitlines()]
-    return [x for x in lines if x["type"] == "round"], wall
+    return read_run(out_dir / name).rounds, wall
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def main() -> None:
              f"--config {rel} --strategy {args.strategy} --rounds {args.rounds} --engine {args.engine}`", "",
              "| stage | " + " | ".join(label for label, _, _ in ways) + " |",
              "|---|" + "---|" * len(ways)]
-    for stage in STAGES + ["round"]:
+    for stage in list(STAGES) + ["round"]:
         cells = []
         for label, _, _ in ways:
             rows = results[label][0][1:]
@@ -112,10 +112,7 @@ def main() -> None:
         f"{label}: round 0 {same(rows, 1)}, every round {same(rows)}" for label, (rows, _) in
         list(results.items())[1:]) + " (from the first DPO update on, DDP sums the gradient in another order, so "
         "a later sample or a near-tie of the router can differ)"]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit_markdown(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,10 @@ class RoundSettings(_Section):
     # confidence bound above every other RM's upper bound) is not scored: it would teach the router nothing
     # it could act on, at an RM pass. False scores every informative probe.
     rerank_skip_settled: bool = True
+    # Also skip a probe (neither sampled nor scored) where the picked RM's lower confidence bound is at least
+    # this rerank gain (in [-1, 1]; 1 = orders every right/wrong pair of samples rightly): another RM could gain
+    # at most 1 minus it there. None (the default) skips only settled probes.
+    rerank_good_enough: float | None = Field(None, ge=-1, le=1)
     # The first rounds' informative probes are scored by every RM and the router learns from all of them
     # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
     rerank_warmup: int = Field(2, ge=0)

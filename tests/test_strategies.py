@@ -150,12 +150,14 @@ def test_an_exploring_assignment_says_where_the_router_is_sure_of_its_pick():
     x = contexts(8)
     first = s.assign(x, Batch())
     np.testing.assert_allclose(first.separation, -2.0)  # 0 - 1 (own lower bound) minus 0 + 1 (others' upper)
+    np.testing.assert_allclose(first.lower, -1.0)       # the own lower bound alone
     for _ in range(20):
         for k in range(len(RMS)):
             s.observe(x, s._one_per_instance(np.full(8, k)), np.full(8, 0.9 if k == 2 else -0.5))
     later = s.assign(x, Batch())
     assert later.arms.tolist() == [2] * 8 and (later.separation > 0).all()
-    assert later.subset(np.arange(8) < 3).separation.shape == (3,)
+    assert later.subset(np.arange(8) < 3).separation.shape == (3,) == later.subset(np.arange(8) < 3).lower.shape
+    assert (later.lower > 0.8).all() and (later.lower - later.separation > 0).all()  # others' upper bound > 0
     assert s.assign(x, Batch(explore=False)).separation is None
 
 

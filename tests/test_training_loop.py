@@ -268,6 +268,27 @@ def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
             assert probes["informative"] > 0 and probes["rm_forward"] > 0
 
 
+def test_probes_whose_pick_is_good_enough_are_not_sampled(world, tmp_path):
+    """`rerank_good_enough`: a probe whose picked RM's lower bound reaches that rerank gain is skipped even where
+    the router is not sure the pick is the best (RMs as good keep it from being settled)."""
+    for good in (0.4, None):  # every pick's lower bound is about 0.45 after these observations
+        trainer = make_trainer(world, "laser", tmp_path / str(good), feedback="rerank_gain")
+        trainer.settings = trainer.settings.model_copy(update={"rerank_good_enough": good, "rerank_prompts": 40})
+        val = trainer.validation
+        contexts = trainer.embedder.embed([ex.prompt for ex in val])
+        for _ in range(30):  # every RM always right: each good enough, none proven the best
+            for k in range(trainer.strategy.k):
+                trainer.strategy.observe(contexts, trainer.strategy._one_per_instance(np.full(len(val), k)),
+                                         np.ones(len(val)))
+        trainer.round = trainer.settings.rerank_warmup
+        line = trainer.run_round()
+        probes = line["probes"]
+        if good is None:
+            assert probes["confident"] == 0 and probes["sampled"] == 40  # not settled: the others are as good
+        else:
+            assert probes["confident"] == 40 and probes["sampled"] == 0 and probes["rm_forward"] == 0
+
+
 def test_probes_take_rerank_n_samples_each(world, tmp_path):
     """`rerank_n` samples per probe, in a generation call of their own; with `rerank_n` equal to `n` (or None)
     the probes share the training prompts' call and their `n`."""

@@ -5,6 +5,7 @@ from .plots import plot_accuracy, plot_pareto, plot_picks, plot_stages
 from .runs import (
                    RunSummary,
                    StrategyResult,
+                   emit_markdown,
                    format_comparison,
                    format_run,
                    grid_title,
@@ -14,6 +15,6 @@ from .runs import (
                    write_run_report,
 )
 
-__all__ = ["RunSummary", "StrategyResult", "describe_machine", "format_comparison", "format_run", "grid_title",
-           "mean_ci", "plot_accuracy", "plot_pareto", "plot_picks", "plot_stages", "read_run", "rounds_to_reach",
-           "write_run_report"]
+__all__ = ["RunSummary", "StrategyResult", "describe_machine", "emit_markdown", "format_comparison", "format_run",
+           "grid_title", "mean_ci", "plot_accuracy", "plot_pareto", "plot_picks", "plot_stages", "read_run",
+           "rounds_to_reach", "write_run_report"]

@@ -71,6 +71,15 @@ def read_run(run_dir: str | Path) -> RunSummary:
     return summary
 
 
+def emit_markdown(lines: Sequence[str], out: str | Path | None = None) -> str:
+    """A benchmark's markdown report: printed, and written to `out` when given; returns the text."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+    return text
+
+
 def grid_title(n_strategies: int, n_seeds: int) -> str:
     """"1 strategy x 3 seeds", in the singular or plural as the counts need."""
     return (f"{n_strategies} strateg{'y' if n_strategies == 1 else 'ies'} x "

@@ -12,14 +12,15 @@ from bandits.normalizers import QuantileNormalizer
 from .base import Assignment, Batch, RewardStrategy, StrategyError
 
 
-def _separation(scores: np.ndarray, expected: np.ndarray, arms: np.ndarray) -> np.ndarray:
-    """Per row: the chosen arm's lower bound (estimate minus its exploration bonus) minus the largest other
-    arm's score (its upper bound); -inf with one arm."""
+def _bounds(scores: np.ndarray, expected: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (the chosen arm's lower bound (estimate minus its exploration bonus) minus the largest other
+    arm's score (its upper bound), -inf with one arm; the chosen arm's lower bound)."""
     rows = np.arange(len(arms))
     chosen = 2.0 * expected[rows, arms] - scores[rows, arms]
     others = np.asarray(scores, dtype=np.float64).copy()
     others[rows, arms] = -np.inf
-    return chosen - others.max(axis=1) if others.shape[1] > 1 else np.full(len(arms), -np.inf)
+    separation = chosen - others.max(axis=1) if others.shape[1] > 1 else np.full(len(arms), -np.inf)
+    return separation, chosen
 
 
 class BanditStrategy(RewardStrategy):
@@ -68,20 +69,21 @@ class BanditStrategy(RewardStrategy):
     def assign(self, contexts: np.ndarray, batch: Batch) -> Assignment:
         x = self._contexts(contexts)
         decision = self.policy.select(x) if batch.explore else self.policy.exploit(x)
-        separation = None
+        separation = lower = None
         if batch.explore:
             try:  # UCB policies hand their estimate over with the decision; others are asked for it
                 expected = decision.expected if decision.expected is not None else self.policy.expected(x)
-                separation = _separation(decision.scores, expected, decision.arms)
+                separation, lower = _bounds(decision.scores, expected, decision.arms)
             except NotImplementedError:  # a policy that keeps no estimate
                 pass
         n = len(contexts)
         if self.selection == "batch":
             out = self._one_per_instance(np.repeat(decision.arms, n), np.repeat(decision.probs, n, axis=0))
             out.separation = None if separation is None else np.repeat(separation, n)
+            out.lower = None if lower is None else np.repeat(lower, n)
             return out
         out = self._one_per_instance(decision.arms, decision.probs)
-        out.separation = separation
+        out.separation, out.lower = separation, lower
         return out
 
     def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:

@@ -32,7 +32,8 @@ class Assignment:
     probability with which each RM was chosen (for off-policy evaluation), when the strategy has one;
     `separation[i]`, when a learning router explored, is the chosen RM's lower confidence bound minus the
     best other RM's upper bound (bounds: the policy's estimate minus / plus what exploration adds to it, a
-    UCB policy's confidence width): > 0 when the router is sure that the chosen RM is the best there.
+    UCB policy's confidence width): > 0 when the router is sure that the chosen RM is the best there;
+    `lower[i]` is that lower bound itself.
     """
 
     rm_names: tuple[str, ...]
@@ -40,6 +41,7 @@ class Assignment:
     arms: np.ndarray
     probs: np.ndarray | None = None
     separation: np.ndarray | None = None
+    lower: np.ndarray | None = None
 
     def instances_of(self, rm: str) -> np.ndarray:
         """Indices of the instances that `rm` must score."""
@@ -49,7 +51,8 @@ class Assignment:
         """The assignment of the instances where the boolean `keep` is True."""
         return Assignment(self.rm_names, self.mask[keep], self.arms[keep],
                           None if self.probs is None else self.probs[keep],
-                          None if self.separation is None else self.separation[keep])
+                          None if self.separation is None else self.separation[keep],
+                          None if self.lower is None else self.lower[keep])
 
     def picks_by_domain(self, domains: Sequence[str]) -> dict[str, dict[str, int]]:
         """{domain: {rm: instances of that domain it scores}} (RMs that score none left out): the one count of

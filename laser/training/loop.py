@@ -271,7 +271,8 @@ class Trainer:
         During the warm-up every probe is sampled and every RM scores it. After it the router picks one RM
         per probe (exploring); a probe where it is already sure of its pick (the picked RM's lower bound
         above every other RM's upper bound, `rerank_skip_settled`) could not change what it does there:
-        it is neither sampled nor scored."""
+        it is neither sampled nor scored; nor, with `rerank_good_enough`, is a probe whose pick's lower bound
+        reaches that rerank gain."""
         drawn, batch = len(probes), Batch(round=self.round, domains=[ex.domain for ex in probes])
         if self.round < self.settings.rerank_warmup:
             return _RoutedProbes(list(probes), contexts, None, drawn, 0)
@@ -279,6 +280,9 @@ class Trainer:
         keep = np.ones(drawn, dtype=bool)
         if self.settings.rerank_skip_settled and chosen.separation is not None:
             keep = ~(chosen.separation > 0)
+        good = self.settings.rerank_good_enough
+        if good is not None and chosen.lower is not None:
+            keep &= ~(chosen.lower >= good)
         return _RoutedProbes([p for p, k in zip(probes, keep, strict=True) if k], contexts[keep], chosen.subset(keep),
                              drawn, int((~keep).sum()))
 
