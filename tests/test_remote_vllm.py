@@ -60,6 +60,41 @@ def _run_config(servers, models, retries=1) -> list[str]:
     return sets
 
 
+def test_two_ranks_with_every_rm_remote_ask_the_servers_for_half_each(served, tmp_path):
+    """Under torchrun each rank asks the RM servers for its share of the candidates only; the run's first round
+    equals one process's (same samples, forward passes, picks and pairs). Before the killed-server test below,
+    which leaves the module's `strings` server stopped."""
+    import shutil
+    import socket
+
+    assets, models, servers = served
+    env = {**os.environ, "LASER_ASSETS_DIR": str(assets.root.parent), "OMP_NUM_THREADS": "1"}
+    args = ["-m", "laser.cli", "train", "--quiet", "--config", str(ROOT / "configs" / "quick.yaml"),
+            "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=2",
+            "--set", "checkpoint_every=2"] + _run_config(servers, models)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(port), *args, "--name", "two"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *args, "--name", "one"], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = ([x for x in map(json.loads, (tmp_path / n / "metrics.jsonl").read_text().splitlines())
+             if x["type"] == "round"] for n in ("two", "one"))
+    assert len(a) == len(b) == 2
+    for r in a:
+        forward = [w["rm_forward"] for w in r["ranks"]]
+        assert sum(forward) == r["rm_forward"] and min(forward) >= 0.3 * r["rm_forward"], r["ranks"]
+    # Round 0 (before any DPO update) is the one process's in every way; after the first DDP update (gradients
+    # summed in another order) a sample can differ, and with it a forward pass or a pick.
+    for key in ("candidates", "rm_forward", "picks", "probes", "pairs"):
+        assert a[0][key] == b[0][key], key
+    assert sum(abs(a[1]["picks"][k] - b[1]["picks"][k]) for k in a[1]["picks"]) <= 2, (a[1]["picks"], b[1]["picks"])
+
+
 def test_laser_train_with_every_rm_remote_survives_a_killed_server_and_resumes(served, tmp_path, monkeypatch):
     """The `strings` server is killed after round 0 and the run interrupted (Ctrl-C) after round 1: the failures
     are counted, nothing is lost, and once the server is back `--resume` finishes the run."""
@@ -106,40 +141,6 @@ def test_laser_train_with_every_rm_remote_survives_a_killed_server_and_resumes(s
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
     assert all("rm_unscorable" not in r for r in rounds[len([x for x in before if x["type"] == "round"]):])
     assert lines[-1]["type"] == "eval" and lines[-1]["round"] == 4
-
-
-def test_two_ranks_with_every_rm_remote_ask_the_servers_for_half_each(served, tmp_path):
-    """Under torchrun each rank asks the RM servers for its share of the candidates only; the run's first round
-    equals one process's (same samples, forward passes, picks and pairs)."""
-    import shutil
-    import socket
-
-    assets, models, servers = served
-    env = {**os.environ, "LASER_ASSETS_DIR": str(assets.root.parent), "OMP_NUM_THREADS": "1"}
-    args = ["-m", "laser.cli", "train", "--quiet", "--config", str(ROOT / "configs" / "quick.yaml"),
-            "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=2",
-            "--set", "checkpoint_every=2"] + _run_config(servers, models)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(port), *args, "--name", "two"],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, *args, "--name", "one"], env=env, capture_output=True, text=True,
-                         timeout=900)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a, b = ([x for x in map(json.loads, (tmp_path / n / "metrics.jsonl").read_text().splitlines())
-             if x["type"] == "round"] for n in ("two", "one"))
-    assert len(a) == len(b) == 2
-    for r in a:
-        forward = [w["rm_forward"] for w in r["ranks"]]
-        assert sum(forward) == r["rm_forward"] and min(forward) >= 0.3 * r["rm_forward"], r["ranks"]
-    # Round 0 (before any DPO update) is the one process's in every way; after the first DDP update (gradients
-    # summed in another order) a sample can differ, and with it a forward pass or a pick.
-    for key in ("candidates", "rm_forward", "picks", "probes", "pairs"):
-        assert a[0][key] == b[0][key], key
-    assert sum(abs(a[1]["picks"][k] - b[1]["picks"][k]) for k in a[1]["picks"]) <= 2, (a[1]["picks"], b[1]["picks"])
 
 
 def test_a_dead_url_at_start_stops_laser_train_with_the_rms_name(quick_world, tmp_path, monkeypatch, capsys):
