@@ -117,15 +117,12 @@ class ShardedEngine:
         return getattr(self.engine, name)
 
     def sample(self, prompts: Sequence[str], **kwargs):
-        cut = [0]
-
-        def run(share: list[str]) -> list:
-            out = self.engine.sample(share, **kwargs)
-            cut[0] = out.prompts_truncated
-            return out.samples
-
-        groups = map_shards(run, prompts)
-        return Candidates(list(prompts), groups, prompts_truncated=sum(gather_from_ranks(cut[0])))
+        prompts, group = list(prompts), ranks()
+        if group is None:
+            return self.engine.sample(prompts, **kwargs)
+        parts = group.run(lambda: self.engine.sample(prompts[group.share(len(prompts))], **kwargs))  # one exchange
+        return Candidates(prompts, [g for part in parts for g in part.samples],
+                          prompts_truncated=sum(part.prompts_truncated for part in parts))
 
     def greedy(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] | None = None):
         return self.sample(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop)
