@@ -181,6 +181,13 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
         time.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
+    gone = time.monotonic() + 120  # the ranks die after torchrun itself: the resume must not find one alive
+    while time.monotonic() < gone:
+        try:
+            os.killpg(killed.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
     assert latest.read_text() == "round-000002"
     resumed = _train(tmp_path, "killed", env, processes=2, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
