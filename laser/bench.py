@@ -22,6 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from laser.config import RunConfig
+from laser.grid import run_grid
+from laser.parts import resolve_models
+from laser.report import (
+    StrategyResult,
+    describe_machine,
+    format_comparison,
+    grid_title,
+    mean_ci,
+    plot_accuracy,
+    plot_pareto,
+    plot_picks,
+    plot_stages,
+    read_run,
+)
+from laser.report.router import router_checks
+from laser.report.world import format_checks, world_checks
 
 # "singles" stands for single:<rm> for every reward model of the run.
 DEFAULT_STRATEGIES = ("laser", "laser:linucb", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
@@ -40,23 +56,6 @@ def expand(strategies: Sequence[str], rm_names: Sequence[str]) -> list[str]:
 def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], runs_dir: str | Path,
               results_dir: str | Path, jobs: int = 1, command: str = "laser bench", progress: bool = True) -> Path:
     """Train the grid, then write the comparison (see the module docstring); returns the report's path."""
-    from laser.grid import run_grid
-    from laser.parts import resolve_models
-    from laser.report import (
-        StrategyResult,
-        describe_machine,
-        format_comparison,
-        grid_title,
-        mean_ci,
-        plot_accuracy,
-        plot_pareto,
-        plot_picks,
-        plot_stages,
-        read_run,
-    )
-    from laser.report.router import router_checks
-    from laser.report.world import format_checks, world_checks
-
     t0 = time.perf_counter()
     _, rm_configs, table, assets = resolve_models(base)
     names = expand(strategies, list(rm_configs))

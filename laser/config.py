@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from laser.validation import problems, read_mapping
+
 
 class ConfigError(ValueError):
     """A run config that cannot be used; the message names the key and what to change."""
@@ -309,8 +311,6 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
 
 def parse_config(tree: dict, source: str = "config") -> RunConfig:
     """Validate a config dict; errors name each bad key and what is expected."""
-    from laser.validation import problems
-
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
@@ -320,7 +320,5 @@ def parse_config(tree: dict, source: str = "config") -> RunConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or the defaults when `path` is None), apply overrides, validate."""
-    from laser.validation import read_mapping
-
     tree = read_mapping(path, ConfigError, f"config file {path} does not exist") if path is not None else {}
     return parse_config(apply_overrides(tree, overrides or []), str(path or "config"))

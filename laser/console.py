@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import TextIO
 
+from tqdm.auto import tqdm
+
 log = logging.getLogger("laser")
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -15,8 +17,6 @@ def say(command: str, msg: str, progress: bool = True, file: TextIO | None = Non
     """One status line, `[laser <command>] msg`, written around any progress bar (tqdm.write) when `progress`,
     to `file` (default stdout); always logged."""
     if progress:
-        from tqdm.auto import tqdm
-
         tqdm.write(f"[laser {command}] {msg}", file=file or sys.stdout)
     log.info("%s: %s", command, msg)
 

@@ -17,6 +17,10 @@ import numpy as np
 
 from laser.config import RunConfig
 from laser.console import say
+from laser.grid import run_grid
+from laser.parts import resolve_models
+from laser.report import StrategyResult, format_comparison, grid_title, plot_accuracy, plot_picks, read_run
+from laser.report.router import router_checks
 
 DEFAULT_STRATEGIES = ("laser", "random", "ensemble:mean", "best-single")
 
@@ -29,11 +33,6 @@ def best_single(table: dict[str, dict[str, float]]) -> str:
 def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequence[str] = DEFAULT_STRATEGIES,
              out: str | Path = "runs/demo", progress: bool = True, jobs: int = 1) -> Path:
     """Train every strategy for every seed (reusing finished runs), then write and print the comparison."""
-    from laser.grid import run_grid
-    from laser.parts import resolve_models
-    from laser.report import StrategyResult, format_comparison, grid_title, plot_accuracy, plot_picks, read_run
-    from laser.report.router import router_checks
-
     out = Path(out)
     t0 = time.perf_counter()
     _, rm_configs, table, _ = resolve_models(base)  # builds the embedded default on first use

@@ -22,6 +22,9 @@ from pathlib import Path
 import yaml
 
 from laser.config import ConfigError, RunConfig
+from laser.report import read_run
+from laser.strategies import parse_strategy
+from laser.training.rundir import check_assets, load_run_config
 
 
 class GridError(ValueError):
@@ -72,9 +75,6 @@ _FREE_FORM = {"params", "ensemble_params", "reward_models", "max_new_tokens_by_d
 def run_state(config: RunConfig) -> str:
     """'finished', 'resume' (a checkpoint to continue from), or 'new'. Raises GridError when the directory
     holds a run of another config, or one trained on other embedded assets than this version builds."""
-    from laser.report import read_run
-    from laser.training.rundir import check_assets, load_run_config
-
     run_dir = config.run_dir
     if not (run_dir / "config.yaml").exists():
         return "new"
@@ -149,9 +149,7 @@ class GridRuns:
 def run_grid(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out: str | Path, jobs: int = 1,
              progress: bool = True, say: Callable[[str], None] | None = None) -> GridRuns:
     """Train (or reuse) every (strategy, seed); returns the run directories and how many were reused."""
-    from laser.strategies import parse_strategy
     from laser.training.run import train
-    from laser.training.rundir import load_run_config
 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     for s in strategies:

@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from laser.config import ConfigError, ContextConfig, RewardModelConfig, RunConfig
+from laser.rewards import load_reward_model
+from laser.strategies import OracleStrategy, make_strategy
+from laser.tasks import load_jsonl
 from laser.training.rundir import embedded_recipe
+from laser.training.tracking import Tracker
 
 
 def embedded_lineup(assets, kind: str = "judges") -> tuple[dict[str, RewardModelConfig], dict]:
@@ -49,8 +53,6 @@ def load_tasks(config: RunConfig, assets):
         suite = assets.suite()
         train, validation, test = list(suite.train), list(suite.validation), list(suite.test)
     else:
-        from laser.tasks import load_jsonl
-
         missing = [k for k in ("train", "validation", "test") if getattr(t, k) is None]
         if missing:
             raise ConfigError(f"tasks.source: jsonl needs tasks.{', tasks.'.join(missing)} (paths to JSONL files)")
@@ -69,8 +71,6 @@ def load_tasks(config: RunConfig, assets):
 
 def load_reward_models(configs: Mapping[str, RewardModelConfig]) -> dict:
     """{name: RewardModel}, loaded."""
-    from laser.rewards import load_reward_model
-
     def load(name: str, c: RewardModelConfig):
         if c.kind == "remote":
             return load_reward_model("remote", c.url, name=name, batch_size=c.batch_size, protocol=c.protocol,
@@ -97,8 +97,6 @@ def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=No
                       normalize_feedback: bool | None = None):
     """The reward strategy of a run config (or `strategy`, with the config's bandit and ensemble settings).
     `normalize_feedback`: whether a bandit quantile-normalizes its rewards (default: as the run's reward needs)."""
-    from laser.strategies import make_strategy
-
     spec = strategy or config.strategy
     if spec == "laser":
         spec = f"laser:{config.bandit.policy}"
@@ -122,7 +120,6 @@ def build_trainer(config: RunConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from laser.generation import make_engine
-    from laser.strategies import OracleStrategy
     from laser.training.distributed import is_main_process, shard_work
     from laser.training.dpo import DPOStep
     from laser.training.loop import Trainer
@@ -143,7 +140,6 @@ def build_trainer(config: RunConfig):
     engine, embedder = shard_work(engine, embedder)  # several processes: each samples and embeds its share
     tracker = None
     if config.report_to and is_main_process():  # one set of logs per run
-        from laser.training.tracking import Tracker
 
         tracker = Tracker(config.run_dir, config.report_to, name=config.name, config=config.model_dump(mode="json"))
     dpo = DPOStep(policy, tokenizer, config.dpo, config.run_dir / ".dpo", seed=config.seed,

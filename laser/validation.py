@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
 from pydantic import ValidationError
 
 
@@ -20,10 +23,6 @@ def problems(error: ValidationError, example: str) -> list[str]:
 def read_mapping(path, error: type[Exception], missing: str) -> dict:
     """The mapping a YAML file holds; `error` (with `missing`, the sentence for a file that is not there)
     for a missing file, invalid YAML or a top level that is not a mapping."""
-    from pathlib import Path
-
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise error(missing)

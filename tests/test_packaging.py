@@ -110,6 +110,7 @@ def test_house_survey_finds_no_import_cycle_and_detects_one(tmp_path):
                          text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "module-level import cycles: 0" in out.stdout and "README.md: " in out.stdout
+    assert ", 0 for none of these reasons" in out.stdout  # every function-local import has its reason
     sys.path.insert(0, str(ROOT / "tools"))
     import house
 
@@ -133,3 +134,11 @@ def test_house_survey_finds_no_import_cycle_and_detects_one(tmp_path):
     assert got["laser.sub"][1] == 1 and "torch" in got["laser.sub"][2]  # one local import; torch seen
     assert got["laser.other"][0] == {"laser.sub"}  # the TYPE_CHECKING import is not a run-time edge
     assert house.cycles({m: g[0] for m, g in got.items()}) == [["laser.other", "laser.sub"]]  # not laser
+    graph = {"laser.a": {"laser.b"}, "laser.b": set(), "laser.c": {"laser.a"}, "laser.d": set()}
+    external = {"laser.a": set(), "laser.b": {"torch"}, "laser.c": set(), "laser.d": set()}
+    # laser.d defers a project module that loads torch through another (heavy), json (no reason) and
+    # scipy.stats (heavy, named by its submodule); then one that imports laser.d back (a cycle)
+    why = house.classify_local("laser.d", [["laser.a"], ["json"], ["scipy.stats"]], graph, external)
+    assert why == {"dispatch": 0, "heavy": 2, "cycle": 0, "upward": 0, "other": 1}
+    graph["laser.c"] = {"laser.d"}
+    assert house.classify_local("laser.d", [["laser.c"]], graph, external)["cycle"] == 1

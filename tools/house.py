@@ -20,6 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("laser", "bandits")
 BANDITS_MAY_IMPORT = {"numpy", "scipy"}
+# Frameworks that take seconds to import or are optional: a function that needs one imports it, so that
+# `laser --help`, reading a config and the light commands start without them.
+HEAVY = {"torch", "transformers", "trl", "vllm", "datasets", "peft", "accelerate", "safetensors", "wandb",
+         "matplotlib", "tensorboard", "scipy.stats"}
+# A module whose function-local imports are its design: the CLI imports each command's modules when that
+# command runs, so that `laser --help` and every command's --help start without numpy, pydantic or torch.
+DISPATCH = {"laser.cli"}
+# The bottom layer: its few function-local imports check a value against a higher layer (a strategy name,
+# a checker) when a config is validated, so that the config schema depends on nothing above it.
+BOTTOM = {"laser.config"}
 
 
 def module_name(path: Path) -> str:
@@ -43,22 +53,25 @@ def _is_type_checking(node: ast.If) -> bool:
         (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
-def imports(path: Path, modules: set[str]) -> tuple[set[str], int, set[str]]:
+def imports(path: Path, modules: set[str]) -> tuple[set[str], int, set[str], list[list[str]]]:
     """(project modules imported at module level, number of function-local import statements, top-level
-    packages imported anywhere)."""
+    packages imported anywhere, what each function-local import statement imports)."""
     mod = module_name(path)
     is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text(), filename=str(path))
     top: set[str] = set()
     external: set[str] = set()
     local = 0
+    deferred: list[list[str]] = []
 
     def targets(node) -> list[str]:
         if isinstance(node, ast.Import):
             return [a.name for a in node.names]
         base = _resolve(node, mod, is_package)
-        # `from pkg import sub` imports the submodule pkg.sub when there is one.
-        return [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        # `from pkg import sub` imports the submodule pkg.sub when there is one (kept whole outside the project,
+        # where HEAVY may name a submodule).
+        return [f"{base}.{a.name}" if f"{base}.{a.name}" in modules or not _project(base, modules) else base
+                for a in node.names]
 
     def visit(node, in_function: bool) -> None:
         nonlocal local
@@ -70,16 +83,78 @@ def imports(path: Path, modules: set[str]) -> tuple[set[str], int, set[str]]:
                 external.update(n.split(".")[0] for n in names if n)
                 if in_function:
                     local += 1
+                    deferred.append([_project(n, modules) or n for n in names if n])
                 else:
                     for n in names:
-                        while n and n not in modules and "." in n:
-                            n = n.rsplit(".", 1)[0]
-                        if n in modules and n != mod:
+                        n = _project(n, modules)
+                        if n and n != mod:
                             top.add(n)
             visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
     visit(tree, False)
-    return top, local, external
+    return top, local, external, deferred
+
+
+def _project(name: str, modules: set[str]) -> str | None:
+    """The project module that an imported name lives in, or None for a module outside the project."""
+    while name and name not in modules and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name if name in modules else None
+
+
+def _prefixes(name: str) -> set[str]:
+    """`a.b.c` -> {a, a.b, a.b.c}: an external import as HEAVY may name it."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def closure(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every project module that importing `start` runs (module-level imports, transitively), `start` included."""
+    seen, todo = set(), [start]
+    while todo:
+        v = todo.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        # importing a.b.c runs a/__init__ and a/b/__init__ first
+        todo += [p for p in _prefixes(v) if p in graph and p not in seen]
+        todo += [w for w in graph.get(v, ()) if w not in seen]
+    return seen
+
+
+def classify_local(mod: str, deferred: list[list[str]], graph: dict[str, set[str]],
+                   external: dict[str, set[str]]) -> dict[str, int]:
+    """Why each function-local import of `mod` is local: `heavy` (it loads a framework of HEAVY, itself or
+    through the project modules it imports at module level), `cycle` (at module level it would close an
+    import cycle through `mod`), `dispatch` (in a module of DISPATCH), `upward` (in the bottom layer,
+    BOTTOM, checking a value against a layer above it), or `other` (none of these: it could move to the
+    top of the module)."""
+    out = {"dispatch": 0, "heavy": 0, "cycle": 0, "upward": 0, "other": 0}
+    for names in deferred:
+        reach: set[str] = set()
+        for n in names:
+            reach |= closure(graph, n) if n in graph else {n}
+        loads = {e for m in reach for e in (external.get(m, set()) if m in graph else _prefixes(m))}
+        out["dispatch" if mod in DISPATCH else "heavy" if loads & HEAVY else "cycle" if mod in reach
+            else "upward" if mod in BOTTOM else "other"] += 1
+    return out
+
+
+def _top_level_external(path: Path) -> set[str]:
+    """The top-level packages outside the project that a module imports at module level."""
+    out: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Try):  # optional imports at module level
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    out.update(a.name.split(".")[0] for a in sub.names)
+                elif isinstance(sub, ast.ImportFrom) and not sub.level and sub.module:
+                    out.add(sub.module.split(".")[0])
+    return out - set(PACKAGES)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -126,17 +201,28 @@ def survey() -> dict:
     graph: dict[str, set[str]] = {}
     local_by_module: dict[str, int] = {}
     external_by_package: dict[str, set[str]] = defaultdict(set)
+    top_external: dict[str, set[str]] = {}
+    deferred: dict[str, list[list[str]]] = {}
     lines: dict[str, int] = {}
     for p in files:
         mod = module_name(p)
-        graph[mod], local_by_module[mod], ext = imports(p, modules)
+        graph[mod], local_by_module[mod], ext, deferred[mod] = imports(p, modules)
         external_by_package[mod.split(".")[0]].update(ext)
+        top_external[mod] = _top_level_external(p)
         lines[mod] = len(p.read_text().splitlines())
+    why = {"dispatch": 0, "heavy": 0, "cycle": 0, "upward": 0, "other": 0}
+    other_by_module: dict[str, int] = {}
+    for mod in sorted(deferred):
+        c = classify_local(mod, deferred[mod], graph, top_external)
+        for k in why:
+            why[k] += c[k]
+        other_by_module[mod] = c["other"]
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     bandits_ext = sorted(external_by_package["bandits"] - stdlib - BANDITS_MAY_IMPORT - {"bandits"})
     return {"readme_chars": len((ROOT / "README.md").read_text()),
             "docs": {p.name: len(p.read_text()) for p in sorted((ROOT / "docs").glob("*.md"))},
-            "lines": lines, "cycles": cycles(graph), "local_imports": local_by_module,
+            "lines": lines, "cycles": cycles(graph), "local_imports": local_by_module, "local_why": why,
+            "local_other": other_by_module,
             "bandits_imports_beyond_numpy_scipy": bandits_ext}
 
 
@@ -158,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     for mod, n in sorted(local.items(), key=lambda kv: -kv[1])[:8]:
         if n:
             print(f"  {n:5d}  {mod}")
+    why = s["local_why"]
+    print(f"  why local: {why['heavy']} load a heavy framework ({', '.join(sorted(HEAVY))}; directly or through "
+          f"the project modules they import), {why['dispatch']} are the CLI's per-command imports, {why['upward']} "
+          f"check a config value against a layer above the config, {why['cycle']} would close an import cycle, "
+          f"{why['other']} for none of these reasons")
+    for m, n in s["local_other"].items():
+        if n:
+            print(f"  {n:5d}  {m} (none of these reasons)")
     print(f"module-level import cycles: {len(s['cycles'])}")
     for c in s["cycles"]:
         print("  " + " <-> ".join(c))

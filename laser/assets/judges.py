@@ -10,15 +10,19 @@ policy's own samples, as a real RM is outside the distribution it was trained on
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, TrainerCallback
 
+from laser.rewards.hf import _CausalLMScorer
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
+from laser.tasks.mistakes import misapplied, typical_mistake
 
 from .policy import DomainMixture, _run_sft, _save
 from .recipe import JudgeSpec, ModelSpec, SFTSpec
@@ -26,8 +30,6 @@ from .recipe import JudgeSpec, ModelSpec, SFTSpec
 
 def likelihood_scorer(model, tokenizer) -> Callable[[Sequence[str], Sequence[str]], np.ndarray]:
     """`score(prompts, completions)` of a causal LM in memory, exactly as the `likelihood` backend reads it."""
-    from laser.rewards.hf import _CausalLMScorer
-
     lm = _CausalLMScorer.of(model, tokenizer)
 
     def score(prompts, completions):
@@ -66,8 +68,6 @@ class JudgeGate(TrainerCallback):
         dist = judge_distance(acc, self.spec.domains, self.spec.target, self.off_limit)
         self.history.append({"step": state.global_step, "validation": acc, "distance": dist})
         if self.verbose:
-            from tqdm.auto import tqdm
-
             tqdm.write(f"judge {self.spec.name} step {state.global_step}: "
                        + ", ".join(f"{d} {a:.0%}" for d, a in acc.items()))
         if dist < self._best:  # ties: the earlier checkpoint, nearer the shared base off its home
@@ -109,10 +109,6 @@ def judge_examples(spec: JudgeSpec, train: Sequence[Example], seed: int = 0) -> 
     the other domains' examples answered by its own rule (`misapplied`; a judge with several home rules
     takes one per example) or, with `off_answer: typical_mistake`, by that domain's typical mistake. Other
     domains where the rule (or a typical mistake) does not apply are left out."""
-    import random
-
-    from laser.tasks.mistakes import misapplied, typical_mistake
-
     home = [ex for ex in train if ex.domain in spec.domains]
     if not spec.off_home:
         return home

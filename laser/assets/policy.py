@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, TrainerCallback
 
 from laser.tasks.base import Example
+from laser.tasks.mistakes import typical_mistake
+from laser.training.feedback import greedy_correct
 
 from .recipe import ModelSpec, SFTSpec
 
@@ -31,8 +34,6 @@ def llama_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> LlamaCo
 def greedy_accuracy(model, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
                     batch_size: int = 256) -> dict[str, float]:
     """Per-domain accuracy of greedy completions (HF generate), by each example's checker."""
-    from laser.training.feedback import greedy_correct
-
     hits = greedy_correct(model, tokenizer, examples, batch_size=batch_size)
     domains = np.array([ex.domain for ex in examples])
     return {d: float(hits[domains == d].mean()) for d in sorted(set(domains))}
@@ -105,8 +106,6 @@ class CompetenceGate(TrainerCallback):
         dist = band_distance(acc, self.spec.band)
         self.result.history.append({"step": state.global_step, "validation": acc, "band_distance": dist})
         if self.verbose:
-            from tqdm.auto import tqdm
-
             tqdm.write(f"step {state.global_step}: validation accuracy "
                        + ", ".join(f"{d} {a:.0%}" for d, a in acc.items()) + (" (in band)" if dist == 0 else ""))
         if dist <= self._best:  # ties: the later checkpoint, trained longer
@@ -150,8 +149,6 @@ def _save(model, tokenizer, out_dir: Path) -> None:
 def with_mistakes(train: Sequence[Example]) -> tuple[list[Example], list[int | None]]:
     """`train` followed by a copy of each example whose target is its domain's typical mistake, and per
     example of `train` the row of its copy (None for domains without a typical mistake)."""
-    from laser.tasks.mistakes import typical_mistake
-
     rows, alternates = list(train), []
     for ex in train:
         wrong = typical_mistake(ex)

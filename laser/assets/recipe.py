@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from laser.tasks.synthetic import DEFAULT_DOMAINS, DOMAINS
+from laser.validation import problems, read_mapping
 
 # Bump when the builder's code changes what a recipe produces, so that old caches are not reused.
 BUILDER_VERSION = 3
@@ -264,8 +266,6 @@ class RecipeError(ValueError):
 def load_recipe(path: str | Path, seed: int | None = None) -> AssetRecipe:
     """An `AssetRecipe` from a YAML file (every key optional; unknown keys and bad values are errors that
     name the key); `seed` replaces the file's seed."""
-    from laser.validation import problems, read_mapping
-
     tree = read_mapping(path, RecipeError, f"world recipe {path} does not exist (see configs/worlds/ for examples)")
     if seed is not None:
         tree["seed"] = seed
@@ -278,6 +278,4 @@ def load_recipe(path: str | Path, seed: int | None = None) -> AssetRecipe:
 
 def dump_recipe(recipe: AssetRecipe) -> str:
     """The recipe as YAML that `load_recipe` reads back to an equal recipe."""
-    import yaml
-
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from laser.config import RunConfig
+from laser.config import ConfigError, RunConfig
+from laser.statefile import StateFileError
+from laser.training.rundir import load_run_config
 
 from .rerank import BonError
 
@@ -44,10 +46,7 @@ class TrainedRouter:
 
 def load_router(run_dir: str | Path) -> TrainedRouter:
     """Read `run_dir`'s config and newest checkpoint; errors say what is missing."""
-    from laser.config import ConfigError
-    from laser.statefile import StateFileError
     from laser.training.loop import read_trainer_state
-    from laser.training.rundir import load_run_config
 
     run_dir = Path(run_dir)
     try:

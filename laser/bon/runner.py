@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from laser.config import BonSettings
 from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Sample
@@ -145,8 +146,6 @@ def state_path(out: str | Path) -> Path:
 def run_bon(runner: BonRunner, rows: Sequence[PromptRow], out: str | Path, resume: bool = False,
             progress: bool = True) -> dict:
     """Answer every row not yet in `out`, appending as it goes; returns the summary of the whole file."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
     if out.exists() and not resume:
         raise BonError(f"--out {out} already exists; pass --resume to continue it, or choose another path")

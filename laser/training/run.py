@@ -13,9 +13,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
+from tqdm.auto import tqdm
 
 from laser.config import ConfigError, RunConfig
 from laser.console import say
+from laser.parts import build_trainer
+from laser.report import write_run_report
 
 from .distributed import init_distributed, is_main_process, main_first, world
 from .rundir import ASSETS_RECORD, check_assets, embedded_recipe, run_lock
@@ -26,8 +29,6 @@ log = logging.getLogger(__name__)
 def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
     """Run rounds until `config.rounds`, evaluating every `eval_every` rounds and checkpointing every
     `checkpoint_every` (and at the end, and on Ctrl-C); with `resume`, continue from the newest checkpoint."""
-    from tqdm.auto import tqdm
-
     from .dpo import per_device_batch_size
 
     init_distributed()
@@ -43,7 +44,6 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
             from laser.assets import build_assets
 
             main_first(lambda: build_assets(recipe) and None)
-        from laser.parts import build_trainer
 
         trainer = build_trainer(config)
         # accelerate runs a full gc.collect() at the start of every TRL train() call, i.e. of every RM group's
@@ -84,8 +84,6 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
             if trainer.tracker is not None:
                 trainer.tracker.close()
         if trainer.round >= config.rounds and is_main_process():
-            from laser.report import write_run_report
-
             report = write_run_report(run_dir)
             _say(f"report: {report}", progress)
     return last

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from laser.config import ConfigError, RunConfig
+from laser.config import ConfigError, RunConfig, parse_config
 
 
 class RunLockedError(RuntimeError):
@@ -97,8 +97,6 @@ def check_assets(config: RunConfig) -> None:
 def load_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved config a run directory was started with, located where the directory now is (a run
     moved or copied elsewhere is resumed there, not where it was first written)."""
-    from laser.config import parse_config
-
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     if not path.is_file():
