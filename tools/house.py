@@ -53,9 +53,10 @@ def _is_type_checking(node: ast.If) -> bool:
         (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
-def imports(path: Path, modules: set[str]) -> tuple[set[str], int, set[str], list[list[str]]]:
+def imports(path: Path, modules: set[str]) -> tuple[set[str], int, set[str], list[list[str]], set[str]]:
     """(project modules imported at module level, number of function-local import statements, top-level
-    packages imported anywhere, what each function-local import statement imports)."""
+    packages imported anywhere, what each function-local import statement imports, the modules outside the
+    project imported at module level with their parents: `scipy.stats` -> scipy, scipy.stats)."""
     mod = module_name(path)
     is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -63,6 +64,7 @@ def imports(path: Path, modules: set[str]) -> tuple[set[str], int, set[str], lis
     external: set[str] = set()
     local = 0
     deferred: list[list[str]] = []
+    top_external: set[str] = set()
 
     def targets(node) -> list[str]:
         if isinstance(node, ast.Import):
@@ -86,13 +88,15 @@ def imports(path: Path, modules: set[str]) -> tuple[set[str], int, set[str], lis
                     deferred.append([_project(n, modules) or n for n in names if n])
                 else:
                     for n in names:
-                        n = _project(n, modules)
-                        if n and n != mod:
-                            top.add(n)
+                        inside = _project(n, modules)
+                        if inside and inside != mod:
+                            top.add(inside)
+                        elif not inside and n:
+                            top_external.update(_prefixes(n))
             visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
     visit(tree, False)
-    return top, local, external, deferred
+    return top, local, external, deferred, top_external - set(PACKAGES)
 
 
 def _project(name: str, modules: set[str]) -> str | None:
@@ -138,23 +142,6 @@ def classify_local(mod: str, deferred: list[list[str]], graph: dict[str, set[str
         out["dispatch" if mod in DISPATCH else "heavy" if loads & HEAVY else "cycle" if mod in reach
             else "upward" if mod in BOTTOM else "other"] += 1
     return out
-
-
-def _top_level_external(path: Path) -> set[str]:
-    """The top-level packages outside the project that a module imports at module level."""
-    out: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Import):
-            out.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            out.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Try):  # optional imports at module level
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.Import):
-                    out.update(a.name.split(".")[0] for a in sub.names)
-                elif isinstance(sub, ast.ImportFrom) and not sub.level and sub.module:
-                    out.add(sub.module.split(".")[0])
-    return out - set(PACKAGES)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -206,9 +193,8 @@ def survey() -> dict:
     lines: dict[str, int] = {}
     for p in files:
         mod = module_name(p)
-        graph[mod], local_by_module[mod], ext, deferred[mod] = imports(p, modules)
+        graph[mod], local_by_module[mod], ext, deferred[mod], top_external[mod] = imports(p, modules)
         external_by_package[mod.split(".")[0]].update(ext)
-        top_external[mod] = _top_level_external(p)
         lines[mod] = len(p.read_text().splitlines())
     why = {"dispatch": 0, "heavy": 0, "cycle": 0, "upward": 0, "other": 0}
     other_by_module: dict[str, int] = {}
