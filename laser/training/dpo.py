@@ -59,6 +59,17 @@ def per_device_batch_size(settings: DPOSettings) -> int:
     return settings.batch_size // processes
 
 
+def mean_over_ranks(value: float) -> float:
+    """`value` averaged over the processes of a DDP run (TRL's training loss is each rank's own half of every
+    batch); itself in one process."""
+    if world()[1] == 1 or not torch.distributed.is_initialized():
+        return float(value)
+    on_gpu = torch.distributed.get_backend() == "nccl"  # NCCL reduces GPU tensors only
+    t = torch.tensor([float(value)], dtype=torch.float64, device="cuda" if on_gpu else "cpu")
+    torch.distributed.all_reduce(t)
+    return float(t.item() / world()[1])
+
+
 class DPOStep:
     """Runs DPO updates of `model` in place; holds the iteration's reference model and the optimizer."""
 
@@ -94,7 +105,8 @@ class DPOStep:
         return [self.renderer.dpo_row(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
 
     def update(self, rows: Sequence[dict]) -> dict:
-        """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns TRL's metrics."""
+        """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns the pairs, optimizer steps
+        and training loss (the mean over every process)."""
         from datasets import Dataset
         from datasets.utils import logging as datasets_logging
         from transformers import PrinterCallback
@@ -146,7 +158,7 @@ class DPOStep:
                 datasets_logging.enable_progress_bar()
         self.updates += 1
         self.model.eval()
-        return {"pairs": len(rows), "steps": out.global_step, "loss": float(out.training_loss)}
+        return {"pairs": len(rows), "steps": out.global_step, "loss": mean_over_ranks(out.training_loss)}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates,
