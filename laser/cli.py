@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None,
                    help="where to build (default: $LASER_ASSETS_DIR or ~/.cache/laser/assets)")
     p.add_argument("--quick", action="store_true",
-                   help="the reduced two-domain world used by the tests (about a minute)")
+                   help="the reduced two-domain world used by the tests (about two minutes)")
     p.add_argument("--recipe", default=None, metavar="WORLD.yaml",
                    help="build the world this recipe describes (see configs/worlds/; default: the built-in one)")
     p.add_argument("--seed", type=int, default=None,

@@ -241,12 +241,16 @@ class AssetRecipe(_Strict):
 
 
 def quick_recipe(seed: int = 0) -> AssetRecipe:
-    """A reduced world (two domains, smaller models, fewer steps) for tests: builds in about a minute."""
+    """A reduced world (two domains, smaller models, fewer steps) for tests: builds in about two minutes."""
     return AssetRecipe(
         seed=seed,
         suite=SuiteSpec(seed=seed, train=600, validation=100, test=100, n_people=24, domains=("yes_no", "strings")),
         model=ModelSpec(hidden_size=64, num_layers=2, num_heads=2),
-        sft=SFTSpec(max_steps=800, eval_every=50, band=(0.2, 0.7), learning_rate=2e-3, hold_weight=0.2,
+        # yes_no (two answers) swings by 30-50 points between checkpoints whenever it is trained, so it is not
+        # trained at all while at or above the band (hold 0) and training stops at the first checkpoint inside
+        # it; a milder hold (0.2, band 20-70%) let yes_no sit at 75-89% while strings crept up, and on an AMD
+        # EPYC build the kept policy missed the targets (strings 13%, yes_no 77% greedy).
+        sft=SFTSpec(max_steps=1200, eval_every=50, band=(0.3, 0.6), learning_rate=2e-3, hold_weight=0.0,
                     boost_weight=3.0, mistake_rate=0.0),
         reward_models=(RewardModelSpec(name="reasoning", domains=("yes_no",)),
                        RewardModelSpec(name="strings", domains=("strings",)),
