@@ -29,8 +29,10 @@ def bench(quick_world, tmp_path_factory):
     out, runs = root / "results", root / "runs"
     mp = pytest.MonkeyPatch()
     mp.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
+    # 12 prompts of 6 samples (the quick config's): with 8 of 4 the quick world's policy sampled one answer only
+    # on most prompts, and the two RMs happened to order the 6 pairs left alike, so both runs trained the same.
     args = ["bench", "--quick", "--set", "models.embedded=quick", "--set", "rounds=2", "--set", "eval_every=2",
-            "--set", "checkpoint_every=2", "--set", "round.prompts_per_round=8", "--set", "round.n=4",
+            "--set", "checkpoint_every=2", "--set", "round.prompts_per_round=12", "--set", "round.n=6",
             "--set", "tasks.test_per_domain=16", "--set", "engine.engine=hf",
             "--strategies", "single:reasoning", "single:strings", "soup:uniform", "--seeds", "0", "--jobs", "2",
             "--runs", str(runs), "--out", str(out), "--quiet"]
