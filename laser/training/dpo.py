@@ -20,7 +20,7 @@ import torch
 from laser.config import ConfigError, DPOSettings, LoraSettings
 from laser.generation.base import PromptRenderer
 
-from .distributed import world
+from .distributed import gather_from_ranks, world
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,6 @@ def per_device_batch_size(settings: DPOSettings) -> int:
         raise ConfigError(f"dpo.batch_size ({settings.batch_size}) must be a multiple of the number of "
                           f"processes ({processes}): it is the global batch, split evenly across them")
     return settings.batch_size // processes
-
-
-def mean_over_ranks(value: float) -> float:
-    """`value` averaged over the processes of a DDP run (TRL's training loss is each rank's own half of every
-    batch); itself in one process."""
-    if world()[1] == 1 or not torch.distributed.is_initialized():
-        return float(value)
-    on_gpu = torch.distributed.get_backend() == "nccl"  # NCCL reduces GPU tensors only
-    t = torch.tensor([float(value)], dtype=torch.float64, device="cuda" if on_gpu else "cpu")
-    torch.distributed.all_reduce(t)
-    return float(t.item() / world()[1])
 
 
 class DPOStep:
@@ -158,7 +147,8 @@ class DPOStep:
                 datasets_logging.enable_progress_bar()
         self.updates += 1
         self.model.eval()
-        return {"pairs": len(rows), "steps": out.global_step, "loss": mean_over_ranks(out.training_loss)}
+        losses = gather_from_ranks(float(out.training_loss))  # TRL's is each rank's own half of every batch
+        return {"pairs": len(rows), "steps": out.global_step, "loss": sum(losses) / len(losses)}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates,
