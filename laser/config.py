@@ -96,10 +96,15 @@ class RoundSettings(_Section):
     max_new_tokens: int = Field(16, gt=0)
     pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
     min_margin: float = Field(0.0, ge=0)
+    # A prompt makes pairs only if its best candidate beats the runner-up by more than this (normalized score):
+    # under noisy RM scores a narrow winner is often a wrong answer that the pair (and its SFT term) would teach.
+    min_lead: float = Field(0.0, ge=0)
     num_pairs: int = Field(1, gt=0)
     # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
     # extra update; validation_gain / train_loss: one DPO update per RM group, each group rewarded by it.
-    feedback: Literal["rerank_gain", "validation_gain", "train_loss"] = "rerank_gain"
+    # gradient_gain: one DPO update a round; each group's validation gain estimated to first order beforehand,
+    # from the inner product of its DPO loss gradient with the validation metric's gradient.
+    feedback: Literal["rerank_gain", "gradient_gain", "validation_gain", "train_loss"] = "rerank_gain"
     # 12 probes a round: -0.8 +- 2.1 points against 24 on the default world (5 seeds, paired), the same on the
     # alternative one (3 seeds); 0.23x the ensemble's RM passes instead of 0.27x, fewer samples (docs/router.md).
     rerank_prompts: int = Field(12, gt=0)
@@ -130,6 +135,13 @@ class RoundSettings(_Section):
     # Gaussian noise of this standard deviation added to every normalized RM score, for training and probes
     # alike (the paper's robustness test: 0.3); seeded per round, so that a resumed run draws the same noise.
     score_noise: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _gradient_needs_a_smooth_metric(self) -> RoundSettings:
+        if self.feedback == "gradient_gain" and self.validation_metric == "accuracy":
+            raise ValueError("feedback: gradient_gain needs a differentiable validation_metric (loglik or margin); "
+                             "greedy accuracy has no gradient")
+        return self
 
 
 class RewardModelConfig(_Section):

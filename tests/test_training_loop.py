@@ -341,3 +341,55 @@ def test_evaluation_follows_the_eval_settings_and_counts_cut_off_answers(world, 
         hits = [check(ex.model_copy(update={"answer_format": "exact"}), g[0].text)
                 for ex, g in zip(test, greedy, strict=True) if ex.domain == d]
         assert exact["accuracy"][d] == pytest.approx(np.mean(hits))
+
+
+def test_gradient_gain_is_the_first_order_gain_of_each_group_and_leaves_the_weights_as_they_were(world, tmp_path):
+    import torch
+
+    from laser.assets.pairs import correctness_pairs
+    from laser.training.feedback import answer_token_logprobs
+
+    trainer = make_trainer(world, "laser", tmp_path, feedback="gradient_gain")
+    right = correctness_pairs(trainer.train[:8], random.Random(0))  # chosen: the gold answer
+    wrong = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) for r in right]  # the same pairs, turned round
+    rows = [dict(r, instance=i) for i, r in enumerate(right + wrong)]
+    arms = np.array([0] * len(right) + [1] * len(wrong))
+    contexts = trainer.embedder.embed([r["prompt"] for r in rows])
+    trainer.dpo.start_iteration()
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    feedback, observed = trainer._gradient_gain(rows, arms, contexts)
+    assert all(torch.equal(before[n], p) for n, p in trainer.policy.named_parameters())  # nothing was trained
+    assert observed.all()
+    # No neighbours: every instance of a group gets the group's gain on the whole feedback batch.
+    assert len(set(feedback[arms == 0])) == 1 and len(set(feedback[arms == 1])) == 1
+    # Learning the gold answers raises their likelihood more than learning the wrong ones (which still teaches the
+    # answers' shared format: " ", EOS, so its gain on the gold log-likelihood need not be negative).
+    assert feedback[0] > 0 and feedback[0] > feedback[-1] + 0.1
+    # The same inner products by autograd: -<grad of the mean gold log-likelihood, g_k / |g_k|>.
+    params = trainer.dpo.trainable()
+    batch = trainer.feedback_batch
+    logps = answer_token_logprobs(trainer.policy, trainer.tokenizer, [ex.prompt for ex in batch],
+                                  [ex.target() for ex in batch])
+    metric = torch.stack([t.mean() for t in logps]).mean()
+    grad_m = torch.cat([g.reshape(-1) for g in torch.autograd.grad(metric, params)])
+    for arm, g in enumerate(trainer.dpo.gradients([right, wrong])):
+        expected = -float(grad_m @ g) / float(g.norm())
+        assert feedback[arms == arm][0] == pytest.approx(expected, rel=0.01)
+
+
+def test_gradient_gain_rounds_train_once_and_reward_the_router(world, tmp_path):
+    trainer = make_trainer(world, "laser", tmp_path, feedback="gradient_gain", neighbors=4)
+    updates = trainer.dpo.updates
+    lines = [trainer.run_round() for _ in range(2)]
+    assert trainer.dpo.updates == updates + 2  # one DPO update a round, whatever the number of RM groups
+    for line in lines:
+        assert [d["arm"] for d in line["dpo"]] == ["all"] and line["dpo"][0]["pairs"] == line["pairs"]["pairs"] > 0
+        assert line["feedback_mean"] is not None and np.isfinite(line["feedback_mean"])
+        assert "probes" not in line and line["seconds"]["feedback"] > 0
+    observed = len(trainer.strategy.state_dict()["feedback_history"])
+    assert 0 < observed <= sum(line["pairs"]["pairs"] for line in lines)
+
+
+def test_gradient_gain_refuses_greedy_accuracy():
+    with pytest.raises(ValueError, match="differentiable validation_metric"):
+        RoundSettings(feedback="gradient_gain", validation_metric="accuracy")

@@ -9,6 +9,7 @@ part of what a checkpoint saves. The default loss is DPO + NLL on the chosen ans
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -93,17 +94,16 @@ class DPOStep:
         """The rows TRL trains on: each pair ({prompt, chosen, rejected}) in the renderer's form."""
         return [self.renderer.dpo_row(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
 
-    def update(self, rows: Sequence[dict]) -> dict:
-        """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns the pairs, optimizer steps
-        and training loss (the mean over every process)."""
+    @contextlib.contextmanager
+    def _trainer(self, rows: Sequence[dict]):
+        """TRL's DPOTrainer over `rows` ({prompt, chosen, rejected}) with the run's settings, this step's optimizer
+        and the iteration's reference model, quiet while it lives."""
         from datasets import Dataset
         from datasets.utils import logging as datasets_logging
         from transformers import PrinterCallback
         from transformers.utils import logging as hf_logging
         from trl import DPOConfig, DPOTrainer
 
-        if not rows:
-            return {"pairs": 0}
         if self.ref_model is None:
             self.start_iteration()
         data = Dataset.from_list(self.dataset_rows(rows))
@@ -112,6 +112,11 @@ class DPOStep:
         # run is not DDP (vLLM's in-process engine opens one), i.e. once per update of a single-process run.
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
+        bars = datasets_logging.is_progress_bar_enabled()
+        datasets_logging.disable_progress_bar()  # tokenizing a few pairs per update: bars would only flood the log
+        tb_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        if "tensorboard" in self.report_to:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.work_dir.parent / "tensorboard" / "trl")
         try:
             args = DPOConfig(
                 output_dir=str(self.work_dir), per_device_train_batch_size=self.per_device_batch_size,
@@ -123,19 +128,10 @@ class DPOStep:
                 dataloader_num_workers=0, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
                 use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False,
             )
-        except Exception:
-            hf_logging.set_verbosity(verbosity)
-            raise
-        bars = datasets_logging.is_progress_bar_enabled()
-        datasets_logging.disable_progress_bar()  # tokenizing a few pairs per update: bars would only flood the log
-        tb_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")
-        if "tensorboard" in self.report_to:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.work_dir.parent / "tensorboard" / "trl")
-        try:
             trainer = DPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
                                  processing_class=self.tokenizer, optimizers=(self.optimizer, None))
             trainer.remove_callback(PrinterCallback)  # one update is one small step of the run: no summary print
-            out = trainer.train()
+            yield trainer
         finally:
             if "tensorboard" in self.report_to:
                 if tb_dir is None:
@@ -145,10 +141,43 @@ class DPOStep:
             hf_logging.set_verbosity(verbosity)
             if bars:
                 datasets_logging.enable_progress_bar()
+
+    def update(self, rows: Sequence[dict]) -> dict:
+        """One pass (`epochs`) of DPO over `rows` ({prompt, chosen, rejected}); returns the pairs, optimizer steps
+        and training loss (the mean over every process)."""
+        if not rows:
+            return {"pairs": 0}
+        with self._trainer(rows) as trainer:
+            out = trainer.train()
         self.updates += 1
         self.model.eval()
         losses = gather_from_ranks(float(out.training_loss))  # TRL's is each rank's own half of every batch
         return {"pairs": len(rows), "steps": out.global_step, "loss": sum(losses) / len(losses)}
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters an update changes (with LoRA, the adapters), in a fixed order."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def gradients(self, groups: Sequence[Sequence[dict]]) -> list[torch.Tensor]:
+        """Per group of pairs: the gradient of its mean DPO loss (TRL's loss, the run's loss types, all its pairs in
+        one batch) with respect to `trainable()`, flattened, at the current weights; nothing is updated."""
+        params = self.trainable()
+        out = []
+        for rows in groups:
+            if not rows:
+                out.append(torch.zeros(sum(p.numel() for p in params)))
+                continue
+            with self._trainer(rows) as trainer:
+                batch = trainer._prepare_inputs(trainer.data_collator(list(trainer.train_dataset)))
+                self.model.train()
+                try:
+                    loss = trainer.compute_loss(trainer.model, batch)
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                finally:
+                    self.model.eval()
+            out.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).float().cpu()
+                                  for p, g in zip(params, grads, strict=True)]))
+        return out
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates,
