@@ -96,9 +96,6 @@ class RoundSettings(_Section):
     max_new_tokens: int = Field(16, gt=0)
     pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
     min_margin: float = Field(0.0, ge=0)
-    # A prompt makes pairs only if its best candidate beats the runner-up by more than this (normalized score):
-    # under noisy RM scores a narrow winner is often a wrong answer that the pair (and its SFT term) would teach.
-    min_lead: float = Field(0.0, ge=0)
     num_pairs: int = Field(1, gt=0)
     # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
     # extra update; validation_gain / train_loss: one DPO update per RM group, each group rewarded by it.

@@ -21,7 +21,7 @@ def test_max_min_pairs_best_with_worst():
                               [np.array([0.2, 0.9, -0.5]), np.array([1.0, 3.0])])
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [("p0", "b", "c"), ("p1", "y", "x")]
     assert rows[0]["margin"] == pytest.approx(1.4) and rows[1]["instance"] == 1
-    assert stats.as_dict() == {"prompts": 2, "pairs": 2, "skipped_no_pair": 0, "no_lead": 0, "unscorable": 0}
+    assert stats.as_dict() == {"prompts": 2, "pairs": 2, "skipped_no_pair": 0, "unscorable": 0}
 
 
 def test_top_vs_rest_pairs_best_with_the_next_ranks():
@@ -51,22 +51,8 @@ def test_ties_margins_duplicates_and_unscorable_are_skipped_and_counted():
     assert stats.skipped_no_pair == 5 and stats.skipped_prompts == [0, 1, 2, 3, 4] and stats.unscorable == 2
 
 
-@pytest.mark.parametrize("rule", ["max_min", "top_vs_rest", "max_random"])
-def test_a_best_that_does_not_lead_the_runner_up_makes_no_pair(rule):
-    prompts, texts = ["narrow", "clear", "exact"], [["a", "b", "c"], ["a", "b", "c"], ["a", "b"]]
-    scores = [np.array([1.0, 0.8, -1.0]), np.array([-1.0, 1.0, 0.2]), np.array([0.0, 0.5])]
-    rows, stats = pairs_of(prompts, texts, scores, rule=rule, min_lead=0.5)
-    # "narrow": 1.0 leads 0.8 by 0.2; "exact": 0.5 leads 0.0 by exactly the lead, which is not more
-    assert [(r["prompt"], r["chosen"]) for r in rows] == [("clear", "b")]
-    assert stats.no_lead == 2 and stats.skipped_no_pair == 2 and stats.skipped_prompts == [0, 2]
-    # without a lead every prompt pairs its best, as before
-    rows, stats = pairs_of(prompts, texts, scores, rule=rule)
-    assert [r["chosen"] for r in rows] == ["a", "b", "b"] and stats.no_lead == 0
-
-
 @pytest.mark.parametrize("kwargs, match", [
     (dict(rule="best"), "unknown pair rule"), (dict(min_margin=-1), "min_margin"), (dict(num_pairs=0), "num_pairs"),
-    (dict(min_lead=-0.1), "min_lead"),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

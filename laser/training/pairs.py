@@ -5,9 +5,7 @@ Rules (per prompt, over its distinct candidates with a finite score):
 - `top_vs_rest`: the best against each of the next `num_pairs` ranks (LASeR's code).
 - `max_random`: the best against a random other candidate.
 A pair needs the chosen score to beat the rejected one by more than `min_margin` (so ties never become
-pairs) and two different texts; with `min_lead`, the best must also beat the runner-up by more than it (a
-winner within the RM's noise of another candidate is no winner). A prompt without such a pair is skipped
-and counted.
+pairs) and two different texts. A prompt without such a pair is skipped and counted.
 """
 
 from __future__ import annotations
@@ -28,18 +26,16 @@ class PairStats:
     prompts: int = 0
     pairs: int = 0
     skipped_no_pair: int = 0       # prompts where no two candidates differ by more than the margin
-    no_lead: int = 0               # of those: prompts whose best did not lead the runner-up by `min_lead`
     unscorable: int = 0            # candidates without a finite score (left out)
     skipped_prompts: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"prompts": self.prompts, "pairs": self.pairs, "skipped_no_pair": self.skipped_no_pair,
-                "no_lead": self.no_lead, "unscorable": self.unscorable}
+                "unscorable": self.unscorable}
 
 
 def build_pairs(table: CandidateTable, scores: np.ndarray, rule: str = "max_min", min_margin: float = 0.0,
-                num_pairs: int = 1, rng: np.random.Generator | None = None,
-                min_lead: float = 0.0) -> tuple[list[dict], PairStats]:
+                num_pairs: int = 1, rng: np.random.Generator | None = None) -> tuple[list[dict], PairStats]:
     """Rows {prompt, chosen, rejected, instance, margin} in TRL's preference format, and the counts.
 
     `table` holds every prompt's candidates (`laser.strategies.scoring.CandidateTable`) and `scores[c]` is
@@ -49,8 +45,6 @@ def build_pairs(table: CandidateTable, scores: np.ndarray, rule: str = "max_min"
         raise ValueError(f"unknown pair rule {rule!r}; choose one of {list(RULES)}")
     if min_margin < 0:
         raise ValueError(f"min_margin must be >= 0, got {min_margin}")
-    if min_lead < 0:
-        raise ValueError(f"min_lead must be >= 0, got {min_lead}")
     if num_pairs < 1:
         raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -63,9 +57,7 @@ def build_pairs(table: CandidateTable, scores: np.ndarray, rule: str = "max_min"
         # Highest score first; among equal scores the earlier candidate (stable sort).
         order = ok[np.argsort(-s[ok], kind="stable")]
         made = 0
-        if len(order) >= 2 and min_lead and s[order[0]] - s[order[1]] <= min_lead:
-            stats.no_lead += 1
-        elif len(order) >= 2:
+        if len(order) >= 2:
             best = order[0]
             if rule == "max_min":
                 others = [order[-1]]
