@@ -161,23 +161,37 @@ class DPOStep:
     def gradients(self, groups: Sequence[Sequence[dict]]) -> list[torch.Tensor]:
         """Per group of pairs: the gradient of its mean DPO loss (TRL's loss, the run's loss types, all its pairs in
         one batch) with respect to `trainable()`, flattened, at the current weights; nothing is updated."""
-        params = self.trainable()
-        out = []
-        for rows in groups:
-            if not rows:
-                out.append(torch.zeros(sum(p.numel() for p in params)))
-                continue
-            with self._trainer(rows) as trainer:
-                batch = trainer._prepare_inputs(trainer.data_collator(list(trainer.train_dataset)))
-                self.model.train()
-                try:
-                    loss = trainer.compute_loss(trainer.model, batch)
-                    grads = torch.autograd.grad(loss, params, allow_unused=True)
-                finally:
-                    self.model.eval()
-            out.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).float().cpu()
-                                  for p, g in zip(params, grads, strict=True)]))
+        out = [torch.zeros(sum(p.numel() for p in self.trainable())) for _ in groups]
+        rows = [r for g in groups for r in g]
+        if not rows:
+            return out
+        with self._trainer(rows) as trainer:  # one trainer (and one tokenization) for every group
+            data = trainer.train_dataset
+            if len(data) == len(rows):
+                start = 0
+                for k, g in enumerate(groups):
+                    if g:
+                        out[k] = self._gradient(trainer, [data[i] for i in range(start, start + len(g))])
+                    start += len(g)
+                return out
+        for k, g in enumerate(groups):  # TRL dropped a pair (a prompt over max_length): one trainer per group
+            if g:
+                with self._trainer(g) as trainer:
+                    if len(trainer.train_dataset):
+                        out[k] = self._gradient(trainer, list(trainer.train_dataset))
         return out
+
+    def _gradient(self, trainer, examples: list[dict]) -> torch.Tensor:
+        """The flat gradient of TRL's DPO loss over these tokenized pairs (one batch)."""
+        params = self.trainable()
+        batch = trainer._prepare_inputs(trainer.data_collator(examples))
+        self.model.train()
+        try:
+            grads = torch.autograd.grad(trainer.compute_loss(trainer.model, batch), params, allow_unused=True)
+        finally:
+            self.model.eval()
+        return torch.cat([(torch.zeros_like(p) if d is None else d).reshape(-1).float().cpu()
+                          for p, d in zip(params, grads, strict=True)])
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates,
