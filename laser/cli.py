@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", nargs="+", default=["laser", "random", "ensemble:mean", "best-single"],
                    help="strategies to compare; best-single = single:<RM with the best measured mean accuracy>")
     p.add_argument("--out", default="runs/demo", help="where the runs and the report go (default: runs/demo)")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, each on its share of the cores")
+    p.add_argument("--jobs", type=int, default=2 if len(os.sched_getaffinity(0)) >= 2 else 1,
+                   help="runs in parallel, each on its share of the cores (default 2 on a machine with 2 or more)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="every strategy x seeds on the embedded default: CIs, cost, plots",

@@ -74,7 +74,7 @@ def test_laser_demo_on_the_quick_world_and_reuse(quick_world, tmp_path, monkeypa
             "--set", "round.prompts_per_round=8", "--set", "round.n=4", "--set", "tasks.test_per_domain=16",
             "--set", "round.rerank_prompts=4", "--set", "round.rerank_warmup=0", "--seeds", "0", "1",
             "--strategies", "laser", "ensemble:mean",
-            "best-single", "--out", str(out), "--quiet"]
+            "best-single", "--out", str(out), "--jobs", "1", "--quiet"]  # in this process (workers: test_bench)
     assert main(args) == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
