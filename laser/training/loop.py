@@ -5,7 +5,8 @@ With the default reward (`round.feedback: rerank_gain`) the router learns from a
 sampled with the training prompts: it picks an RM for each, that RM scores the samples, and the reward is
 how well it orders the right and wrong ones (`feedback.rerank_gain`); the round then trains
 once on all pairs. The update-based rewards (`validation_gain`, the paper's `train_loss`) need one DPO
-update per RM group instead, and are observed on the training instances themselves.
+update per RM group instead, and are observed on the training instances themselves; `gradient_gain`
+estimates `validation_gain` to first order from each group's loss gradient and trains once.
 
 One `Trainer` owns the policy (a transformers model the DPO step updates in place), the generation
 engine (fed the new weights after every round), the reward models, the strategy and the metrics file.
