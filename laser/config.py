@@ -120,6 +120,10 @@ class RoundSettings(_Section):
     # The first rounds' informative probes are scored by every RM and the router learns from all of them
     # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
     rerank_warmup: int = Field(2, ge=0)
+    # Probes in each warm-up round (None: `rerank_prompts`). The warm-up's full-information probes are what the
+    # router knows when it routes round 0's training prompts; more of them in fewer warm-up rounds spends the
+    # same RM passes before the first update instead of after it.
+    rerank_warmup_prompts: int | None = Field(None, gt=0)
     feedback_examples: int = Field(128, gt=0)
     # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's
     # gain (the paper's), which cannot tell which domain an update helped.

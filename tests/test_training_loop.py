@@ -393,3 +393,14 @@ def test_gradient_gain_rounds_train_once_and_reward_the_router(world, tmp_path):
 def test_gradient_gain_refuses_greedy_accuracy():
     with pytest.raises(ValueError, match="differentiable validation_metric"):
         RoundSettings(feedback="gradient_gain", validation_metric="accuracy")
+
+
+def test_warm_up_rounds_draw_rerank_warmup_prompts_probes(world, tmp_path):
+    trainer = make_trainer(world, "laser", tmp_path, feedback="rerank_gain")  # rerank_prompts 10, warm-up 1 round
+    trainer.settings = trainer.settings.model_copy(update={"rerank_warmup_prompts": 16})
+    warm = trainer.probe_examples()
+    trainer.round = 1
+    after = trainer.probe_examples()
+    assert len(warm) == 16 and len({ex.id for ex in warm}) == 16 and len(after) == 10
+    trainer.round = 0  # the same draw again: a resumed run probes the same examples
+    assert [ex.id for ex in trainer.probe_examples()] == [ex.id for ex in warm]

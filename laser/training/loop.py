@@ -114,11 +114,13 @@ class Trainer:
         return out
 
     def probe_examples(self) -> list[Example]:
-        """This round's `rerank_prompts` validation examples for the router's reward: a seeded draw per round
-        (without replacement within the round), so that a resumed run draws the same ones."""
+        """This round's `rerank_prompts` validation examples (`rerank_warmup_prompts` in a warm-up round, when set)
+        for the router's reward: a seeded draw per round (without replacement within the round), so that a resumed
+        run draws the same ones."""
+        s = self.settings
+        k = s.rerank_warmup_prompts if self.round < s.rerank_warmup and s.rerank_warmup_prompts else s.rerank_prompts
         rng = np.random.default_rng([self.seed, 7, self.round])
-        pick = rng.choice(len(self.validation), size=min(self.settings.rerank_prompts, len(self.validation)),
-                          replace=False)
+        pick = rng.choice(len(self.validation), size=min(k, len(self.validation)), replace=False)
         return [self.validation[i] for i in sorted(pick)]
 
     # --- one round -----------------------------------------------------------------------------------
