@@ -174,12 +174,13 @@ def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkey
         assert sum(sum(row.values()) for row in r["picks_by_domain"].values()) == sum(r["picks"].values())
         assert 0.0 <= r["oracle_match"] <= 1.0
         # The router's reward (rerank_gain, the default) came from the round's validation probes.
-        probes = r["probes"]
+        probes, defaults = r["probes"], RoundSettings()
         probed = {rm for rm, c in probes["picks"].items() if c}
-        per_probe = len(probes["picks"]) if probes["every_rm"] else 1  # both rounds are warm-up rounds
-        assert probes["prompts"] == RoundSettings().rerank_prompts and probes["confident"] == 0  # no skip in a warm-up
-        assert probes["sampled"] == probes["prompts"] >= probes["informative"]
-        assert sum(probes["picks"].values()) == per_probe * probes["informative"]
+        warm = r["round"] < defaults.rerank_warmup  # every RM scores every informative probe, none is skipped
+        assert probes["every_rm"] == warm and (probes["confident"] == 0 or not warm)
+        assert probes["prompts"] == (defaults.rerank_warmup_prompts if warm else defaults.rerank_prompts)
+        assert probes["sampled"] == probes["prompts"] - probes["confident"] >= probes["informative"]
+        assert sum(probes["picks"].values()) == (len(probes["picks"]) if warm else 1) * probes["informative"]
         assert set(r["feedback_by_domain"]) <= set(r["picks_by_domain"])  # the world's two domains
         for row in r["feedback_by_domain"].values():
             assert set(row) <= probed and all(-1 <= v <= 1 for v in row.values())

@@ -38,7 +38,7 @@ def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, n
     settings = RoundSettings(prompts_per_round=12, n=6, max_new_tokens=12, feedback_examples=32,
                              feedback_neighbors=neighbors, rounds_per_iteration=rounds_per_iteration,
                              validation_metric=validation_metric, feedback=feedback, rerank_prompts=10,
-                             rerank_warmup=1)
+                             rerank_warmup=1, rerank_warmup_prompts=10)
     return Trainer(policy, tok, engine, embedder, rms, strat, dpo, suite.train, suite.validation,
                    suite.test[::8], settings, run_dir, seed=0)
 
