@@ -103,7 +103,11 @@ def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False) -> lis
         # hold different numbers of tokens weigh the pairs otherwise than one process does.
         args += ["--config", str(ROOT / "configs" / "quick.yaml"), "--name", name, "--set", f"output_dir={tmp_path}",
                  "--set", "rounds=4", "--set", "eval_every=2", "--set", "checkpoint_every=2",
-                 "--set", "engine.engine=vllm", "--set", "dpo.loss_type=[sigmoid]", "--set", "dpo.loss_weights=[1.0]"]
+                 "--set", "engine.engine=vllm", "--set", "dpo.loss_type=[sigmoid]", "--set", "dpo.loss_weights=[1.0]",
+                 # Two full-information warm-up rounds: every RM scores every probe, so the routing of both rounds
+                 # rests on the same observations on any number of ranks. After round 0's update the ranks' weights
+                 # differ from one process's by float summation order, and an exploring round's near-ties may flip.
+                 "--set", "round.rerank_warmup=2", "--set", "round.rerank_warmup_prompts=12"]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
         return [torchrun, "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *args]
