@@ -135,9 +135,13 @@ class RoundSettings(_Section):
     # minus that of a plausible wrong answer (margin), or greedy accuracy (accuracy: one generation of the
     # feedback batch before and after each group's update).
     validation_metric: Literal["loglik", "margin", "accuracy"] = "loglik"
-    # Gaussian noise of this standard deviation added to every normalized RM score, for training and probes
-    # alike (the paper's robustness test: 0.3); seeded per round, so that a resumed run draws the same noise.
+    # Gaussian noise of this standard deviation added to every RM score, for training and probes alike (the
+    # paper's robustness test: 0.3); seeded per round, so that a resumed run draws the same noise.
     score_noise: float = Field(0.0, ge=0)
+    # Where the noise goes: `normalized` (after the run's normalizer: sigma in units of each RM's spread, the
+    # same test whatever the RMs' scales) or `raw` (on the score the RM returns, as the paper adds it; what
+    # sigma means then depends on each RM's scale).
+    score_noise_on: Literal["normalized", "raw"] = "normalized"
 
     @model_validator(mode="after")
     def _gradient_needs_a_smooth_metric(self) -> RoundSettings:

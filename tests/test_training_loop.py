@@ -240,6 +240,21 @@ def test_score_noise_adds_seeded_gaussian_noise_to_every_normalized_score(world,
     assert not np.allclose(trainer._normalizer()("rm", raw, update=False), noisy)
 
 
+def test_score_noise_on_raw_scores_is_scaled_by_the_normalizer(world, tmp_path):
+    """`score_noise_on: raw` adds the noise to the score the RM returns, before the normalizer (the paper's
+    placement): on an RM whose raw scores spread 4 times wider, sigma 0.3 moves the normalized score by 0.3 / 4."""
+    trainer = make_trainer(world, "laser", tmp_path, feedback="rerank_gain")
+    trainer.settings = trainer.settings.model_copy(update={"score_noise": 0.3, "score_noise_on": "raw"})
+    raw = 4.0 * np.random.default_rng(0).normal(size=4000)
+    clean = trainer.normalizer("rm", raw)
+    noisy = trainer._normalizer()("rm", raw, update=False)
+    np.testing.assert_array_equal(noisy, trainer._normalizer()("rm", raw, update=False))  # seeded
+    assert np.std(noisy - clean) == pytest.approx(0.3 / 4.0, rel=0.05)
+    assert np.isnan(trainer._normalizer()("rm", [np.nan, 1.0])[0])  # a failed score stays failed
+    with pytest.raises(ValueError):
+        RoundSettings(score_noise_on="scores")
+
+
 def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
     """After the warm-up, a probe where the router is sure of its pick (`rerank_skip_settled`) is not scored.
     A router told on every validation prompt that one RM is right and the others wrong is sure everywhere,

@@ -262,13 +262,16 @@ class Trainer:
         return np.random.default_rng([self.seed, 17, self.round])
 
     def _normalizer(self):
-        """This round's score normalizer: the run's, plus `score_noise` when set."""
+        """This round's score normalizer: the run's, plus `score_noise` (on raw or normalized scores) when set."""
         sigma = self.settings.score_noise
         if not sigma:
             return self.normalizer
         rng = np.random.default_rng([self.seed, 13, self.round])
 
         def noisy(rm: str, values, update: bool = True) -> np.ndarray:
+            if self.settings.score_noise_on == "raw":
+                values = np.asarray(values, dtype=np.float64)
+                return self.normalizer(rm, values + rng.normal(0.0, sigma, values.shape), update)
             out = self.normalizer(rm, values, update)
             return out + rng.normal(0.0, sigma, out.shape)
 
