@@ -115,8 +115,10 @@ class RoundSettings(_Section):
     rerank_skip_settled: bool = True
     # Also skip a probe (neither sampled nor scored) where the picked RM's lower confidence bound is at least
     # this rerank gain (in [-1, 1]; 1 = orders every right/wrong pair of samples rightly): another RM could gain
-    # at most 1 minus it there. None (the default) skips only settled probes.
-    rerank_good_enough: float | None = Field(None, ge=-1, le=1)
+    # at most 1 minus it there. None skips only settled probes. 0.8 against None: the same accuracy (+0.2 +- 0.5
+    # on the default world, 5 seeds; the same runs on the alternative one, 3 seeds), 1-2% fewer RM passes
+    # (docs/router.md).
+    rerank_good_enough: float | None = Field(0.8, ge=-1, le=1)
     # The first rounds' informative probes are scored by every RM and the router learns from all of them
     # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
     rerank_warmup: int = Field(1, ge=0)

@@ -261,7 +261,8 @@ def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
     so a later round's probes are all counted as settled and cost nothing; with the rule off they are scored."""
     for skip in (True, False):
         trainer = make_trainer(world, "laser", tmp_path / str(skip), feedback="rerank_gain")
-        trainer.settings = trainer.settings.model_copy(update={"rerank_skip_settled": skip, "rerank_prompts": 40})
+        trainer.settings = trainer.settings.model_copy(update={"rerank_skip_settled": skip, "rerank_prompts": 40,
+                                                               "rerank_good_enough": None})  # the settled rule alone
         val = trainer.validation
         contexts = trainer.embedder.embed(trainer.engine.sample([ex.prompt for ex in val], n=1, max_new_tokens=1,
                                                                 seed=0).prompts)
