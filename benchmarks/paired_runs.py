@@ -41,6 +41,10 @@ def main() -> None:
         raise SystemExit(f"the two sets have different seeds: {sorted(a)} vs {sorted(b)}")
     seeds = sorted(a)
     ra, rb = {s: read_run(a[s]) for s in seeds}, {s: read_run(b[s]) for s in seeds}
+    for r in [*ra.values(), *rb.values()]:
+        if not r.finished:  # its "final" accuracy would be an earlier round's
+            raise SystemExit(f"{r.run_dir} has not finished: last evaluation after round {r.final.get('round')} "
+                             f"of {r.planned}")
     domains = sorted(ra[seeds[0]].final["accuracy"])
     print(f"| seed | {args.label_a} | {args.label_b} | difference | oracle match, 2nd half ({args.label_a} / "
           f"{args.label_b}) |\n|---|---|---|---|---|")

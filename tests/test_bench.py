@@ -27,6 +27,22 @@ def test_rounds_to_reach_uses_the_mean_over_seeds():
     assert table.splitlines()[-1].endswith(" 5 |") and table.splitlines()[-2].endswith(" 10 |")
 
 
+def test_a_run_read_before_its_last_round_is_not_finished(tmp_path):
+    """`read_run` knows the rounds a run's config asks for: a run read mid-way (its last evaluation an earlier
+    round's) is not `finished`, so a paired comparison cannot take its accuracy for the final one."""
+    from laser.report import read_run
+
+    (tmp_path / "config.yaml").write_text("strategy: laser\nseed: 4\nrounds: 40\n")
+    evals = [{"type": "eval", "round": r, "accuracy": {"a": 0.5}, "mean_accuracy": 0.5} for r in (0, 5, 10)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    run = read_run(tmp_path)
+    assert (run.seed, run.planned, run.final["round"], run.finished) == (4, 40, 10, False)
+    more = [{"type": "eval", "round": r, "accuracy": {"a": 0.6}, "mean_accuracy": 0.6} for r in range(15, 45, 5)]
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in more))
+    assert read_run(tmp_path).finished
+
+
 def test_report_titles_count_in_the_singular_and_plural():
     from laser.report import grid_title
 

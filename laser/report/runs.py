@@ -23,6 +23,12 @@ class RunSummary:
     evals: list[dict]
     strategy: str = ""
     seed: int = 0
+    planned: int | None = None  # the rounds its config asks for
+
+    @property
+    def finished(self) -> bool:
+        """Whether its last evaluation is the one after its last planned round (unknown plan: True)."""
+        return self.planned is None or self.final.get("round", 0) >= self.planned
 
     @property
     def final(self) -> dict:
@@ -67,6 +73,7 @@ def read_run(run_dir: str | Path) -> RunSummary:
     if config.is_file():
         c = yaml.safe_load(config.read_text())
         summary.strategy, summary.seed = c.get("strategy", ""), int(c.get("seed", 0))
+        summary.planned = c.get("rounds")
     return summary
 
 
