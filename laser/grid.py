@@ -92,7 +92,7 @@ def run_state(config: RunConfig) -> str:
                         "choose another output directory")
     state = None
     try:
-        if read_run(run_dir).final["round"] >= config.rounds:
+        if read_run(run_dir).finished:  # its config's rounds, equal to `config.rounds` past the check above
             state = "finished"
     except (FileNotFoundError, ValueError):
         pass
