@@ -191,6 +191,8 @@ class RewardModelConfig(_Section):
 class ModelsConfig(_Section):
     """The policy and the reward models: `embedded` (built by `laser build-assets`) or your own."""
 
+    # `default`: the embedded world; `quick`: the reduced two-domain one (tests, trying the commands). Either is
+    # one world for every seed: a run's seed varies its training, not its models.
     embedded: Literal["default", "quick"] | None = "default"
     # A world recipe (YAML of `laser.assets.AssetRecipe`, e.g. configs/worlds/alt.yaml) to build and use
     # instead of the `embedded` one.

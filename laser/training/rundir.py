@@ -73,7 +73,9 @@ def embedded_recipe(config: RunConfig):
             return load_recipe(config.models.embedded_recipe)
         except RecipeError as e:
             raise ConfigError(f"models.embedded_recipe: {e}") from None
-    return quick_recipe(config.seed) if config.models.embedded == "quick" else AssetRecipe()
+    # One world for every seed of a run, as the default world is: a seed varies the training, not the models
+    # (and a 3-seed comparison on the quick world builds it once instead of three times).
+    return quick_recipe() if config.models.embedded == "quick" else AssetRecipe()
 
 
 ASSETS_RECORD = "assets.json"
