@@ -27,8 +27,10 @@ from laser.strategies.scoring import CandidateTable
 from laser.tasks.checkers import check
 from laser.training.pairs import build_pairs
 
-# (pair rule, min_margin)
-RULES = [("max_min", 0.0), ("max_min", 0.5), ("max_min", 1.0), ("top_vs_rest", 0.0), ("max_random", 0.0)]
+# (pair rule, min_margin, min_chosen)
+RULES = [("max_min", 0.0, None), ("max_min", 0.5, None), ("max_min", 1.0, None), ("max_min", 0.0, -0.5),
+         ("max_min", 0.0, 0.0), ("max_min", 0.0, 0.5), ("max_min", 0.0, 1.0), ("top_vs_rest", 0.0, None),
+         ("max_random", 0.0, None)]
 
 
 def kinds(rows: list[dict], right: dict[tuple[int, str], bool]) -> np.ndarray:
@@ -77,20 +79,22 @@ def main() -> None:
              f"samples: {mixed:.0%}; on those, mean normalized score of the right ones minus the wrong ones: "
              f"{np.mean(gap):.2f} (median {np.median(gap):.2f}).", "",
              "Pairs per 100 prompts, by kind (noise: mean over draws):", "",
-             "| rule | min_margin | sigma | pairs | right > wrong | wrong > right | wrong > wrong | right > right |",
-             "|---|---|---|---|---|---|---|---|"]
-    for rule, margin in RULES:
+             "| rule | min_margin | min_chosen | sigma | pairs | right > wrong | wrong > right | wrong > wrong | "
+             "right > right |", "|---|---|---|---|---|---|---|---|---|"]
+    for rule, margin, low in RULES:
         for sigma in (0.0, args.sigma):
             rng = np.random.default_rng(0)
             total = np.zeros(4)
             draws = args.draws if sigma else 1
             for _ in range(draws):
                 noisy = raw + (rng.normal(0, sigma, raw.shape) if sigma else 0)
-                rows, _ = build_pairs(ctable, noisy, rule=rule, min_margin=margin, num_pairs=3, rng=rng)
+                rows, _ = build_pairs(ctable, noisy, rule=rule, min_margin=margin, num_pairs=3, rng=rng,
+                                      min_chosen=low)
                 total += kinds(rows, right)
             total *= 100 / (draws * len(prompts))
             cells = " | ".join(f"{v:.1f}" for v in total)
-            lines.append(f"| {rule} | {margin} | {sigma} | {total.sum():.1f} | {cells} |")
+            shown = "-" if low is None else low
+            lines.append(f"| {rule} | {margin} | {shown} | {sigma} | {total.sum():.1f} | {cells} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -96,6 +96,9 @@ class RoundSettings(_Section):
     max_new_tokens: int = Field(16, gt=0)
     pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
     min_margin: float = Field(0.0, ge=0)
+    # A pair only when its chosen candidate's (normalized) score is at least this: 0 is the RM's running mean, so
+    # 0.5 leaves out prompts whose best candidate the RM itself scores low (null: every prompt with a pair).
+    min_chosen: float | None = None
     num_pairs: int = Field(1, gt=0)
     # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
     # extra update; validation_gain / train_loss: one DPO update per RM group, each group rewarded by it.

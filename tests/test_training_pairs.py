@@ -21,7 +21,20 @@ def test_max_min_pairs_best_with_worst():
                               [np.array([0.2, 0.9, -0.5]), np.array([1.0, 3.0])])
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [("p0", "b", "c"), ("p1", "y", "x")]
     assert rows[0]["margin"] == pytest.approx(1.4) and rows[1]["instance"] == 1
-    assert stats.as_dict() == {"prompts": 2, "pairs": 2, "skipped_no_pair": 0, "unscorable": 0}
+    assert stats.as_dict() == {"prompts": 2, "pairs": 2, "skipped_no_pair": 0, "skipped_low_chosen": 0,
+                               "unscorable": 0}
+
+
+def test_min_chosen_skips_prompts_whose_best_candidate_scores_low():
+    texts = [["a", "b"], ["c", "d"], ["e", "f"], ["g"]]
+    scores = [np.array([0.2, -1.0]), np.array([0.5, -1.0]), np.array([1.5, 0.9]), np.array([-2.0])]
+    rows, stats = pairs_of(["low", "edge", "high", "one"], texts, scores, min_chosen=0.5)
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [("edge", "c", "d"), ("high", "e", "f")]
+    # "low" is skipped for its chosen score, "one" for having no second candidate (not a low chosen one)
+    assert stats.skipped_no_pair == 2 and stats.skipped_prompts == [0, 3] and stats.skipped_low_chosen == 1
+    assert len(pairs_of(["low", "edge", "high", "one"], texts, scores)[0]) == 3          # off by default
+    rows, stats = pairs_of(["all"], [["a", "b"]], [np.array([0.4, 0.1])], min_chosen=0.5, rule="top_vs_rest")
+    assert rows == [] and stats.skipped_low_chosen == 1
 
 
 def test_top_vs_rest_pairs_best_with_the_next_ranks():

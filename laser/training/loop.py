@@ -186,7 +186,8 @@ class Trainer:
         forward += routed.forward
         lap("score")
         pairs, pair_stats = build_pairs(table, routed.combined, rule=s.pair_rule,
-                                        min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self._pair_rng())
+                                        min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self._pair_rng(),
+                                        min_chosen=s.min_chosen)
         pairs = broadcast_from_main(pairs)  # sampling may differ across GPUs: every rank trains on rank 0's pairs
         lap("pairs")
         if self.per_group:

@@ -5,7 +5,10 @@ Rules (per prompt, over its distinct candidates with a finite score):
 - `top_vs_rest`: the best against each of the next `num_pairs` ranks (LASeR's code).
 - `max_random`: the best against a random other candidate.
 A pair needs the chosen score to beat the rejected one by more than `min_margin` (so ties never become
-pairs) and two different texts. A prompt without such a pair is skipped and counted.
+pairs) and two different texts; with `min_chosen` set, the chosen score must also be at least that (on the
+normalized scale, where 0 is the RM's running mean: a prompt whose best candidate the RM still scores low
+teaches the chosen side's NLL term an answer that is likely wrong). A prompt without such a pair is skipped
+and counted.
 """
 
 from __future__ import annotations
@@ -26,16 +29,18 @@ class PairStats:
     prompts: int = 0
     pairs: int = 0
     skipped_no_pair: int = 0       # prompts where no two candidates differ by more than the margin
+    skipped_low_chosen: int = 0    # of those, prompts whose best candidate scored below min_chosen
     unscorable: int = 0            # candidates without a finite score (left out)
     skipped_prompts: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"prompts": self.prompts, "pairs": self.pairs, "skipped_no_pair": self.skipped_no_pair,
-                "unscorable": self.unscorable}
+                "skipped_low_chosen": self.skipped_low_chosen, "unscorable": self.unscorable}
 
 
 def build_pairs(table: CandidateTable, scores: np.ndarray, rule: str = "max_min", min_margin: float = 0.0,
-                num_pairs: int = 1, rng: np.random.Generator | None = None) -> tuple[list[dict], PairStats]:
+                num_pairs: int = 1, rng: np.random.Generator | None = None,
+                min_chosen: float | None = None) -> tuple[list[dict], PairStats]:
     """Rows {prompt, chosen, rejected, instance, margin} in TRL's preference format, and the counts.
 
     `table` holds every prompt's candidates (`laser.strategies.scoring.CandidateTable`) and `scores[c]` is
@@ -57,7 +62,9 @@ def build_pairs(table: CandidateTable, scores: np.ndarray, rule: str = "max_min"
         # Highest score first; among equal scores the earlier candidate (stable sort).
         order = ok[np.argsort(-s[ok], kind="stable")]
         made = 0
-        if len(order) >= 2:
+        low = len(order) >= 2 and min_chosen is not None and s[order[0]] < min_chosen
+        stats.skipped_low_chosen += int(low)
+        if len(order) >= 2 and not low:
             best = order[0]
             if rule == "max_min":
                 others = [order[-1]]
