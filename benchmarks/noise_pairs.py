@@ -3,10 +3,10 @@
 Samples n completions of validation prompts from the world's SFT policy (as a round does: vLLM, T = 0.8,
 distinct texts), lets each prompt's oracle RM (the judge of its domain) score them, normalizes the scores
 as a run does (`zscore`), then draws the paper's noise (Gaussian, `--sigma`, on every normalized score)
-many times and builds the round's pairs with each rule and margin. By the gold answers (validation data:
-this is a measurement, not something a run reads) each pair is one of: right over wrong (what DPO should
-learn), wrong over right (it teaches the wrong preference), wrong over wrong or right over right. The SFT
-term of the default loss trains on the chosen side, so a wrong chosen answer is learned too.
+many times and builds the round's pairs with each rule, margin and min_chosen. By the gold answers
+(validation data: this is a measurement, not something a run reads) each pair is one of: right over wrong
+(what DPO should learn), wrong over right (it teaches the wrong preference), wrong over wrong or right over
+right. The SFT term of the default loss trains on the chosen side, so a wrong chosen answer is learned too.
 
     python benchmarks/noise_pairs.py [--prompts 400] [--draws 200] [--sigma 0.3] [--out FILE.md]
 """
