@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from conftest import hf_greedy_texts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -26,7 +27,11 @@ def world(quick_world):
 
 
 def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, neighbors: int | None = None,
-                 validation_metric: str = "loglik", feedback: str = "validation_gain"):
+                 validation_metric: str = "loglik", feedback: str = "validation_gain",
+                 min_chosen: float | None = None):
+    """A trainer on the quick world's 12 prompts a round. `min_chosen` is off here (its default 0.5 leaves about
+    half of these rounds' prompts without a pair, some rounds none): these tests check what a round does with
+    its pairs; test_min_chosen_leaves_out_low_prompts_and_a_round_without_pairs_trains_nothing checks the default."""
     assets, suite, engine = world
     policy = AutoModelForCausalLM.from_pretrained(assets.policy)
     engine.sync_weights(policy)  # the shared engine starts from the SFT policy for every trainer
@@ -38,7 +43,7 @@ def make_trainer(world, strategy: str, run_dir, rounds_per_iteration: int = 2, n
     settings = RoundSettings(prompts_per_round=12, n=6, max_new_tokens=12, feedback_examples=32,
                              feedback_neighbors=neighbors, rounds_per_iteration=rounds_per_iteration,
                              validation_metric=validation_metric, feedback=feedback, rerank_prompts=10,
-                             rerank_warmup=1, rerank_warmup_prompts=10)
+                             rerank_warmup=1, rerank_warmup_prompts=10, min_chosen=min_chosen)
     return Trainer(policy, tok, engine, embedder, rms, strat, dpo, suite.train, suite.validation,
                    suite.test[::8], settings, run_dir, seed=0)
 
@@ -113,6 +118,30 @@ def test_rerank_feedback_learns_from_validation_probes_and_trains_once_per_round
     first = [ex.id for ex in trainer.probe_examples()]
     trainer.round = 1
     assert first != [ex.id for ex in trainer.probe_examples()]
+
+
+def test_min_chosen_leaves_out_low_prompts_and_a_round_without_pairs_trains_nothing(world, tmp_path):
+    """The default `min_chosen` (0.5) pairs only prompts whose chosen candidate its RM scores high, counted in
+    the round's pair stats; a round where no prompt qualifies writes its line, leaves the weights as they were,
+    and its router still learns from the probes."""
+    assert RoundSettings().min_chosen == 0.5
+    trainer = make_trainer(world, "laser", tmp_path / "default", feedback="rerank_gain", min_chosen=0.5)
+    lines = [trainer.run_round() for _ in range(2)]
+    for line in lines:
+        stats = line["pairs"]
+        assert stats["pairs"] + stats["skipped_no_pair"] == 12 and 0 <= stats["skipped_low_chosen"]
+        assert stats["skipped_low_chosen"] <= stats["skipped_no_pair"]
+        assert [(d["arm"], d["pairs"]) for d in line["dpo"]] == [("all", stats["pairs"])]
+    assert sum(line["pairs"]["skipped_low_chosen"] for line in lines) > 0
+    trainer = make_trainer(world, "laser", tmp_path / "none", feedback="rerank_gain", min_chosen=50.0)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    line = trainer.run_round()
+    assert line["pairs"]["pairs"] == 0 and line["pairs"]["skipped_low_chosen"] > 0
+    assert line["dpo"] == [{"arm": "all", "pairs": 0, "loss": None}]
+    assert all(torch.equal(before[n], p.detach()) for n, p in trainer.policy.named_parameters())
+    assert len(trainer.strategy.state_dict()["feedback_history"]) > 0  # the warm-up's probes were observed
+    written = [json.loads(x) for x in (tmp_path / "none" / "metrics.jsonl").read_text().splitlines()]
+    assert [w["type"] for w in written] == ["round"] and written[0]["pairs"]["pairs"] == 0
 
 
 @pytest.mark.parametrize("spec", ["random", "ensemble:mean"])
