@@ -232,6 +232,13 @@ def test_the_ensemble_pays_k_forward_passes_per_candidate(world, tmp_path):
     line = trainer.run_round()
     assert line["rm_forward"] == len(trainer.rms) * line["candidates"]["distinct"]
     assert all(v == 12 for v in line["picks"].values())
+    # Its combined scores are normalized again before pairs are built (`pair_scores`), and kept for a resume;
+    # a strategy with one RM per instance pairs on that RM's normalized scores as they are.
+    assert trainer.pair_normalizer.state_dict()["per_rm"].keys() == {"combined"}
+    assert trainer.state_dict()["pair_normalizer"] == trainer.pair_normalizer.state_dict()
+    single = make_trainer(world, "random", tmp_path / "random")
+    single.run_round()
+    assert single.pair_normalizer.state_dict()["per_rm"] == {}
 
 
 def test_prompts_follow_a_seeded_order_without_repeats_within_an_epoch(world, tmp_path):

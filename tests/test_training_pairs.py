@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from laser.rewards import ScoreNormalizer
 from laser.strategies.scoring import CandidateTable
-from laser.training import build_pairs
+from laser.training import build_pairs, pair_scores
 
 NAN = float("nan")
 
@@ -35,6 +36,27 @@ def test_min_chosen_skips_prompts_whose_best_candidate_scores_low():
     assert len(pairs_of(["low", "edge", "high", "one"], texts, scores)[0]) == 3          # off by default
     rows, stats = pairs_of(["all"], [["a", "b"]], [np.array([0.4, 0.1])], min_chosen=0.5, rule="top_vs_rest")
     assert rows == [] and stats.skipped_low_chosen == 1
+
+
+def test_pair_scores_normalize_a_combination_of_several_rms_again():
+    """A mean of several normalized scores spreads less than each: pairs are built on it normalized again, so
+    what min_chosen keeps does not depend on the combination's scale; one RM's score is used as it is."""
+    texts = [["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]]
+    combined = np.array([0.1, -0.2, 0.6, -0.5, 0.3, 0.2, -0.1, -0.6])
+    one = ScoreNormalizer("zscore")
+    assert np.array_equal(pair_scores(combined, False, one), combined) and one.per_rm == {}
+    wide = pair_scores(combined, True, ScoreNormalizer("zscore"))
+    narrow = pair_scores(0.4 * combined + 0.1, True, ScoreNormalizer("zscore"))
+    np.testing.assert_allclose(narrow, wide)
+    assert np.array_equal(np.argsort(wide), np.argsort(combined))  # the order within the round is kept
+    kept = [pairs_of(list("pqrs"), texts, np.split(x, 4), min_chosen=0.5)[1] for x in (wide, 0.4 * combined + 0.1)]
+    assert kept[0].pairs == 2 and kept[1].pairs == 0  # the narrow mean, as it was, would reach 0.5 nowhere
+    assert kept[1].skipped_low_chosen == 4
+    # The running statistics carry over rounds: a later round is mapped against every round so far.
+    norm = ScoreNormalizer("zscore")
+    pair_scores(combined, True, norm)
+    later = pair_scores(combined + 1.0, True, norm)
+    assert later.mean() > 0.5 and "combined" in norm.per_rm
 
 
 def test_top_vs_rest_pairs_best_with_the_next_ranks():

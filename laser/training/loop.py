@@ -43,7 +43,7 @@ from .distributed import broadcast_from_main, gather_from_ranks, is_main_process
 from .dpo import DPOStep, is_peft
 from .evaluation import eval_seed, evaluate_accuracy
 from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain, rerank_gain
-from .pairs import build_pairs
+from .pairs import build_pairs, pair_scores
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Trainer:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.normalizer = ScoreNormalizer(normalizer)
+        self.pair_normalizer = ScoreNormalizer(normalizer)  # combined scores of several RMs (`pair_scores`)
         self.round = 0
         self.epoch, self.cursor = 0, 0
         self.order = self.rng.permutation(len(self.train))
@@ -185,9 +186,10 @@ class Trainer:
                                  ranks=self.ranks)
         forward += routed.forward
         lap("score")
-        pairs, pair_stats = build_pairs(table, routed.combined, rule=s.pair_rule,
-                                        min_margin=s.min_margin, num_pairs=s.num_pairs, rng=self._pair_rng(),
-                                        min_chosen=s.min_chosen)
+        several = bool(assignment.mask.sum(axis=1).max(initial=0) > 1)  # an ensemble's instances
+        pairs, pair_stats = build_pairs(table, pair_scores(routed.combined, several, self.pair_normalizer),
+                                        rule=s.pair_rule, min_margin=s.min_margin, num_pairs=s.num_pairs,
+                                        rng=self._pair_rng(), min_chosen=s.min_chosen)
         pairs = broadcast_from_main(pairs)  # sampling may differ across GPUs: every rank trains on rank 0's pairs
         lap("pairs")
         if self.per_group:
@@ -465,6 +467,7 @@ class Trainer:
         return {"round": self.round, "epoch": self.epoch, "cursor": self.cursor, "order": self.order.tolist(),
                 "rng": self.rng.bit_generator.state, "picks": [[d, rm, c] for (d, rm), c in self.picks.items()],
                 "strategy": self.strategy.state_dict(), "normalizer": self.normalizer.state_dict(),
+                "pair_normalizer": self.pair_normalizer.state_dict(),
                 "dpo": self.dpo.state_dict(), "reward_models": {n: rm.state_dict() for n, rm in self.rms.items()},
                 "torch_rng": torch.get_rng_state(), "metrics_lines": _count_lines(self.metrics_path),
                 "elapsed": self.elapsed}
@@ -477,6 +480,8 @@ class Trainer:
         self.elapsed = state.get("elapsed", 0.0)
         self.strategy.load_state_dict(state["strategy"])
         self.normalizer.load_state_dict(state["normalizer"])
+        if "pair_normalizer" in state:  # absent from checkpoints written before it existed
+            self.pair_normalizer.load_state_dict(state["pair_normalizer"])
         self.dpo.load_state_dict(state["dpo"])
         for n, rm_state in state["reward_models"].items():
             self.rms[n].load_state_dict(rm_state)

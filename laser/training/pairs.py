@@ -9,6 +9,11 @@ pairs) and two different texts; with `min_chosen` set, the chosen score must als
 normalized scale, where 0 is the RM's running mean: a prompt whose best candidate the RM still scores low
 teaches the chosen side's NLL term an answer that is likely wrong). A prompt without such a pair is skipped
 and counted.
+
+`pair_scores` says what scale that is: one RM's normalized score as it is; a score combined from several RMs
+(an ensemble's mean, a scalarization) normalized again by its own running statistics, since a mean of K
+normalized scores spreads less than each of them (the ensemble of the default world's five judges would
+otherwise reach 0.5 on one prompt in ten and train on a seventh of LASeR's pairs).
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ class PairStats:
     def as_dict(self) -> dict:
         return {"prompts": self.prompts, "pairs": self.pairs, "skipped_no_pair": self.skipped_no_pair,
                 "skipped_low_chosen": self.skipped_low_chosen, "unscorable": self.unscorable}
+
+
+def pair_scores(combined: np.ndarray, several: bool, normalizer) -> np.ndarray:
+    """The scores a round's pairs are built from: `combined` (one score per candidate), normalized again by
+    `normalizer(name, values)` (a `laser.rewards.ScoreNormalizer` of the run's kind, kept for the run) when
+    `several` RMs' scores were combined into it. The order within a round is unchanged; what changes is what
+    `min_chosen` and `min_margin` measure against: the spread of the score pairs are built from, for every
+    strategy alike."""
+    return normalizer("combined", combined) if several else np.asarray(combined, dtype=np.float64)
 
 
 def build_pairs(table: CandidateTable, scores: np.ndarray, rule: str = "max_min", min_margin: float = 0.0,
