@@ -100,7 +100,7 @@ class RoundSettings(_Section):
     # 0.5 leaves out prompts whose best candidate the RM itself scores low (null: every prompt with a pair).
     # 0.5 cuts wrong-over-wrong pairs from 20.8 to 11.8 per 100 prompts: Gaussian noise (sigma 0.3) on every score
     # then costs LASeR 0.4 +- 1.3 points instead of 1.3 +- 0.9 (10 seeds); noiseless LASeR -0.2 +- 0.7, the
-    # baselines +9 to +21 (docs/results.md).
+    # baselines +9 to +20 (docs/results.md).
     min_chosen: float | None = 0.5
     num_pairs: int = Field(1, gt=0)
     # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
