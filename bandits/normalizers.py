@@ -67,19 +67,29 @@ class QuantileNormalizer:
             return np.where(v > q_high, 1.0, np.where(v < q_low, 0.0, 0.5))
         return np.clip((v - q_low) / (q_high - q_low), 0.0, 1.0)
 
+    def _add(self, x: float) -> None:
+        self._history.append(x)
+        bisect.insort(self._sorted, x)
+        if self.window is not None and len(self._history) > self.window:
+            old = self._history.pop(0)
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
     def normalize(self, values: Any) -> np.ndarray:
         """Add the values to the history (in order) and return each one mapped to [0, 1]."""
         v = _as_finite_1d("values", values)
         out = np.empty_like(v)
         for i, x in enumerate(v):
-            x = float(x)
-            self._history.append(x)
-            bisect.insort(self._sorted, x)
-            if self.window is not None and len(self._history) > self.window:
-                old = self._history.pop(0)
-                del self._sorted[bisect.bisect_left(self._sorted, old)]
+            self._add(float(x))
             out[i] = self._map(np.array(x))
         return out
+
+    def normalize_together(self, values: Any) -> np.ndarray:
+        """Add the values to the history at once, then map each against it: rewards that arrive together
+        (e.g. every arm's on the same instances) map alike whatever their order."""
+        v = _as_finite_1d("values", values)
+        for x in v:
+            self._add(float(x))
+        return self._map(v)
 
     def transform(self, values: Any) -> np.ndarray:
         """Map values against the current history without adding them."""
@@ -120,17 +130,27 @@ class ZScoreNormalizer:
         z = np.zeros_like(v) if std <= self.eps else (v - self.mean) / std
         return z if self.clip is None else np.clip(z, -self.clip, self.clip)
 
+    def _add(self, x: float) -> None:
+        self.count += 1
+        delta = x - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (x - self.mean)
+
     def normalize(self, values: Any) -> np.ndarray:
         """Add the values to the statistics (in order) and return each one's z-score."""
         v = _as_finite_1d("values", values)
         out = np.empty_like(v)
         for i, x in enumerate(v):
-            self.count += 1
-            delta = x - self.mean
-            self.mean += delta / self.count
-            self.m2 += delta * (x - self.mean)
+            self._add(float(x))
             out[i] = self._map(np.array(x))
         return out
+
+    def normalize_together(self, values: Any) -> np.ndarray:
+        """Add the values to the statistics at once, then return each one's z-score against them (order-free)."""
+        v = _as_finite_1d("values", values)
+        for x in v:
+            self._add(float(x))
+        return self._map(v)
 
     def transform(self, values: Any) -> np.ndarray:
         """z-scores against the current statistics, without adding the values."""

@@ -82,3 +82,37 @@ def test_quantile_normalizer_equals_numpy_quantile_of_the_history_exactly():
         restored = QuantileNormalizer(low, high, window)
         restored.load_state_dict(norm.state_dict())
         assert np.array_equal(restored.normalize([0.25, -1.0]), norm.normalize([0.25, -1.0]))
+
+
+@pytest.mark.parametrize("cls", [QuantileNormalizer, ZScoreNormalizer])
+def test_normalize_together_maps_a_batch_alike_whatever_its_order(cls):
+    """Rewards that arrive together all join the history before any is mapped: the same value maps to the
+    same number wherever it sits in the batch, and a permuted batch maps to the permuted result. `normalize`,
+    one value at a time, does not (the first of equal rewards maps against a shorter history)."""
+    history = [0.2, -0.4, 0.9]
+    batch = np.array([1.0, -1.0, 0.3, 1.0, -1.0, 0.3])
+    a, b = cls(), cls()
+    for n in (a, b):
+        n.normalize(history)
+    out = a.normalize_together(batch)
+    perm = np.random.default_rng(0).permutation(len(batch))
+    np.testing.assert_allclose(b.normalize_together(batch[perm]), out[perm])
+    assert out[0] == out[3] and out[1] == out[4]
+    np.testing.assert_allclose(out, a.transform(batch))  # mapped against the history that holds the batch
+    seq, fresh = cls(), cls()
+    one_by_one = seq.normalize(batch)  # from an empty history: the first 1.0 maps against itself alone
+    assert one_by_one[0] < one_by_one[3]
+    alike = fresh.normalize_together(batch)
+    assert alike[0] == alike[3]
+    assert fresh.state_dict() == seq.state_dict()  # the same statistics either way
+
+
+def test_normalize_together_keeps_the_window():
+    q = QuantileNormalizer(window=4)
+    q.normalize([5.0, 6.0])
+    q.normalize_together([1.0, 2.0, 3.0])
+    assert q.history == [6.0, 1.0, 2.0, 3.0]
+    restored = QuantileNormalizer(window=4)
+    restored.load_state_dict(q.state_dict())
+    assert restored.transform([2.5]) == q.transform([2.5])
+

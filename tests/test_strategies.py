@@ -105,6 +105,33 @@ def test_bandit_learns_the_best_rm_per_context_cluster():
     assert restored.assign(x, Batch()).arms.tolist() == s.assign(x, Batch()).arms.tolist()
 
 
+def test_rewards_observed_together_are_normalized_alike_for_every_rm():
+    """The rerank warm-up observes every RM on the same probes. With normalized rewards (laser:exp3, or
+    normalize_feedback) the RMs' equal rewards must map alike: observed one RM after the other, the first RM's
+    rewards were mapped against a shorter history and the last RM's, here the length hacker's, came out higher."""
+    x = contexts(6)
+    rewards = np.array([1.0, 1.0, -1.0, 1.0, 0.5, 1.0])
+    calls = [(x, make_strategy("random", RMS)._one_per_instance(np.full(6, k)), rewards) for k in range(len(RMS))]
+    together = BanditStrategy(RMS, dim=6, policy="epsilon_greedy", epsilon=0.0, seed=0)
+    together.observe_all(calls)
+    means = together.policy.expected(np.zeros((1, 6)))[0]
+    np.testing.assert_allclose(means, means[0])  # every RM earned the same, and is estimated the same
+    one_by_one = BanditStrategy(RMS, dim=6, policy="epsilon_greedy", epsilon=0.0, seed=0)
+    for call in calls:
+        one_by_one.observe(*call)
+    ordered = one_by_one.policy.expected(np.zeros((1, 6)))[0]
+    assert ordered[-1] > ordered[0]  # what the one-by-one order did to the RM listed last
+    assert together.state_dict()["feedback_history"] == one_by_one.state_dict()["feedback_history"]
+    # Without normalization `observe_all` is `observe` call by call: the default router learns as before.
+    plain, again = (BanditStrategy(RMS, dim=6, normalize_feedback=False, seed=0) for _ in range(2))
+    plain.observe_all(calls)
+    for call in calls:
+        again.observe(*call)
+    probe = contexts(5, seed=3)
+    assert plain.assign(probe, Batch()).arms.tolist() == again.assign(probe, Batch()).arms.tolist()
+    np.testing.assert_allclose(plain.policy.expected(probe), again.policy.expected(probe))
+
+
 def test_centered_contexts_route_prompts_that_share_one_direction():
     """Contexts that are one common vector plus a small per-cluster part (as a policy's prompt embeddings
     are): with `center`, LinUCB sees the per-cluster part and learns a different RM per cluster."""

@@ -86,16 +86,33 @@ class BanditStrategy(RewardStrategy):
         out.separation, out.lower = separation, lower
         return out
 
-    def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:
+    def _rewards(self, contexts: np.ndarray, feedback: np.ndarray) -> np.ndarray:
         r = np.asarray(feedback, dtype=np.float64)
         if r.shape != (len(contexts),):
             raise StrategyError(f"feedback has shape {r.shape}, expected ({len(contexts)},) (one per instance)")
-        if self.selection == "batch":
-            r = np.array([r.mean()])
-        if self.normalizer is not None:
-            r = self.normalizer.normalize(r)
+        return np.array([r.mean()]) if self.selection == "batch" else r
+
+    def _learn(self, contexts: np.ndarray, assignment: Assignment, r: np.ndarray) -> None:
         arms = assignment.arms[:1] if self.selection == "batch" else assignment.arms
         self.policy.update(self._contexts(contexts, remember=True), arms, r)
+
+    def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:
+        r = self._rewards(contexts, feedback)
+        self._learn(contexts, assignment, r if self.normalizer is None else self.normalizer.normalize(r))
+
+    def observe_all(self, observations: Sequence[tuple[np.ndarray, Assignment, np.ndarray]]) -> None:
+        """With normalized rewards, every reward of `observations` joins the normalizer's history before any is
+        mapped (`normalize_together`): observed one call at a time, the RM observed first would have its rewards
+        mapped against a shorter history than the others' (in the warm-up, where every RM scores the same
+        probes in the config's order, equal rewards favoured the RMs listed last). Then learned call by call."""
+        if self.normalizer is None or not observations:
+            super().observe_all(observations)
+            return
+        rewards = [self._rewards(c, f) for c, _, f in observations]
+        mapped = np.split(self.normalizer.normalize_together(np.concatenate(rewards)),
+                          np.cumsum([len(r) for r in rewards])[:-1])
+        for (contexts, assignment, _), r in zip(observations, mapped, strict=True):
+            self._learn(contexts, assignment, r)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "policy": self.policy.state_dict(),

@@ -113,6 +113,12 @@ class RewardStrategy:
     def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:
         """Learn from the reward of each instance's choice (nothing to learn for fixed strategies)."""
 
+    def observe_all(self, observations: Sequence[tuple[np.ndarray, Assignment, np.ndarray]]) -> None:
+        """Several (contexts, assignment, feedback) that arrive together, e.g. every RM's rewards on the same
+        probes: learned as by `observe`, one after the other, unless the strategy says otherwise."""
+        for contexts, assignment, feedback in observations:
+            self.observe(contexts, assignment, feedback)
+
     def state_dict(self) -> dict:
         return {"name": self.name, "rm_names": list(self.rm_names)}
 

@@ -331,9 +331,9 @@ class Trainer:
             scores, forward, _ = score_assigned(self.rms, normalize, table, union, ranks=self.ranks)
         for assignment in choices:
             feedback, _ = rerank_gain(probes, table, self.strategy.combine(scores, assignment, table.instance))
-            feedback = broadcast_from_main(feedback)  # every rank's router sees rank 0's reward
-            self.strategy.observe(contexts, assignment, feedback)
-            gains.append(feedback)
+            gains.append(broadcast_from_main(feedback))  # every rank's router sees rank 0's reward
+        # The warm-up's rewards arrive together: no RM's are normalized against a shorter history for coming first.
+        self.strategy.observe_all([(contexts, a, g) for a, g in zip(choices, gains, strict=True)])
         # One row per (probe, RM) observed: the metrics line reports every observation.
         k = self.strategy.k
         assignment = Assignment(self.strategy.rm_names,
