@@ -186,7 +186,7 @@ class Trainer:
                                  ranks=self.ranks)
         forward += routed.forward
         lap("score")
-        several = bool(assignment.mask.sum(axis=1).max(initial=0) > 1)  # an ensemble's instances
+        several = bool(assignment.forward_per_instance.max(initial=0) > 1)  # an ensemble's instances
         pairs, pair_stats = build_pairs(table, pair_scores(routed.combined, several, self.pair_normalizer),
                                         rule=s.pair_rule, min_margin=s.min_margin, num_pairs=s.num_pairs,
                                         rng=self._pair_rng(), min_chosen=s.min_chosen)
