@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,15 @@ def test_a_locked_run_directory_is_refused(tmp_path):
     (tmp_path / "r" / ".lock").write_text(dead.stdout.strip())
     with run_lock(tmp_path / "r"):
         assert (tmp_path / "r" / ".lock").read_text() == str(os.getpid())
+    # So is one left by a process that exited and was not yet reaped (a zombie: os.kill(pid, 0) still succeeds).
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    (tmp_path / "r" / ".lock").write_text(str(zombie.pid))
+    with run_lock(tmp_path / "r"):
+        assert (tmp_path / "r" / ".lock").read_text() == str(os.getpid())
+    zombie.wait()
 
 
 def test_laser_train_runs_the_quick_config(quick_world, tmp_path, capsys, monkeypatch):

@@ -37,7 +37,7 @@ def run_lock(run_dir: Path):
                 pid = int(lock.read_text().strip() or "0")
             except (OSError, ValueError):
                 pid = 0
-            if pid and _alive(pid):
+            if pid and process_alive(pid):
                 raise RunLockedError(f"{run_dir} is being written by process {pid}; wait for it, stop it, or "
                                      "choose another run name (name=...)") from None
             lock.unlink(missing_ok=True)  # left by a run that died
@@ -51,12 +51,16 @@ def run_lock(run_dir: Path):
         lock.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except OSError as e:
         return e.errno == errno.EPERM
-    return True
+    try:  # a zombie (exited, not yet reaped by its parent) writes nothing more
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def embedded_recipe(config: RunConfig):
