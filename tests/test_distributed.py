@@ -4,9 +4,12 @@ would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import torch.multiprocessing as mp
 
 from laser.strategies import Batch, make_strategy
 from laser.training.distributed import broadcast_from_main, is_main_process, main_first, map_shards, world
+from laser.training.rundir import process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,6 +123,38 @@ def _train(tmp_path, name: str, env: dict, processes: int, resume: bool = False)
                           timeout=600)
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        todo += [c for c in children.get(todo.pop(), []) if c not in out]
+        out.update(todo)
+    return out
+
+
+def _kill_tree(pid: int) -> set[int]:
+    """SIGKILL `pid` and every process below it, as a machine's crash would: torchrun starts each rank in a
+    session of its own, so killing torchrun's process group leaves the ranks running. Everything is stopped
+    first (until no new process appears), so that none starts another while the others are killed."""
+    stopped: set[int] = set()
+    while (tree := {pid} | _descendants(pid)) - stopped:
+        for p in tree - stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+        stopped |= tree
+    for p in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    return stopped
+
+
 def _free_port() -> int:
     import socket
 
@@ -180,23 +216,17 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     assert not (run / ".lock").exists()
     assert two.stdout.count("final test accuracy") == 1  # said once, by rank 0
     # Killed (SIGKILL, every rank) after its round-2 checkpoint and resumed: the same run as without the kill.
-    import signal
-    import time
-
     killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     latest = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
     while not latest.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(killed.pid, signal.SIGKILL)
+    victims = _kill_tree(killed.pid)
     killed.wait()
-    gone = time.monotonic() + 120  # the ranks die after torchrun itself: the resume must not find one alive
-    while time.monotonic() < gone:
-        try:
-            os.killpg(killed.pid, 0)
-        except ProcessLookupError:
-            break
+    assert len(victims) >= 3, victims  # torchrun and its two ranks
+    gone = time.monotonic() + 120  # reaped by init once torchrun is gone: the resume must not find one alive
+    while any(process_alive(p) for p in victims) and time.monotonic() < gone:
         time.sleep(0.1)
     assert latest.read_text() == "round-000002"
     resumed = _train(tmp_path, "killed", env, processes=2, resume=True)
