@@ -76,7 +76,14 @@ class DPOSettings(_Section):
     epochs: int = Field(1, gt=0)  # passes over each update's pairs
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int | None = Field(None, gt=8)
-    lora: LoraSettings | None = None  # None: full fine-tuning
+    # None: full fine-tuning, with a frozen copy of the policy as each iteration's reference. With LoRA the
+    # reference is the same base weights under a frozen copy of the adapters taken when the iteration starts
+    # (no model copy; in the first iteration the base with the adapters disabled).
+    lora: LoraSettings | None = None
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more time
+    # adamw_8bit: bitsandbytes' 8-bit AdamW (needs bitsandbytes and a GPU): the moments take 2 bytes a parameter
+    # instead of 8.
+    optim: Literal["adamw_torch", "adamw_8bit"] = "adamw_torch"
 
     @model_validator(mode="after")
     def _weights_match(self) -> DPOSettings:

@@ -21,7 +21,7 @@ def _launch(out: Path, name: str, env: dict, resume: bool = False) -> subprocess
     else:
         args = ["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--name", name, "--quiet",
                 "--set", f"output_dir={out}", "--set", "rounds=6", "--set", "eval_every=3",
-                "--set", "checkpoint_every=2"]
+                "--set", "checkpoint_every=2", "--set", "round.rounds_per_iteration=3"]
     return subprocess.Popen([sys.executable, "-m", "laser.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -56,6 +56,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(quick_world, tmp_path)
     assert [x["type"] for x in a] == ["eval", "round", "round", "round", "eval", "round", "round", "round", "eval"]
     assert b == a, f"killed after {killed_at}"
     assert (tmp_path / "killed" / "checkpoints" / "round-000006" / "policy" / "model.safetensors").exists()
+    # The DPO reference (a copy of the policy: full fine-tuning) is written once per iteration that a checkpoint
+    # falls in the middle of (rounds 2 and 4: iterations of 3 rounds), not into each checkpoint; the resumed run
+    # above read it back.
+    refs = sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("reference-*"))
+    assert refs == ["reference-000000", "reference-000003"]
+    assert not any("ref" in p.name for p in (tmp_path / "full" / "checkpoints" / "round-000004").rglob("*"))
     # Resuming a run that already ended (or was killed after its final checkpoint) changes nothing.
     again = _launch(tmp_path, "full", env, resume=True)
     out, _ = again.communicate(timeout=600)

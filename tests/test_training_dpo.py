@@ -84,21 +84,6 @@ def test_dpo_updates_move_the_policy_towards_the_chosen_answers(world, tmp_path)
     assert step.update([]) == {"pairs": 0}
 
 
-def test_dpo_state_round_trips(world, tmp_path):
-    assets, suite = world
-    tok = AutoTokenizer.from_pretrained(assets.policy)
-    rows = correctness_pairs(suite.train[:32], random.Random(1))
-    a = DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, DPOSettings(batch_size=16), tmp_path / "a")
-    a.update(rows)
-    b = DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, DPOSettings(batch_size=16), tmp_path / "b")
-    b.model.load_state_dict(a.model.state_dict())
-    b.load_state_dict(a.state_dict())
-    a.update(rows)
-    b.update(rows)
-    for k, v in a.model.state_dict().items():
-        torch.testing.assert_close(v, b.model.state_dict()[k], atol=1e-6, rtol=0)
-
-
 def test_settings_are_checked():
     with pytest.raises(ValidationError, match="loss_weights"):
         DPOSettings(loss_type=["sigmoid"], loss_weights=[1.0, 1.0])
@@ -133,3 +118,101 @@ def test_fsdp_and_deepspeed_launches_are_refused_with_what_to_use_instead(world,
     with pytest.raises(ConfigError, match=rf"{wrapper} is not supported.*Use DDP.*configs/accelerate/ddp.yaml"):
         DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), AutoTokenizer.from_pretrained(assets.policy),
                 DPOSettings(), tmp_path)
+
+
+def _lora(assets, r: int = 4):
+    from laser.config import LoraSettings
+    from laser.training.dpo import apply_lora
+
+    torch.manual_seed(0)
+    return apply_lora(AutoModelForCausalLM.from_pretrained(assets.policy), LoraSettings(r=r, alpha=2 * r, dropout=0.0))
+
+
+def _alive_parameters() -> int:
+    """Elements of every torch parameter alive in this process, after a full collection."""
+    import gc
+
+    gc.collect()
+    return sum(p.numel() for p in gc.get_objects() if type(p) is torch.nn.Parameter)
+
+
+def test_a_lora_reference_is_the_iterations_adapters_on_the_same_base_not_a_copy(world, tmp_path):
+    """With LoRA the DPO reference costs a copy of the adapters, not of the model, and computes what a merged copy
+    of the iteration's policy computes: two updates with it move the adapters exactly as with that copy."""
+    import copy
+
+    from laser.training.dpo import REF_ADAPTER
+
+    assets, suite = world
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    rows = correctness_pairs(suite.train[:32], random.Random(0))
+    model = _lora(assets)
+    base_params = sum(p.numel() for p in model.get_base_model().parameters() if not p.requires_grad)
+    step = DPOStep(model, tok, DPOSettings(batch_size=16, learning_rate=1e-3), tmp_path / "a", seed=0)
+    before = _alive_parameters()
+    step.start_iteration()
+    assert step.ref_adapter is None and step.reference_parameters == 0  # zero adapters: the base is the policy
+    step.update(rows)  # the first iteration trains against the base with its adapters disabled
+    assert _alive_parameters() == before and REF_ADAPTER not in model.peft_config
+    step.start_iteration()  # the second iteration's reference: the trained adapters, copied
+    adapters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert step.reference_parameters == adapters < base_params / 20
+    assert _alive_parameters() == before  # the copy is plain tensors: no module, no model copy
+    # The same update against a merged copy of the iteration's policy (what full fine-tuning would hold).
+    twin = copy.deepcopy(model)
+    merged = copy.deepcopy(model).merge_and_unload().eval()
+    other = DPOStep(twin, tok, DPOSettings(batch_size=16, learning_rate=1e-3), tmp_path / "b", seed=0)
+    other.optimizer.load_state_dict(copy.deepcopy(step.optimizer.state_dict()))
+    other.updates, other.has_reference, other.ref_model, other.lora = step.updates, True, merged, False
+    for _ in range(2):
+        m_adapter, m_copy = step.update(rows), other.update(rows)
+        assert m_adapter["loss"] == pytest.approx(m_copy["loss"], abs=1e-5)
+    mine = dict(model.named_parameters())
+    moved = 0.0
+    for k, p in twin.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(mine[k], p, atol=1e-5, rtol=0)
+            moved = max(moved, float((mine[k].detach() - step.ref_adapter[k]).abs().max()))
+    assert moved > 1e-4  # the adapters did move away from the reference during those updates
+
+
+def test_a_lora_dpo_state_holds_the_reference_adapter_and_round_trips(world, tmp_path):
+    assets, suite = world
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    rows = correctness_pairs(suite.train[:32], random.Random(1))
+    a = DPOStep(_lora(assets), tok, DPOSettings(batch_size=16, learning_rate=1e-3), tmp_path / "a")
+    a.update(rows)
+    a.start_iteration()
+    a.update(rows)
+    state = a.state_dict()
+    assert state["reference"] == "adapter" and set(state["ref_adapter"]) == {
+        k for k, p in a.model.named_parameters() if p.requires_grad}
+    b = DPOStep(_lora(assets), tok, DPOSettings(batch_size=16, learning_rate=1e-3), tmp_path / "b")
+    b.model.load_state_dict(a.model.state_dict())
+    b.load_state_dict(state)
+    a.update(rows)
+    b.update(rows)
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(v, b.model.state_dict()[k], atol=1e-6, rtol=0)
+
+
+def test_a_full_fine_tuning_reference_is_saved_apart_and_restored(world, tmp_path):
+    assets, suite = world
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    rows = correctness_pairs(suite.train[:32], random.Random(1))
+    a = DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, DPOSettings(batch_size=16), tmp_path / "a")
+    a.update(rows)
+    a.start_iteration()
+    a.update(rows)
+    state = a.state_dict()
+    assert state["reference"] == "copy" and state["ref_adapter"] is None  # no weights in the state itself
+    a.save_reference(tmp_path / "ref")
+    b = DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, DPOSettings(batch_size=16), tmp_path / "b")
+    b.model.load_state_dict(a.model.state_dict())
+    b.load_state_dict(state, reference=tmp_path / "ref")
+    for k, v in a.ref_model.state_dict().items():
+        assert torch.equal(v, b.ref_model.state_dict()[k])
+    a.update(rows)
+    b.update(rows)
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(v, b.model.state_dict()[k], atol=1e-6, rtol=0)

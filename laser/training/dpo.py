@@ -1,9 +1,12 @@
 """The policy update: TRL's DPOTrainer on one round's (or one RM group's) preference pairs.
 
-Iterative DPO: the reference model is a frozen copy of the policy taken at the start of each iteration
-(`start_iteration`), not the initial SFT model. The optimizer (AdamW) persists across updates, so that
-its moments carry over from group to group and round to round as in one long training run, and it is
-part of what a checkpoint saves. The default loss is DPO + NLL on the chosen answer
+Iterative DPO: the reference is the policy as it was at the start of each iteration (`start_iteration`), not
+the initial SFT model. Full fine-tuning keeps a frozen copy of the policy for it. With LoRA no model is
+copied: the reference is the same base weights under a frozen copy of the adapters taken when the iteration
+started (TRL's own "ref" adapter, which its DPOTrainer evaluates the reference with), and while the adapters
+are still zero (the first iteration) the base with the adapters disabled. The optimizer persists across
+updates, so that its moments carry over from group to group and round to round as in one long training run,
+and it is part of what a checkpoint saves. The default loss is DPO + NLL on the chosen answer
 (`loss_type=["sigmoid", "sft"]`), as the LASeR paper and Iterative RPO train.
 """
 
@@ -42,6 +45,21 @@ def is_peft(model) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
+REF_ADAPTER = "ref"  # the adapter name TRL's DPOTrainer computes the reference log-probabilities with
+
+
+def make_optimizer(params: list, settings: DPOSettings):
+    """The persistent optimizer of `dpo.optim` over `params` (no weight decay, as TRL's DPO default)."""
+    if settings.optim == "adamw_8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:
+            raise ConfigError("dpo.optim: adamw_8bit needs bitsandbytes (pip install bitsandbytes, on a CUDA "
+                              "machine); or set dpo.optim: adamw_torch") from e
+        return bnb.optim.AdamW8bit(params, lr=settings.learning_rate, weight_decay=0.0)
+    return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+
+
 def per_device_batch_size(settings: DPOSettings) -> int:
     """Each process's share of `dpo.batch_size`, which is the global batch: a run takes the same optimizer
     steps on any number of processes (DDP). Raises ConfigError for a launch the DPO step cannot run under
@@ -74,21 +92,60 @@ class DPOStep:
         self.report_to = [t for t in report_to if t != "wandb"]
         self.work_dir = Path(work_dir)
         self.seed = seed
-        self.ref_model = None
+        self.lora = is_peft(model)
+        self.ref_model = None  # full fine-tuning: the iteration's frozen copy of the policy
+        self.ref_adapter: dict[str, torch.Tensor] | None = None  # LoRA: the iteration's adapter weights (None: off)
+        self.has_reference = False
         # Only trainable parameters: with LoRA, the adapters (the frozen base weights take no optimizer state).
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                           lr=settings.learning_rate, weight_decay=0.0)
+        self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
         self.updates = 0
         self.per_device_batch_size = per_device_batch_size(settings)
 
     def start_iteration(self) -> None:
-        """Freeze a copy of the current policy as the reference model of the iteration that starts."""
-        ref = copy.deepcopy(self.model)
-        if is_peft(ref):  # a plain model with the adapters merged in: TRL patches the reference's own forward
-            ref = ref.merge_and_unload()
-        self.ref_model = ref.eval()
-        for p in self.ref_model.parameters():
-            p.requires_grad_(False)
+        """Take the current policy as the reference of the iteration that starts: with LoRA a copy of the adapters
+        (none while they are zero: the base is then the policy), else a frozen copy of the model."""
+        if self.lora:
+            adapters = self._adapters()
+            fresh = all(not bool(v.any()) for k, v in adapters.items() if "lora_B" in k)
+            self.ref_adapter = None if fresh else {k: v.detach().clone() for k, v in adapters.items()}
+        else:
+            self.ref_model = None  # the old copy goes before the new one is made
+            ref = copy.deepcopy(self.model).eval()
+            for p in ref.parameters():
+                p.requires_grad_(False)
+            self.ref_model = ref
+        self.has_reference = True
+
+    def _adapters(self) -> dict[str, torch.Tensor]:
+        """The trained adapter's parameters, by name (peft's `default` adapter)."""
+        return {k: p for k, p in self.model.named_parameters() if p.requires_grad}
+
+    def _install_reference_adapter(self) -> None:
+        """Make the model's "ref" adapter the iteration's reference (TRL evaluates the reference with it, or with
+        every adapter disabled when the model has none): the copy taken at `start_iteration`, frozen."""
+        peft_config = self.model.peft_config
+        if self.ref_adapter is None:
+            if REF_ADAPTER in peft_config:
+                self.model.delete_adapter(REF_ADAPTER)
+            return
+        if REF_ADAPTER not in peft_config:
+            self.model.add_adapter(REF_ADAPTER, peft_config[self.model.active_adapter])
+        marker = f".{self.model.active_adapter}."
+        with torch.no_grad():
+            for k, v in self.ref_adapter.items():
+                ref = self.model.get_parameter(k.replace(marker, f".{REF_ADAPTER}."))
+                ref.requires_grad_(False)
+                ref.copy_(v)
+
+    @property
+    def reference_parameters(self) -> int:
+        """How many parameters the reference holds beyond the policy's own (a model copy, or a copy of the
+        adapters)."""
+        if self.ref_model is not None:
+            return sum(p.numel() for p in self.ref_model.parameters())
+        if self.ref_adapter is not None:
+            return sum(v.numel() for v in self.ref_adapter.values())
+        return 0
 
     def dataset_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The rows TRL trains on: each pair ({prompt, chosen, rejected}) in the renderer's form."""
@@ -104,10 +161,12 @@ class DPOStep:
         from transformers.utils import logging as hf_logging
         from trl import DPOConfig, DPOTrainer
 
-        if self.ref_model is None:
+        if not self.has_reference:
             self.start_iteration()
         data = Dataset.from_list(self.dataset_rows(rows))
         s = self.settings
+        # The policy's own device decides (models.device), not whether a GPU exists: a CPU policy stays on the CPU.
+        on_gpu = next(self.model.parameters()).device.type == "cuda"
         # Quiet from here: TrainingArguments warns on every construction when a process group exists but the
         # run is not DDP (vLLM's in-process engine opens one), i.e. once per update of a single-process run.
         verbosity = hf_logging.get_verbosity()
@@ -125,14 +184,21 @@ class DPOStep:
                 max_length=s.max_length, report_to=self.report_to, save_strategy="no",
                 logging_strategy="steps" if self.report_to else "no", logging_steps=1,
                 disable_tqdm=True, seed=self.seed + self.updates, data_seed=self.seed + self.updates,
-                dataloader_num_workers=0, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-                use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False,
+                dataloader_num_workers=0, bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
+                gradient_checkpointing=s.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False} if s.gradient_checkpointing else None,
             )
+            if self.lora and REF_ADAPTER in self.model.peft_config:  # TRL adds its own "ref" adapter: none may exist
+                self.model.delete_adapter(REF_ADAPTER)
             trainer = DPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
                                  processing_class=self.tokenizer, optimizers=(self.optimizer, None))
+            if self.lora:  # TRL's "ref" adapter is a copy of the adapters now; the reference is the iteration's
+                self._install_reference_adapter()
             trainer.remove_callback(PrinterCallback)  # one update is one small step of the run: no summary print
             yield trainer
         finally:
+            if self.lora and REF_ADAPTER in self.model.peft_config:  # nothing outside an update sees it
+                self.model.delete_adapter(REF_ADAPTER)
             if "tensorboard" in self.report_to:
                 if tb_dir is None:
                     os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
@@ -194,13 +260,48 @@ class DPOStep:
                           for p, d in zip(params, grads, strict=True)])
 
     def state_dict(self) -> dict:
+        """The optimizer, the update count and, with LoRA, the reference adapter. A full fine-tuning reference (a
+        whole model) is not in it: `save_reference` writes it once per iteration."""
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates,
-                "ref_model": None if self.ref_model is None else self.ref_model.state_dict()}
+                "reference": ("adapter" if self.ref_adapter is not None else "base") if self.lora
+                else ("copy" if self.ref_model is not None else None),
+                "ref_adapter": self.ref_adapter}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, reference: str | Path | None = None) -> None:
+        """Restore `state_dict()`; a full fine-tuning reference comes from `reference` (what `save_reference` wrote),
+        and without it the next update starts a new iteration."""
         # A copy: torch keeps same-dtype moment tensors as given, which would alias another step's state.
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.updates = state["updates"]
-        if state["ref_model"] is not None:
-            self.start_iteration()
-            self.ref_model.load_state_dict(state["ref_model"])
+        self.ref_model, self.ref_adapter, self.has_reference = None, None, False
+        if "ref_model" in state:  # the format of earlier versions: the reference's weights in the state itself
+            if self.lora:
+                from laser.statefile import StateFileError
+
+                raise StateFileError("this checkpoint holds its LoRA reference as a merged model (an earlier "
+                                     "version's format); resume it with that version, or start the run again")
+            if state["ref_model"] is not None:
+                self.start_iteration()
+                self.ref_model.load_state_dict(state["ref_model"])
+            return
+        if state["reference"] in ("adapter", "base"):
+            self.ref_adapter = {k: v.clone() for k, v in state["ref_adapter"].items()} if state["ref_adapter"] \
+                else None
+            self.has_reference = True
+        elif state["reference"] == "copy" and reference is not None:
+            self.load_reference(reference)
+
+    def save_reference(self, directory: str | Path) -> None:
+        """Write the full fine-tuning reference's weights (safetensors) into `directory`."""
+        from safetensors.torch import save_model
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        save_model(self.ref_model, str(Path(directory) / "model.safetensors"))
+
+    def load_reference(self, directory: str | Path) -> None:
+        """Make the reference the weights `save_reference` wrote (a copy of the policy's architecture)."""
+        from safetensors.torch import load_model
+
+        self.start_iteration()
+        load_model(self.ref_model, str(Path(directory) / "model.safetensors"), device=str(
+            next(self.ref_model.parameters()).device))

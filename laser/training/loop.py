@@ -82,6 +82,7 @@ class Trainer:
         self.normalizer = ScoreNormalizer(normalizer)
         self.pair_normalizer = ScoreNormalizer(normalizer)  # combined scores of several RMs (`pair_scores`)
         self.round = 0
+        self.reference_round = 0  # the round whose start the DPO reference is the policy of
         self.epoch, self.cursor = 0, 0
         self.order = self.rng.permutation(len(self.train))
         self.picks: Counter = Counter()  # (domain, rm) -> instances assigned
@@ -139,6 +140,7 @@ class Trainer:
 
         if self.round % s.rounds_per_iteration == 0:
             self.dpo.start_iteration()
+            self.reference_round = self.round
         unscorable_before = self._unscorable()
         work_before = self._local_work() if self.ranks is not None else None
         examples = self.next_prompts()
@@ -470,7 +472,7 @@ class Trainer:
                 "pair_normalizer": self.pair_normalizer.state_dict(),
                 "dpo": self.dpo.state_dict(), "reward_models": {n: rm.state_dict() for n, rm in self.rms.items()},
                 "torch_rng": torch.get_rng_state(), "metrics_lines": _count_lines(self.metrics_path),
-                "elapsed": self.elapsed}
+                "elapsed": self.elapsed, "reference_round": self.reference_round}
 
     def load_state_dict(self, state: dict) -> None:
         self.round, self.epoch, self.cursor = state["round"], state["epoch"], state["cursor"]
@@ -482,7 +484,14 @@ class Trainer:
         self.normalizer.load_state_dict(state["normalizer"])
         if "pair_normalizer" in state:  # absent from checkpoints written before it existed
             self.pair_normalizer.load_state_dict(state["pair_normalizer"])
-        self.dpo.load_state_dict(state["dpo"])
+        self.reference_round = state.get("reference_round", 0)
+        reference = None
+        if state["dpo"].get("reference") == "copy" and self._reference_needed():
+            reference = self.run_dir / "checkpoints" / _reference_name(self.reference_round)
+            if not (reference / "model.safetensors").is_file():
+                raise StateFileError(f"{reference} is missing: the checkpoint of round {self.round} needs the DPO "
+                                     f"reference of the iteration that started at round {self.reference_round}")
+        self.dpo.load_state_dict(state["dpo"], reference=reference)
         for n, rm_state in state["reward_models"].items():
             self.rms[n].load_state_dict(rm_state)
         torch.set_rng_state(state["torch_rng"])
@@ -499,8 +508,18 @@ class Trainer:
         tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        self.policy.save_pretrained(tmp / "policy")
+        self.policy.save_pretrained(tmp / "policy")  # with LoRA, the adapters only
         self.tokenizer.save_pretrained(tmp / "policy")
+        if self.dpo.ref_model is not None and self._reference_needed():
+            # A full fine-tuning reference is written once per iteration, beside the checkpoints that share it; not
+            # at all when the next round starts a new iteration (it makes its own).
+            ref = ckpt_root / _reference_name(self.reference_round)
+            if not (ref / "model.safetensors").is_file():
+                ref_tmp = ckpt_root / f".{ref.name}.tmp-{os.getpid()}"
+                shutil.rmtree(ref_tmp, ignore_errors=True)
+                self.dpo.save_reference(ref_tmp)
+                shutil.rmtree(ref, ignore_errors=True)
+                os.replace(ref_tmp, ref)
         save_state(self.state_dict(), tmp / TRAINER_STATE)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -508,6 +527,10 @@ class Trainer:
         latest.write_text(final.name)
         os.replace(latest, ckpt_root / "latest")
         return final
+
+    def _reference_needed(self) -> bool:
+        """Whether the next round continues the current iteration (and so needs its DPO reference on resume)."""
+        return self.round % self.settings.rounds_per_iteration != 0
 
     def load_checkpoint(self, path: str | Path | None = None) -> Path:
         """Restore the newest checkpoint (or `path`): policy weights, trainer state, and the engine's weights."""
@@ -545,6 +568,11 @@ class _RoutedProbes:
     chosen: Assignment | None
     drawn: int
     confident: int
+
+
+def _reference_name(round_: int) -> str:
+    """The directory (under checkpoints/) of the full fine-tuning reference of the iteration that started then."""
+    return f"reference-{round_:06d}"
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
