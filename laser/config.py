@@ -27,11 +27,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Where a model lives: `auto` is this process's GPU when CUDA is available (cuda:LOCAL_RANK under torchrun or
+# accelerate), else the CPU; `cuda` is this process's GPU; `cuda:N` one GPU by number (single-process runs only).
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
+# auto: bfloat16 on a GPU, float32 on CPU.
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
 class EngineConfig(_Section):
     """How candidates are generated. `engine: auto` is vLLM when it starts, HF otherwise (with the reason logged)."""
 
+    # auto: vLLM, or transformers where vLLM cannot be imported or does not support this machine (the reason
+    # logged); a vLLM that fails at run time (out of memory included) stops the run with what to change.
     engine: Literal["auto", "vllm", "hf"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    dtype: DType = "auto"
     max_model_len: int | None = Field(None, gt=8)  # default: the model's own context window
     batch_size: int | None = Field(None, gt=0)  # prompts per generate call (default: 1024 vLLM, 64 HF)
     chat_template: Literal["auto", "never"] = "auto"  # auto: applied when the tokenizer has one
@@ -41,6 +50,30 @@ class EngineConfig(_Section):
     tensor_parallel_size: int = Field(1, gt=0)
     enable_prefix_caching: bool = True
     trust_remote_code: bool = False
+    # Sleep mode around the DPO update: 1 moves the engine's weights to host memory and frees its KV cache, 2 frees
+    # both (the updated weights are pushed in place when it wakes, which 1 does too); 0 keeps it resident. vLLM
+    # sleeps on CUDA only; the transformers engine sleeps anywhere (1: to host memory, 2: weights dropped).
+    sleep: int = Field(0, ge=0, le=2)
+    # How the trained weights reach a vLLM engine: `tensors` hands them over in this process (no copy on disk),
+    # `files` writes them (safetensors, in a temporary directory) for vLLM to read, which works across processes;
+    # auto is `files` for a tensor-parallel engine (its workers are other processes), `tensors` otherwise.
+    weight_sync: Literal["auto", "tensors", "files"] = "auto"
+    # More keyword arguments of `vllm.LLM` (max_num_seqs, max_num_batched_tokens, quantization, ...), checked
+    # against its signature when the engine starts; an unknown key is an error naming it.
+    extra: dict[str, Any] = {}
+
+    @field_validator("extra")
+    @classmethod
+    def _not_a_field(cls, v: dict[str, Any]) -> dict[str, Any]:
+        own = {"dtype": "dtype", "max_model_len": "max_model_len", "seed": "seed",
+               "gpu_memory_utilization": "gpu_memory_utilization", "tensor_parallel_size": "tensor_parallel_size",
+               "enable_prefix_caching": "enable_prefix_caching", "trust_remote_code": "trust_remote_code",
+               "enable_sleep_mode": "sleep", "kv_cache_memory_bytes": "kv_cache_mb", "model": "models.policy"}
+        clash = sorted(k for k in v if k in own)
+        if clash:
+            raise ValueError("set " + ", ".join(f"{k} with engine.{own[k]}" if own[k] != "models.policy" else
+                                                f"{k} with models.policy" for k in clash) + ", not in engine.extra")
+        return v
 
 
 class ContextConfig(_Section):
@@ -80,7 +113,7 @@ class DPOSettings(_Section):
     # reference is the same base weights under a frozen copy of the adapters taken when the iteration starts
     # (no model copy; in the first iteration the base with the adapters disabled).
     lora: LoraSettings | None = None
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more time
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more compute
     # adamw_8bit: bitsandbytes' 8-bit AdamW (needs bitsandbytes and a GPU): the moments take 2 bytes a parameter
     # instead of 8.
     optim: Literal["adamw_torch", "adamw_8bit"] = "adamw_torch"
@@ -173,6 +206,12 @@ class RewardModelConfig(_Section):
     path: str | None = None  # hf, implicit_dpo, likelihood: a local model directory or hub id
     ref_path: str | None = None  # implicit_dpo: the model it was DPO-trained from
     batch_size: int = Field(64, gt=0)
+    # In-process kinds: where the weights live (None: the policy's device, models.device), their dtype (auto:
+    # bfloat16 on a GPU, float32 on CPU), or a transformers device_map instead of a device (e.g. auto: spread
+    # over every visible GPU).
+    device: str | None = Field(None, pattern=DEVICE_PATTERN)
+    dtype: DType = "auto"
+    device_map: str | dict[str, Any] | None = None
     # kind: remote. `protocol: vllm`: a vLLM pooling server of a sequence classifier (`url` is its base,
     # e.g. http://host:8000; `laser serve-rms` starts one per RM); `protocol: openrlhf`: OpenRLHF's remote RM
     # convention (`url` is the endpoint that takes {query, prompts, labels} and answers {rewards}).
@@ -190,12 +229,19 @@ class RewardModelConfig(_Section):
     @model_validator(mode="after")
     def _where(self) -> RewardModelConfig:
         if self.kind == "remote":
+            placed = [k for k in ("device", "device_map") if getattr(self, k) is not None] + \
+                (["dtype"] if self.dtype != "auto" else [])
+            if placed:
+                raise ValueError(f"{', '.join(placed)}: a `kind: remote` reward model runs on its server; "
+                                 "set where it runs when you start the server")
             if not self.url:
                 raise ValueError("a `kind: remote` reward model needs `url` (its server)")
             if not self.url.startswith(("http://", "https://")):
                 raise ValueError(f"url {self.url!r} must start with http:// or https://")
         elif not self.path:
             raise ValueError(f"a `kind: {self.kind}` reward model needs `path` (a model directory or hub id)")
+        if self.device is not None and self.device_map is not None:
+            raise ValueError("set device or device_map, not both (device_map spreads the model itself)")
         if self.kind == "implicit_dpo" and not self.ref_path:
             raise ValueError("an implicit_dpo reward model needs `ref_path` (the model it was DPO-trained from)")
         return self
@@ -215,6 +261,14 @@ class ModelsConfig(_Section):
     embedded_rms: Literal["judges", "classifiers"] = "judges"
     policy: str | None = None  # a local directory or hub id; default: the embedded policy
     reward_models: dict[str, RewardModelConfig] | None = None  # default: the embedded reward models
+    # Where the policy is trained and embeds the contexts (and, unless they say otherwise, where the in-process
+    # RMs live), and its weights' dtype.
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
+    dtype: DType = "auto"
+    # Several processes (torchrun, accelerate): `replicate` loads every in-process RM in every process, each
+    # running its share of every RM's forward passes; `shard` loads RM number i in process i mod N only, which
+    # runs all of that RM's passes (N times less RM memory per process, for RMs too large to copy N times).
+    rm_placement: Literal["replicate", "shard"] = "replicate"
 
 
 class TasksConfig(_Section):
@@ -322,9 +376,59 @@ class RunConfig(_Section):
             raise ValueError(str(e)) from e
         return v
 
+    @model_validator(mode="after")
+    def _engine_fits(self) -> RunConfig:
+        if self.engine.engine == "hf" and self.engine.tensor_parallel_size > 1:
+            raise ValueError("engine.tensor_parallel_size applies to vLLM: set engine.engine to vllm or auto, or "
+                             "tensor_parallel_size to 1")
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+def launch_problems(config: RunConfig, processes: int, gpus: int) -> list[str]:
+    """Why `config` cannot run in a launch of `processes` processes (torchrun / accelerate; 1 alone) on a machine
+    with `gpus` visible GPUs: one line per setting to change, naming it; empty when it can."""
+    out = []
+    tp = config.engine.tensor_parallel_size
+    if tp > 1 and processes > 1:
+        out.append(f"engine.tensor_parallel_size is {tp} under {processes} processes: each process trains on its own "
+                   "GPU and runs its own engine there (vLLM's external_launcher), so an engine cannot span GPUs. Set "
+                   "engine.tensor_parallel_size: 1 for data parallel, or launch one process for a tensor-parallel "
+                   "engine")
+    if tp > 1 and gpus < tp:
+        out.append(f"engine.tensor_parallel_size is {tp} but {gpus} GPU(s) are visible: tensor parallel needs a GPU "
+                   "per shard")
+    if processes > 1 and gpus and gpus < processes:
+        out.append(f"{processes} processes share {gpus} GPU(s): launch one process per GPU (--nproc_per_node {gpus})")
+    devices = {"models.device": config.models.device}
+    for name, rm in (config.models.reward_models or {}).items():
+        if rm.device is not None:
+            devices[f"models.reward_models.{name}.device"] = rm.device
+    for key, device in devices.items():
+        if device.startswith("cuda") and not gpus:
+            out.append(f"{key} is {device} but no GPU is visible: set it to auto or cpu")
+        elif device.startswith("cuda:") and processes > 1:
+            out.append(f"{key} is {device} under {processes} processes: every process would use that one GPU; set "
+                       "cuda (each process's own GPU) or auto")
+        elif device.startswith("cuda:") and int(device.split(":")[1]) >= gpus > 0:
+            out.append(f"{key} is {device} but only {gpus} GPU(s) are visible (cuda:0..cuda:{gpus - 1})")
+    if processes > 1 and config.dpo.batch_size % processes:
+        out.append(f"dpo.batch_size ({config.dpo.batch_size}) must be a multiple of the number of processes "
+                   f"({processes}): it is the global batch, split evenly across them")
+    if config.dpo.optim == "adamw_8bit" and not gpus:
+        out.append("dpo.optim: adamw_8bit needs a GPU (bitsandbytes); use adamw_torch on CPU")
+    return out
+
+
+def check_launch(config: RunConfig, processes: int, gpus: int) -> None:
+    """Raise ConfigError (every problem, each naming its setting) when `config` cannot run in this launch."""
+    lines = launch_problems(config, processes, gpus)
+    if lines:
+        raise ConfigError(f"this config cannot run in {processes} process(es) with {gpus} GPU(s):\n  "
+                          + "\n  ".join(lines))
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:

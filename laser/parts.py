@@ -69,27 +69,66 @@ def load_tasks(config: RunConfig, assets):
     return train, validation, test
 
 
-def load_reward_models(configs: Mapping[str, RewardModelConfig]) -> dict:
-    """{name: RewardModel}, loaded."""
+def rm_owners(configs: Mapping[str, RewardModelConfig], placement: str, processes: int) -> dict[str, int | None]:
+    """{rm: the one process that loads and scores it} under `placement: shard` (in-process RM i in process i mod N),
+    None where every process holds it (replicate, a single process) or none does (a remote RM)."""
+    shard = placement == "shard" and processes > 1
+    return {name: i % processes if shard and c.kind != "remote" else None
+            for i, (name, c) in enumerate(configs.items())}
+
+
+def load_reward_models(configs: Mapping[str, RewardModelConfig], device: str = "auto", placement: str = "replicate",
+                       rank: int = 0, processes: int = 1) -> dict:
+    """{name: RewardModel}, loaded where their configs say: an in-process RM on its `device` (default `device`, the
+    policy's) in its `dtype`, or spread by its `device_map`. With `placement: shard` in a launch of several
+    processes, RM number i is loaded in process i mod N only, and the others hold a placeholder that receives its
+    scores (`HeldElsewhere`)."""
+    from laser.placement import dtype_name, resolve_device
+    from laser.rewards.base import HeldElsewhere
+
+    default = resolve_device(device)
+    gpu = resolve_device("auto")
+    owners = rm_owners(configs, placement, processes)
+
     def load(name: str, c: RewardModelConfig):
         if c.kind == "remote":
             return load_reward_model("remote", c.url, name=name, batch_size=c.batch_size, protocol=c.protocol,
                                      model=c.model, tokenizer=c.tokenizer, head=c.head, timeout=c.timeout,
                                      retries=c.retries, backoff=c.backoff)
-        return load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size,
-                                 **({"ref_path": c.ref_path} if c.ref_path else {}))
+        owner = owners[name]
+        if owner is not None and owner != rank:
+            return HeldElsewhere(name, owner, batch_size=c.batch_size)
+        where = resolve_device(c.device, default) if c.device_map is None else "cpu"
+        rm = load_reward_model(c.kind, c.path, name=name, batch_size=c.batch_size, device=where,
+                               dtype=dtype_name(c.dtype, where if c.device_map is None else gpu),
+                               device_map=c.device_map, **({"ref_path": c.ref_path} if c.ref_path else {}))
+        rm.owner = owner
+        return rm
 
     return {name: load(name, c) for name, c in configs.items()}
 
 
-def load_embedder(path: str, context: ContextConfig, seed: int, engine=None, model=None, tokenizer=None):
-    """The context embedder over the policy at `path` (or the `model` and `tokenizer` already loaded)."""
+def load_policy(path: str, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) of the policy at `path`, its weights in `dtype` on `device` (config names: auto, cpu,
+    cuda, cuda:N; auto, float32, bfloat16, float16)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from laser.console import torch_dtype
+    from laser.placement import resolve_device
+
+    where = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype, where)).to(where)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def load_embedder(path: str, context: ContextConfig, seed: int, engine=None, model=None, tokenizer=None,
+                  device: str = "auto", dtype: str = "auto"):
+    """The context embedder over the policy at `path` (or the `model` and `tokenizer` already loaded), on
+    `device` in `dtype`."""
     from laser.generation import make_embedder
 
     if model is None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        model, tokenizer = load_policy(path, device, dtype)
     return make_embedder(model, tokenizer, context, seed=seed, engine=engine)
 
 
@@ -117,23 +156,26 @@ def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=No
 
 def build_trainer(config: RunConfig):
     """Every part of a training run, built from the config (models loaded, engine started)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from laser.config import check_launch
     from laser.generation import make_engine
-    from laser.training.distributed import is_main_process, shard_work
+    from laser.placement import resolve_device, visible_gpus
+    from laser.training.distributed import is_main_process, shard_work, world
     from laser.training.dpo import DPOStep
     from laser.training.loop import Trainer
 
+    rank, processes = world()
+    check_launch(config, processes, visible_gpus())
     policy_path, rm_configs, table, assets = resolve_models(config)
     train, validation, test = load_tasks(config, assets)
-    tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    policy = AutoModelForCausalLM.from_pretrained(policy_path)
+    device = resolve_device(config.models.device)
+    # The policy is on its device from the start: round 0's contexts and evaluation run there, not on the CPU.
+    policy, tokenizer = load_policy(policy_path, device, config.models.dtype)
     if config.dpo.lora is not None:
         from laser.training.dpo import apply_lora
 
         policy = apply_lora(policy, config.dpo.lora)
-    engine = make_engine(policy_path, config.engine)
-    rms = load_reward_models(rm_configs)
+    engine = make_engine(policy_path, config.engine, device=device)
+    rms = load_reward_models(rm_configs, device, config.models.rm_placement, rank, processes)
     embedder = load_embedder(policy_path, config.context, config.seed, engine=engine, model=policy,
                              tokenizer=tokenizer)
     strategy = make_run_strategy(config, list(rms), embedder.dim, table)

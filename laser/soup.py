@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM
 from laser.config import ConfigError, RunConfig
 from laser.generation import make_engine
 from laser.parts import load_tasks, resolve_models
+from laser.placement import resolve_device
 from laser.report import RunSummary, plot_pareto, read_run
 from laser.training.evaluation import eval_seed, evaluate_accuracy
 from laser.training.loop import latest_checkpoint
@@ -232,8 +233,8 @@ def _evaluate(ingredients: Sequence[Ingredient], grid: Sequence[tuple[float, ...
         run = read_run(ing.run_dir)
         finals.append({"run": ing.name, "strategy": run.strategy, "seed": run.seed, "final": run.final,
                        "initial": run.initial, "rounds": config.rounds, "wall_s": run.wall_s})
-    model = AutoModelForCausalLM.from_pretrained(start)
-    engine = make_engine(start, config.engine)
+    model = AutoModelForCausalLM.from_pretrained(start)  # a vessel for the mixed weights, on the host
+    engine = make_engine(start, config.engine, device=resolve_device(config.models.device))
     soup = Soup([i.name for i in ingredients], ingredients=finals)
     try:
         for w in tqdm(grid, desc="soups", disable=not progress or len(grid) == 1):

@@ -93,8 +93,9 @@ def test_a_single_process_returns_its_input():
     assert map_shards(lambda xs: [2 * v for v in xs], [1, 2]) == [2, 4]
 
 
-def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False) -> list[str]:
-    """`laser train` of the quick config (4 rounds, vLLM engine) in one process, or under torchrun."""
+def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False, *more: str) -> list[str]:
+    """`laser train` of the quick config (4 rounds, vLLM engine) in one process, or under torchrun; `more`: further
+    --set overrides of a new run."""
     import shutil
     import sys
 
@@ -112,6 +113,8 @@ def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False) -> lis
                  # rests on the same observations on any number of ranks. After round 0's update the ranks' weights
                  # differ from one process's by float summation order, and an exploring round's near-ties may flip.
                  "--set", "round.rerank_warmup=2", "--set", "round.rerank_warmup_prompts=12"]
+        for item in more:
+            args += ["--set", item]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
         return [torchrun, "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *args]
@@ -215,9 +218,11 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     assert (run / "checkpoints" / "latest").read_text() == "round-000004" and (run / "report.md").exists()
     assert not (run / ".lock").exists()
     assert two.stdout.count("final test accuracy") == 1  # said once, by rank 0
-    # Killed (SIGKILL, every rank) after its round-2 checkpoint and resumed: the same run as without the kill.
-    killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    # With each RM loaded in one rank only (models.rm_placement: shard: RMs 0 and 2 in rank 0, RM 1 in rank 1), killed
+    # (SIGKILL, every rank) after its round-2 checkpoint and resumed: the same run as without the kill, its RMs'
+    # forward passes each run by the one rank that holds it.
+    killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2, False, "models.rm_placement=shard"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     latest = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
     while not latest.exists() and killed.poll() is None and time.monotonic() < deadline:
@@ -232,9 +237,17 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     resumed = _train(tmp_path, "killed", env, processes=2, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     c = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
-    timing = {"seconds", "sync_s", "elapsed_s"}
+    timing = {"seconds", "sync_s", "elapsed_s", "ranks"}
     assert [{k: v for k, v in x.items() if k not in timing} for x in c] == \
         [{k: v for k, v in x.items() if k not in timing} for x in a]
+    rms = list(c[1]["picks"])
+    for r, replicated in zip((x for x in c if x["type"] == "round"), ra, strict=True):
+        forward = [w["rm_forward"] for w in r["ranks"]]
+        assert sum(forward) == r["rm_forward"] and forward == [sum(w["rm_forward_by_rm"].values()) for w in r["ranks"]]
+        for i, name in enumerate(rms):  # every pass of RM i ran in rank i mod 2, as many as both ranks ran above
+            passes = [w["rm_forward_by_rm"][name] for w in r["ranks"]]
+            assert passes[1 - i % 2] == 0 and passes[i % 2] == sum(w["rm_forward_by_rm"][name]
+                                                                   for w in replicated["ranks"]), (name, r["ranks"])
     # Rank 0's refusal stops every rank: a second run into the same directory changes nothing.
     before = (run / "metrics.jsonl").read_text()
     again = _train(tmp_path, "two", env, processes=2)

@@ -236,15 +236,42 @@ def test_sync_weights_merges_lora_adapters(world, vllm_engine, prompts):
     vllm_engine.sync_weights(AutoModelForCausalLM.from_pretrained(assets.policy))
 
 
-def test_vllm_that_cannot_start_falls_back_to_hf_under_auto(world, caplog):
+def test_a_vllm_that_fails_to_start_stops_with_the_setting_to_change_also_under_auto(world):
     assets, _ = world
-    # A context window longer than the model's 128 positions: vLLM refuses to start.
-    cfg = dict(max_model_len=4096)
-    with pytest.raises(GenerationError, match="engine: hf"):
-        make_engine(assets.policy, EngineConfig(engine="vllm", **cfg))
+    # A context window longer than the model's 128 positions: vLLM refuses to start, and auto does not hide it
+    # behind a slower engine.
+    for engine in ("vllm", "auto"):
+        with pytest.raises(GenerationError, match="(?s)could not start.*set engine.max_model_len to at most"):
+            make_engine(assets.policy, EngineConfig(engine=engine, max_model_len=4096))
+
+
+def test_auto_generates_with_transformers_only_where_vllm_cannot_be_imported(world, caplog, monkeypatch):
+    import sys
+
+    assets, _ = world
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what a machine without vLLM sees: import vllm fails
     with caplog.at_level(logging.WARNING):
-        engine = make_engine(assets.policy, EngineConfig(engine="auto", **cfg))
-    assert isinstance(engine, HFEngine) and "vLLM could not start" in caplog.text
+        engine = make_engine(assets.policy, EngineConfig(engine="auto", max_model_len=128))
+    assert isinstance(engine, HFEngine) and "vllm cannot be imported" in caplog.text
+    with pytest.raises(GenerationError, match="engine: vllm, but vllm cannot be imported.*or set engine: hf"):
+        make_engine(assets.policy, EngineConfig(engine="vllm"))
+
+
+def test_engine_extra_reaches_vllm_and_unknown_keys_are_named(world):
+    from laser.config import ConfigError
+
+    assets, _ = world
+    with pytest.raises(ConfigError, match=r"engine.extra.max_num_seq: vllm.LLM takes no such argument "
+                                          r"\(did you mean max_num_seqs"):
+        make_engine(assets.policy, EngineConfig(engine="vllm", max_model_len=128, extra={"max_num_seq": 4}))
+    with pytest.raises(ValueError, match="set tensor_parallel_size with engine.tensor_parallel_size"):
+        EngineConfig(extra={"tensor_parallel_size": 2})
+    from laser.generation.vllm_engine import check_extra, llm_kwargs
+
+    check_extra({"max_num_seqs": 3, "max_num_batched_tokens": 4096, "quantization": None})  # LLM's and EngineArgs'
+
+    kwargs = llm_kwargs("m", gpu=False, extra={"max_num_seqs": 3, "enforce_eager": False})
+    assert kwargs["max_num_seqs"] == 3 and kwargs["enforce_eager"] is False  # extra wins over the defaults
 
 
 def test_contexts_are_the_last_prompt_token_hidden_state(world, prompts):
@@ -333,3 +360,96 @@ def test_odd_prompts_never_hang(vllm_engine, hf_engine):
     for engine in (vllm_engine, hf_engine):
         out = engine.sample(odd, n=2, max_new_tokens=6, seed=0)
         assert len(out) == 3 and all(1 <= sum(s.count for s in g) == 2 for g in out.samples)
+
+
+def _device_bytes(model) -> int:
+    """Bytes of the model's parameters that hold memory (not on the meta device)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.device.type != "meta")
+
+
+def test_the_transformers_engine_sleeps_and_wakes_with_the_trained_weights(world, prompts, tmp_path):
+    """Sleep level 2 drops the engine's weights (its memory is free for the update) and the sync after the update
+    wakes it with the trained ones: it then generates exactly what an engine that never slept generates. Level 1
+    keeps the weights on the host and generating wakes it."""
+    assets, suite = world
+    awake = HFEngine(assets.policy, batch_size=16)
+    sleeper = HFEngine(assets.policy, batch_size=16, sleep=2)
+    assert sleeper.sleep_level == 2 and sleeper.sleep() >= 0 and sleeper.asleep == 2
+    assert _device_bytes(sleeper.model) == 0 < _device_bytes(awake.model)
+    with pytest.raises(GenerationError, match="sleep level 2.*sync_weights"):
+        sleeper.greedy(prompts[:2], max_new_tokens=4)
+    model = _dpo_step(assets, suite, tmp_path)
+    sleeper.sync_weights(model)
+    awake.sync_weights(model)
+    assert sleeper.asleep == 0 and sleeper.stats.sleeps == 1 and sleeper.stats.wake_s > 0
+    a, b = awake.greedy(prompts, max_new_tokens=10), sleeper.greedy(prompts, max_new_tokens=10)
+    assert [g[0].token_ids for g in a.samples] == [g[0].token_ids for g in b.samples]
+    np.testing.assert_allclose([g[0].cumulative_logprob for g in b.samples],
+                               [g[0].cumulative_logprob for g in a.samples], atol=1e-5)
+    light = HFEngine(assets.policy, batch_size=16, sleep=1)
+    light.sync_weights(model)
+    light.sleep()
+    assert light.asleep == 1 and all(p.device.type == "cpu" for p in light.model.parameters())
+    c = light.greedy(prompts, max_new_tokens=10)  # generating wakes a level-1 sleeper with the weights it kept
+    assert light.asleep == 0 and [g[0].token_ids for g in c.samples] == [g[0].token_ids for g in a.samples]
+    assert HFEngine(assets.policy).sleep() == 0.0  # sleep 0: nothing to do
+
+
+def test_vllm_sleep_is_refused_by_name_where_vllm_cannot_sleep(world):
+    from vllm.platforms import current_platform
+
+    from laser.config import ConfigError
+
+    if current_platform.is_sleep_mode_available():
+        pytest.skip("vLLM sleeps on this machine: test_vllm_sleeps_around_an_update_and_serves_the_trained_weights")
+    assets, _ = world
+    with pytest.raises(ConfigError, match="engine.sleep: 2, but vLLM has no sleep mode on this machine.*engine: hf"):
+        make_engine(assets.policy, EngineConfig(engine="vllm", max_model_len=128, sleep=2))
+
+
+def _vllm_sleeps() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_sleep_mode_available()
+
+
+@pytest.mark.skipif(not _vllm_sleeps(), reason="vLLM has no sleep mode on CPU (its CPU worker ignores sleep and "
+                                               "wake_up, and enable_sleep_mode is refused): this runs where CUDA is")
+@pytest.mark.parametrize("level", [1, 2])
+def test_vllm_sleeps_around_an_update_and_serves_the_trained_weights(world, prompts, tmp_path, level):
+    assets, suite = world
+    engine = make_engine(assets.policy, EngineConfig(engine="vllm", max_model_len=128, sleep=level,
+                                                     gpu_memory_utilization=0.2))
+    try:
+        free_before = torch.cuda.mem_get_info()[0]
+        engine.sleep()
+        assert torch.cuda.mem_get_info()[0] > free_before  # the engine's memory is free for the update
+        model = _dpo_step(assets, suite, tmp_path).to("cuda")
+        engine.sync_weights(model)
+        got = engine.greedy(prompts[:6], max_new_tokens=8)
+        ids, _ = engine.encode(prompts[:6], 8)
+        for p, g in zip(ids, got.samples, strict=True):
+            assert g[0].cumulative_logprob == pytest.approx(
+                completion_logprobs(model.float(), engine.tokenizer, p, g[0].token_ids), abs=5e-2)
+    finally:
+        engine.close()
+
+
+def test_weights_synced_through_files_match_weights_handed_over(world, vllm_engine, prompts, tmp_path):
+    """`weight_sync: files` (what a tensor-parallel engine, whose workers are other processes, uses) serves the
+    same weights as the in-process hand-over."""
+    assets, suite = world
+    model = _dpo_step(assets, suite, tmp_path)
+    vllm_engine.sync_weights(model)
+    handed = vllm_engine.greedy(prompts, max_new_tokens=10)
+    vllm_engine.sync_weights(AutoModelForCausalLM.from_pretrained(assets.policy))
+    vllm_engine.weight_sync = "files"
+    try:
+        vllm_engine.sync_weights(model)
+        filed = vllm_engine.greedy(prompts, max_new_tokens=10)
+    finally:
+        vllm_engine.weight_sync = "tensors"
+        vllm_engine.sync_weights(AutoModelForCausalLM.from_pretrained(assets.policy))
+    assert [g[0].token_ids for g in filed.samples] == [g[0].token_ids for g in handed.samples]
+    np.testing.assert_allclose([g[0].cumulative_logprob for g in filed.samples],
+                               [g[0].cumulative_logprob for g in handed.samples], atol=1e-6)

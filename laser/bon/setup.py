@@ -105,13 +105,14 @@ def resolve_setup(policy: str | None = None, rms: str | None = None, router: str
 
 
 def load_reward_models(setup: BonSetup) -> dict:
-    return parts.load_reward_models(setup.reward_models)
+    models = setup.config.models
+    return parts.load_reward_models(setup.reward_models, models.device)
 
 
 def load_embedder(setup: BonSetup, engine=None):
     """The context embedder the router was trained with (the run's pooling, layer and projection)."""
     return parts.load_embedder(setup.embed_policy or setup.policy, setup.config.context, setup.config.seed,
-                               engine=engine)
+                               engine=engine, device=setup.config.models.device, dtype=setup.config.models.dtype)
 
 
 def strategy_spec(setup: BonSetup, spec: str | None) -> str:
@@ -154,7 +155,9 @@ def build_runner(settings, policy: str | None = None, rms: str | None = None, st
     except StrategyError as e:
         raise BonError(f"--strategy: {e}") from None
     engine_config = setup.config.engine.model_copy(update={"engine": engine} if engine else {})
-    eng = make_engine(setup.policy, engine_config)
+    from laser.placement import resolve_device
+
+    eng = make_engine(setup.policy, engine_config, device=resolve_device(setup.config.models.device))
     try:
         reward_models = load_reward_models(setup)
         embedder = load_embedder(setup, eng) if routed else None

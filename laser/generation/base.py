@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,9 @@ class EngineStats:
     generated_tokens: int = 0
     prompts_truncated: int = 0
     weight_syncs: int = 0
+    sleeps: int = 0
+    sleep_s: float = 0.0            # seconds spent putting the engine to sleep
+    wake_s: float = 0.0             # seconds spent waking it (before the trained weights are loaded)
     errors: list[str] = field(default_factory=list)
 
 
@@ -174,14 +178,23 @@ class PromptRenderer:
 
 
 class GenerationEngine(ABC):
-    """Samples completions from a causal LM. Backends implement `_generate` and `sync_weights`."""
+    """Samples completions from a causal LM. Backends implement `_generate` and `_load_weights` (and, to sleep,
+    `_sleep`, `_wake_weights` and `_wake_rest`).
+
+    Sleep (`sleep` level 1 or 2): between a round's last generation and the weight sync that follows its update,
+    `sleep()` frees the engine's device memory for the update (1: the weights kept in host memory, 2: dropped) and
+    `sync_weights` wakes it with the trained weights."""
 
     name = "engine"
 
     def __init__(self, model_path: str | Path, tokenizer, max_model_len: int, chat_template: str = "auto",
-                 batch_size: int = 256):
+                 batch_size: int = 256, sleep: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if sleep not in (0, 1, 2):
+            raise ValueError(f"sleep must be 0, 1 or 2, got {sleep}")
+        self.sleep_level = sleep
+        self.asleep = 0  # the level the engine sleeps at now (0: awake)
         self.model_path = str(model_path)
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
@@ -232,6 +245,7 @@ class GenerationEngine(ABC):
         prompts = list(prompts)
         if not prompts:
             return Candidates([], [])
+        self.wake()
         ids, cut = self.encode(prompts, settings.max_new_tokens)
         groups: list[list[Sample]] = []
         for b in range(0, len(ids), self.batch_size):
@@ -260,9 +274,62 @@ class GenerationEngine(ABC):
                   batch_index: int) -> list[list[Sample]]:
         """The raw samples (settings.n per prompt, not deduplicated) of one batch of tokenized prompts."""
 
-    @abstractmethod
     def sync_weights(self, model) -> float:
-        """Load the weights of `model` (a trainer's live policy) into the engine in place; returns seconds taken."""
+        """Load the weights of `model` (a trainer's live policy) into the engine in place, waking it first if it
+        sleeps; returns seconds taken (waking included)."""
+        t0 = time.perf_counter()
+        woke = bool(self.asleep)
+        if woke:
+            self._wake_weights()
+        self._load_weights(model)
+        if woke:
+            self._wake_rest()
+            self.asleep = 0
+            self.stats.wake_s += time.perf_counter() - t0
+        self.stats.weight_syncs += 1
+        return time.perf_counter() - t0
+
+    @abstractmethod
+    def _load_weights(self, model) -> None:
+        """Copy the weights of `model` into the engine's (awake) model."""
+
+    # --- sleep ---------------------------------------------------------------------------------------
+    def sleep(self) -> float:
+        """Free the engine's memory at its `sleep` level until the next `sync_weights` (0: nothing to do); returns
+        seconds taken."""
+        if not self.sleep_level or self.asleep:
+            return 0.0
+        t0 = time.perf_counter()
+        self._sleep(self.sleep_level)
+        self.asleep = self.sleep_level
+        seconds = time.perf_counter() - t0
+        self.stats.sleeps += 1
+        self.stats.sleep_s += seconds
+        return seconds
+
+    def wake(self) -> float:
+        """Make a sleeping engine ready to generate with the weights it had (level 1); returns seconds taken. An
+        engine at level 2 dropped its weights: only `sync_weights` can wake it."""
+        if not self.asleep:
+            return 0.0
+        if self.asleep == 2:
+            raise GenerationError("the engine dropped its weights in sleep level 2 and cannot generate until "
+                                  "sync_weights(model) gives it the trained ones")
+        t0 = time.perf_counter()
+        self._wake_weights()
+        self._wake_rest()
+        self.asleep = 0
+        self.stats.wake_s += time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    def _sleep(self, level: int) -> None:
+        raise GenerationError(f"the {self.name} engine cannot sleep: set engine.sleep: 0")
+
+    def _wake_weights(self) -> None:  # noqa: B027 - an engine that cannot sleep never wakes
+        """Give the model its weights' memory back (their old values after level 1, any after level 2)."""
+
+    def _wake_rest(self) -> None:  # noqa: B027 - only some engines free more than their weights
+        """Give back what else sleeping freed (a KV cache), once the weights are in place."""
 
     def close(self) -> None:  # noqa: B027 - engines without resources to release need not override it
         """Release the engine's model and memory."""

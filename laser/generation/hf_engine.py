@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -27,14 +26,15 @@ class HFEngine(GenerationEngine):
 
     def __init__(self, model_path: str | Path, dtype: str = "auto", device: str | None = None,
                  max_model_len: int | None = None, chat_template: str = "auto", batch_size: int = 64,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, sleep: int = 0):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, device),
                                                      trust_remote_code=trust_remote_code).to(device).eval()
         max_model_len = max_model_len or getattr(model.config, "max_position_embeddings", None) or 2048
-        super().__init__(model_path, tokenizer, max_model_len, chat_template, batch_size)
+        super().__init__(model_path, tokenizer, max_model_len, chat_template, batch_size, sleep=sleep)
         self.model, self.device = model, device
+        self._buffers: dict[str, torch.Tensor] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = {tokenizer.eos_token_id} | set(_as_list(model.generation_config.eos_token_id))
         self.eos_ids.discard(None)
@@ -82,15 +82,33 @@ class HFEngine(GenerationEngine):
             reason = "stop"
         return Sample(text, tuple(kept), reason, float(token_lp[:len(kept)].sum()))
 
-    def sync_weights(self, model) -> float:
-        t0 = time.perf_counter()
+    def _load_weights(self, model) -> None:
         missing, unexpected = self.model.load_state_dict(policy_state_dict(model), strict=False)
         missing = [k for k in missing if not (k == "lm_head.weight" and self.model.config.tie_word_embeddings)]
         if missing or unexpected:
             raise ValueError(f"sync_weights: the trained model does not match the engine's: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
-        self.stats.weight_syncs += 1
-        return time.perf_counter() - t0
+
+    def _sleep(self, level: int) -> None:
+        """1: the model moves to host memory; 2: its weights are dropped (buffers the state dict does not hold,
+        such as rotary tables, are kept on the host)."""
+        if level == 1:
+            self.model.to("cpu")
+        else:
+            self._buffers = {k: b.detach().to("cpu", copy=True) for k, b in self.model.named_buffers()}
+            self.model.to("meta")
+        if str(self.device).startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def _wake_weights(self) -> None:
+        if self.asleep == 1:
+            self.model.to(self.device)
+            return
+        self.model.to_empty(device=self.device)
+        with torch.no_grad():
+            for k, b in self.model.named_buffers():
+                b.copy_(self._buffers[k])
+        self._buffers = {}
 
     def close(self) -> None:
         self.model = None

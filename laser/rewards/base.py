@@ -69,6 +69,10 @@ class RewardStats:
 class RewardModel(ABC):
     """Scores completions of prompts. Subclasses implement `_score_batch(prompts, completions)`."""
 
+    # Several processes with `models.rm_placement: shard`: the one process that runs this RM's forward passes
+    # (None: every process holds the RM and runs its share).
+    owner: int | None = None
+
     def __init__(self, name: str, batch_size: int = 64, cache_size: int | None = 1_000_000):
         if not name:
             raise RewardError("a reward model needs a non-empty name")
@@ -228,3 +232,16 @@ def _check_texts(prompts: Sequence[str], completions: Sequence[str]) -> tuple[li
             if not isinstance(t, str):
                 raise RewardError(f"{what} {i} is {type(t).__name__}, expected str")
     return prompts, completions
+
+
+class HeldElsewhere(RewardModel):
+    """A reward model loaded in another process of the launch (`models.rm_placement: shard`): this process keeps
+    its cache and counts, filled with the scores that process `owner` computes and shares."""
+
+    def __init__(self, name: str, owner: int, batch_size: int = 64, cache_size: int | None = 1_000_000):
+        super().__init__(name, batch_size, cache_size)
+        self.owner = owner
+
+    def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
+        raise RewardModelFailed(f"reward model {self.name} is loaded in process {self.owner}, which scores it; "
+                                "this process only receives its scores")

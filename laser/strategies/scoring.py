@@ -151,13 +151,13 @@ def _score_all(reward_models: Mapping, requests: dict[str, tuple[list[str], list
     """{rm: Scores} of every request.
 
     One process: each RM scores its request. Several (`ranks`): every rank holds the same RM caches, so each
-    finds the same pairs still to run through each RM; it runs its share of them, the ranks exchange the raw
-    scores once for all RMs, and each rank's `score` call then uses them: every rank ends with the same scores,
-    caches and counts as one process would have, at 1/size of the forward passes each."""
+    finds the same pairs still to run through each RM; it runs its share of them (all of them for an RM it alone
+    holds, see `_mine`), the ranks exchange the raw scores once for all RMs, and each rank's `score` call then
+    uses them: every rank ends with the same scores, caches and counts as one process would have."""
     if ranks is None or ranks.size == 1:
         return _each(reward_models, requests, lambda rm, request: rm.score(*request))
     todo = {name: reward_models[name].uncached(*request) for name, request in requests.items()}
-    mine = {name: keys[ranks.share(len(keys))] for name, keys in todo.items()}
+    mine = {name: _mine(reward_models[name], keys, ranks) for name, keys in todo.items()}
     mine = {name: keys for name, keys in mine.items() if keys}
     parts = ranks.run(lambda: _each(reward_models, mine, lambda rm, keys: rm.compute(keys)))
     out = {}
@@ -166,6 +166,14 @@ def _score_all(reward_models: Mapping, requests: dict[str, tuple[list[str], list
         values = np.concatenate([v for v, _ in got]) if got else np.zeros(0)
         out[name] = reward_models[name].score(*request, computed=(todo[name], values, sum(c for _, c in got)))
     return out
+
+
+def _mine(rm, keys: list, ranks: Ranks) -> list:
+    """This rank's share of an RM's pairs to run: all of them on the process that holds an RM placed in one
+    (`owner`), none elsewhere; a contiguous share of them where every process holds it."""
+    if rm.owner is None:
+        return keys[ranks.share(len(keys))]
+    return keys if rm.owner == ranks.rank else []
 
 
 def _each(reward_models: Mapping, requests: dict, fn: Callable) -> dict:

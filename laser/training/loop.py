@@ -171,6 +171,9 @@ class Trainer:
         else:
             probe_texts = []
         lap("generate")
+        if self.engine.sleep_level:  # the engine's last use this round: its memory goes to scoring and the update
+            self.engine.sleep()
+            lap("sleep")
         forward = 0
         normalize = self._normalizer()
         if routed_probes is not None:  # the router learns first: this round's training instances use it
@@ -233,16 +236,19 @@ class Trainer:
             line["rm_unscorable"] = {name: n for name, n in unscorable.items() if n}
         if self.ranks is not None:  # what each rank did of the round's sampling and RM forward passes
             work = {k: v - work_before[k] for k, v in self._local_work().items()}
-            line["ranks"] = gather_from_ranks(work)
+            by_rm = {k.split(".", 1)[1]: work.pop(k) for k in list(work) if k.startswith("rm_forward_by_rm.")}
+            line["ranks"] = gather_from_ranks({**work, "rm_forward_by_rm": by_rm})
         self.round += 1
         self.elapsed += sum(t.values())
         self._write(line)
         return line
 
     def _local_work(self) -> dict[str, int]:
-        """This process's running counts of prompts sampled and (prompt, completion) pairs run through its RMs."""
-        return {"prompts_sampled": self.engine.stats.prompts,
-                "rm_forward": sum(getattr(getattr(rm, "stats", None), "computed", 0) for rm in self.rms.values())}
+        """This process's running counts of prompts sampled and (prompt, completion) pairs run through its RMs, in
+        all and per RM (`rm_forward_by_rm`: with models.rm_placement shard, only the RMs this process holds)."""
+        by_rm = {name: getattr(getattr(rm, "stats", None), "computed", 0) for name, rm in self.rms.items()}
+        return {"prompts_sampled": self.engine.stats.prompts, "rm_forward": sum(by_rm.values()),
+                **{f"rm_forward_by_rm.{name}": n for name, n in by_rm.items()}}
 
     def _unscorable(self) -> dict[str, int]:
         """Each RM's running count of candidates it could not score."""

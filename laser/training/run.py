@@ -29,10 +29,15 @@ log = logging.getLogger(__name__)
 def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
     """Run rounds until `config.rounds`, evaluating every `eval_every` rounds and checkpointing every
     `checkpoint_every` (and at the end, and on Ctrl-C); with `resume`, continue from the newest checkpoint."""
+    from laser.config import check_launch
+    from laser.placement import visible_gpus
+
     from .dpo import per_device_batch_size
 
     init_distributed()
-    per_device_batch_size(config.dpo)  # a launch the DPO step cannot run under stops here, before any work
+    # A launch the config or the DPO step cannot run under stops here, before any work, with every reason.
+    check_launch(config, world()[1], visible_gpus())
+    per_device_batch_size(config.dpo)
     progress = progress and is_main_process()
     run_dir = config.run_dir
     with ExitStack() as held:
