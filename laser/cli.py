@@ -175,6 +175,32 @@ def _soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    """Run `laser plan`: a run config -> memory per process and FLOPs per round, from config.json files alone."""
+    import json
+
+    from laser.config import ConfigError, load_config
+    from laser.plan import format_plan, plan_dict, run_plan
+
+    try:
+        configs = {}
+        for item in args.model_config or []:
+            name, sep, path = item.partition("=")
+            if not sep or not path:
+                raise ConfigError(f"--model-config {item!r}: expected MODEL=CONFIG.json (the model's path or hub id "
+                                  "as the run config names it)")
+            configs[name] = path
+        config = load_config(args.config, list(args.set or []))
+        result = run_plan(config, gpus=args.gpus, gpu_memory=args.gpu_memory, processes=args.processes,
+                          device="cpu" if args.cpu else "cuda", prompt_tokens=args.prompt_tokens,
+                          completion_tokens=args.completion_tokens, model_configs=configs)
+    except ConfigError as e:  # PlanError is a ConfigError
+        print(f"laser plan: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(plan_dict(result), indent=1) if args.json else format_plan(result))
+    return 0 if result.fits is not False else 1
+
+
 def _serve_rms(args: argparse.Namespace) -> int:
     """Run `laser serve-rms`: a vLLM pooling server per sequence-classifier RM, until Ctrl-C or SIGTERM."""
     from laser.bon.setup import BonError, parse_rms
@@ -404,6 +430,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", default="runs/serve-rms", help="one log file per server (runs/serve-rms)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for every server to answer (600)")
     p.set_defaults(func=_serve_rms)
+    p = sub.add_parser("plan", help="memory per process and FLOPs per round of a run config (no model is loaded)",
+                       description="Read each model's config.json (a local directory, --model-config, or the paper's "
+                                   "models, known here) and print, per process: the policy's weights, LoRA, optimizer "
+                                   "state, DPO reference, the update's activations, the engine's weights and KV "
+                                   "cache, each reward model; the total of each stage of a round against the GPU, and "
+                                   "what would make it fit; then the FLOPs of a round per strategy. Exits 1 when it "
+                                   "does not fit.")
+    p.add_argument("--config", default=None, help="YAML run config (default: every default)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs (one process each under DDP; default 1)")
+    p.add_argument("--gpu-memory", default=None, metavar="SIZE", help="memory of each GPU, e.g. 80GiB (no verdict "
+                                                                          "without it)")
+    p.add_argument("--processes", type=int, default=None, help="processes of the launch (default: one per GPU)")
+    p.add_argument("--cpu", action="store_true", help="plan for the host instead (float32, the engine's kv_cache_mb)")
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help="tokens of a rendered prompt (default: measured on the training prompts, else 256)")
+    p.add_argument("--completion-tokens", type=int, default=None,
+                   help="tokens of a completion (default: round.max_new_tokens, the longest)")
+    p.add_argument("--model-config", action="append", metavar="MODEL=CONFIG.json",
+                   help="the config.json of a model the run config names (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (bytes and FLOPs)")
+    p.set_defaults(func=_plan)
     return ap
 
 

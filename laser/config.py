@@ -106,6 +106,9 @@ class DPOSettings(_Section):
     loss_type: list[str] = ["sigmoid", "sft"]
     loss_weights: list[float] | None = [1.0, 1.0]
     batch_size: int = Field(8, gt=0)  # pairs per optimizer step, over all processes together
+    # Pairs each process runs through the model at once (its share of batch_size, accumulated in steps of this
+    # many); None: the whole share at once. Lower it when the update's activations do not fit.
+    micro_batch_size: int | None = Field(None, gt=0)
     epochs: int = Field(1, gt=0)  # passes over each update's pairs
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int | None = Field(None, gt=8)
@@ -418,6 +421,10 @@ def launch_problems(config: RunConfig, processes: int, gpus: int) -> list[str]:
     if processes > 1 and config.dpo.batch_size % processes:
         out.append(f"dpo.batch_size ({config.dpo.batch_size}) must be a multiple of the number of processes "
                    f"({processes}): it is the global batch, split evenly across them")
+    share = config.dpo.batch_size // processes
+    micro = config.dpo.micro_batch_size
+    if micro and share and share % micro:
+        out.append(f"dpo.micro_batch_size ({micro}) must divide each process's share of dpo.batch_size ({share})")
     if config.dpo.optim == "adamw_8bit" and not gpus:
         out.append("dpo.optim: adamw_8bit needs a GPU (bitsandbytes); use adamw_torch on CPU")
     return out

@@ -216,3 +216,29 @@ def test_a_full_fine_tuning_reference_is_saved_apart_and_restored(world, tmp_pat
     b.update(rows)
     for k, v in a.model.state_dict().items():
         torch.testing.assert_close(v, b.model.state_dict()[k], atol=1e-6, rtol=0)
+
+
+def test_micro_batches_accumulate_to_the_same_update(world, tmp_path):
+    """dpo.micro_batch_size runs each optimizer step's pairs a few at a time (less activation memory): with DPO's
+    sigmoid loss, a mean over pairs, the step is the one taken on the whole batch at once."""
+    assets, suite = world
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    rows = correctness_pairs(suite.train[:16], random.Random(2))[:16]
+    models = []
+    for micro in (None, 4):
+        settings = DPOSettings(batch_size=8, micro_batch_size=micro, loss_type=["sigmoid"], loss_weights=[1.0],
+                               learning_rate=1e-3)
+        step = DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, settings, tmp_path / str(micro))
+        out = step.update(rows)
+        assert out["steps"] == len(rows) // 8
+        models.append(step.model.state_dict())
+    moved = max(float((v - AutoModelForCausalLM.from_pretrained(assets.policy).state_dict()[k]).abs().max())
+                for k, v in models[0].items())
+    assert moved > 1e-4
+    for k, v in models[0].items():
+        torch.testing.assert_close(v, models[1][k], atol=1e-6, rtol=0)
+    from laser.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dpo.micro_batch_size \(3\) must divide each process's share"):
+        DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, DPOSettings(batch_size=8, micro_batch_size=3),
+                tmp_path)

@@ -75,7 +75,11 @@ def per_device_batch_size(settings: DPOSettings) -> int:
     if settings.batch_size % processes:
         raise ConfigError(f"dpo.batch_size ({settings.batch_size}) must be a multiple of the number of "
                           f"processes ({processes}): it is the global batch, split evenly across them")
-    return settings.batch_size // processes
+    share = settings.batch_size // processes
+    if settings.micro_batch_size and share % settings.micro_batch_size:
+        raise ConfigError(f"dpo.micro_batch_size ({settings.micro_batch_size}) must divide each process's share of "
+                          f"dpo.batch_size ({share} = {settings.batch_size} / {processes} processes)")
+    return share
 
 
 class DPOStep:
@@ -177,8 +181,10 @@ class DPOStep:
         if "tensorboard" in self.report_to:
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.work_dir.parent / "tensorboard" / "trl")
         try:
+            micro = s.micro_batch_size or self.per_device_batch_size
             args = DPOConfig(
-                output_dir=str(self.work_dir), per_device_train_batch_size=self.per_device_batch_size,
+                output_dir=str(self.work_dir), per_device_train_batch_size=micro,
+                gradient_accumulation_steps=self.per_device_batch_size // micro,
                 num_train_epochs=s.epochs, learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
                 beta=s.beta, loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
                 max_length=s.max_length, report_to=self.report_to, save_strategy="no",
