@@ -45,6 +45,13 @@ class ContextEmbedder:
             rng = np.random.default_rng(seed)
             self.projection = (rng.standard_normal((hidden, dim)) / np.sqrt(dim)).astype(np.float32)
         self.dim = dim or hidden
+        self.n_layers = n_layers
+
+    def _backbone(self):
+        """The model without its LM head (its adapters, if any, still applied): its last hidden state is the last
+        layer's, as `hidden_states[-1]` of the full model's output."""
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return model.get_decoder()
 
     @torch.inference_mode()
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
@@ -67,8 +74,10 @@ class ContextEmbedder:
                 enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
                                      add_special_tokens=self.renderer.add_special_tokens,
                                      truncation=self.max_length is not None, max_length=self.max_length).to(device)
-                out = self.model(**enc, output_hidden_states=True)
-                h = out.hidden_states[self.layer].float()
+                if self.layer in (-1, self.n_layers):  # the backbone's output alone: no logits, no other layer kept
+                    h = self._backbone()(**enc).last_hidden_state.float()
+                else:  # every layer's states are returned; the logits of the last position only
+                    h = self.model(**enc, output_hidden_states=True, logits_to_keep=1).hidden_states[self.layer].float()
                 mask = enc["attention_mask"].unsqueeze(-1).float()
                 if self.pooling == "mean":
                     pooled = (h * mask).sum(1) / mask.sum(1).clamp(min=1)
