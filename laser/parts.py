@@ -154,8 +154,11 @@ def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=No
     return make_strategy(spec, rm_names, dim=dim, seed=config.seed, oracle_table=table, **params)
 
 
-def build_trainer(config: RunConfig):
-    """Every part of a training run, built from the config (models loaded, engine started)."""
+def build_trainer(config: RunConfig, loaded=None):
+    """Every part of a training run, built from the config (models loaded, engine started). `loaded(part)`, if
+    given, is called once each part is in memory: "policy weights", "LoRA adapters", "engine", "reward models"
+    (benchmarks/gpu_check.py measures each one's memory so)."""
+    loaded = loaded or (lambda part: None)
     from laser.config import check_launch
     from laser.generation import make_engine
     from laser.placement import resolve_device, visible_gpus
@@ -170,12 +173,16 @@ def build_trainer(config: RunConfig):
     device = resolve_device(config.models.device)
     # The policy is on its device from the start: round 0's contexts and evaluation run there, not on the CPU.
     policy, tokenizer = load_policy(policy_path, device, config.models.dtype)
+    loaded("policy weights")
     if config.dpo.lora is not None:
         from laser.training.dpo import apply_lora
 
         policy = apply_lora(policy, config.dpo.lora)
+        loaded("LoRA adapters")
     engine = make_engine(policy_path, config.engine, device=device)
+    loaded("engine")
     rms = load_reward_models(rm_configs, device, config.models.rm_placement, rank, processes)
+    loaded("reward models")
     embedder = load_embedder(policy_path, config.context, config.seed, engine=engine, model=policy,
                              tokenizer=tokenizer)
     strategy = make_run_strategy(config, list(rms), embedder.dim, table)
