@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -66,10 +65,12 @@ class Meter:
             torch.cuda.synchronize()
             return out, torch.cuda.max_memory_allocated() - before
         before = self.used()
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with open("/proc/self/clear_refs", "w") as f:  # forget the process's earlier peak (Linux)
+            f.write("5")
         out = fn()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return out, peak - before if peak > peak_before else None  # None: below an earlier peak, not resolved
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+        return out, peak - before
 
 
 def make_policy(out_dir: Path, tokenizer_dir: Path, shape: dict, max_len: int) -> int:
@@ -192,12 +193,11 @@ def main() -> None:
     finally:
         trainer.engine.close()
     measured = dict(loaded)
-    resolved = [x for x in update_peaks if x is not None]
-    measured["update (gradients, activations)"] = max(resolved) if resolved else 0
+    measured["update (gradients, activations)"] = max(update_peaks) if update_peaks else 0
     plan_of = {"policy weights": planned["policy weights"], "LoRA adapters": planned["LoRA adapters"],
                "engine": planned["engine (weights, KV cache)"], "reward models": planned["reward models"],
-               "update (gradients, activations)": max(planned["gradients (update)"] + planned["activations (update)"],
-                                                      planned["gradients (update)"] + planned["optimizer state"])}
+               "update (gradients, activations)": planned["gradients (update)"] + max(
+                   planned["activations (update)"], planned["optimizer state"] + planned["optimizer step (update)"])}
     summary["memory_gib"] = {k: {"measured": round(v / GiB, 4) if v else None, "planned": round(plan_of[k] / GiB, 4),
                                  "planned_over_measured": round(plan_of[k] / v, 3) if v > 0 else None}
                              for k, v in measured.items()}

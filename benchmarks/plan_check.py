@@ -1,13 +1,14 @@
 """`laser plan`'s memory estimates against memory measured on the CPU, component by component.
 
-    python benchmarks/plan_check.py [--json out.json]      # the quick world and a random ~0.5B Llama (3-4 minutes)
+    python benchmarks/plan_check.py [--json out.json]      # the quick world and a random Qwen2 0.5B (2 minutes)
 
-Each measurement runs in a fresh process and reads its resident memory (RSS) before and its peak (ru_maxrss)
-after: the policy's weights once loaded; one DPO update (full fine-tuning on the quick world's own pairs, LoRA on
-the 0.5B model), whose peak holds the gradients and the activations, or the gradients and the optimizer state
-its first step allocates; a vLLM engine's start (its weights and KV cache). The plan is made for the same
-shapes, batch and token counts (`laser.plan`, on the host: float32, eager attention). Prints one row per
-component: planned and measured MiB and their ratio.
+Each measurement runs in a fresh process and reads its resident memory (RSS) before and its peak after (VmHWM,
+reset just before, so that an earlier peak of the process does not count): the policy's weights once loaded;
+one DPO update (full fine-tuning on the quick world's own pairs; LoRA and full fine-tuning on the 0.5B model),
+whose peak holds the gradients with the activations, or with the optimizer state and the temporaries of the
+first optimizer step; a vLLM engine's start (its weights and KV cache). The plan is made for the same shapes,
+batch and token counts (`laser.plan`, on the host: float32, eager attention). Prints one row per component:
+planned and measured MiB and their ratio.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
-# A Llama of about 0.5B parameters (Qwen2.5-0.5B's width and depth, a 32k vocabulary), initialised at random.
-HALF_B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-              num_key_value_heads=2, vocab_size=32000)
+# Qwen2.5-0.5B's shape (494M parameters, tied embeddings, biased q/k/v), initialised at random.
+HALF_B = dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+              num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
 
 
 def _rss() -> int:
@@ -30,14 +30,22 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak() -> None:
+    """Forget this process's peak resident memory so far (Linux: /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory since the last `_reset_peak`."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def _model(spec: str):
     """(model, tokenizer) of `spec`: `quick` (the quick world's policy) or `half` (the random 0.5B Llama)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     from laser.assets import build_assets, quick_recipe
 
@@ -46,11 +54,13 @@ def _model(spec: str):
     if spec == "quick":
         return AutoModelForCausalLM.from_pretrained(assets.policy), tok
     torch.manual_seed(0)
-    config = LlamaConfig(**HALF_B, max_position_embeddings=512, tie_word_embeddings=False,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    shape = {k: v for k, v in HALF_B.items() if k != "model_type"}
+    config = Qwen2Config(**shape, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = Qwen2ForCausalLM(config)
     model = model.to_empty(device="cpu")
+    model.tie_weights()  # to_empty gives the tied head storage of its own: one tensor again
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.02)
@@ -87,6 +97,7 @@ def measure(kind: str, spec: str, lora: bool, pairs: int) -> dict:
         import vllm  # noqa: F401 - its import is not the engine's memory
 
         before = _rss()
+        _reset_peak()
         engine = make_engine(str(path), EngineConfig(engine="vllm", max_model_len=128, kv_cache_mb=64))
         out = {"bytes": _peak() - before, "kv_cache_mb": 64}
         engine.close()
@@ -110,12 +121,14 @@ def measure(kind: str, spec: str, lora: bool, pairs: int) -> dict:
     if lora:
         model = apply_lora(model, LoraSettings(r=16, alpha=32, dropout=0.0))
     rows = _rows(spec, pairs)
-    step = DPOStep(model, tok, DPOSettings(batch_size=pairs), "runs/plan-check/dpo")
+    work = Path(os.environ.get("PLAN_CHECK_DIR", "runs/plan-check")) / "dpo"
+    step = DPOStep(model, tok, DPOSettings(batch_size=pairs), work)
     step.start_iteration()
     prompt = max(len(tok(r["prompt"])["input_ids"]) for r in rows)
     completion = max(len(tok(r[k], add_special_tokens=False)["input_ids"]) + 1 for r in rows
                      for k in ("chosen", "rejected"))
     before = _rss()
+    _reset_peak()
     step.update(rows)
     return {"bytes": _peak() - before, "prompt_tokens": prompt, "completion_tokens": completion}
 
@@ -136,7 +149,7 @@ def planned(kind: str, spec: str, lora: bool, pairs: int, prompt_tokens: int = 1
     from laser.plan import Arch, Placement, _plan, read_arch
 
     assets = build_assets(quick_recipe(), progress=False)
-    policy = read_arch(str(assets.policy)) if spec == "quick" else Arch.of("random-0.5b", HALF_B)
+    policy = read_arch(str(assets.policy)) if spec == "quick" else Arch.of("random Qwen2 0.5B", HALF_B)
     lora_set = ["dpo.lora={r: 16, alpha: 32}"] if lora else []
     config = load_config(None, [f"dpo.batch_size={max(pairs, 1)}", "engine.kv_cache_mb=64", *lora_set])
     result = _plan(config, Placement(device="cpu", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
@@ -147,7 +160,7 @@ def planned(kind: str, spec: str, lora: bool, pairs: int, prompt_tokens: int = 1
     if kind == "engine":
         return c["engine (weights, KV cache)"]
     # the first update: gradients with the activations, or with the optimizer state its step allocates
-    return max(c["gradients (update)"] + c["activations (update)"], c["gradients (update)"] + c["optimizer state"])
+    return c["gradients (update)"] + max(c["activations (update)"], c["optimizer state"] + c["optimizer step (update)"])
 
 
 # The quick world's weights (0.4 MiB) are below what resident memory resolves: its weights are checked on the 0.5B.

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from laser.config import ConfigError, ContextConfig, RewardModelConfig, RunConfig
+from laser.config import ConfigError, ContextConfig, RewardModelConfig, RunConfig, check_launch
+from laser.console import torch_dtype
+from laser.placement import dtype_name, resolve_device, visible_gpus
 from laser.rewards import load_reward_model
+from laser.rewards.base import HeldElsewhere
 from laser.strategies import OracleStrategy, make_strategy
 from laser.tasks import load_jsonl
 from laser.training.rundir import embedded_recipe
@@ -83,9 +86,6 @@ def load_reward_models(configs: Mapping[str, RewardModelConfig], device: str = "
     policy's) in its `dtype`, or spread by its `device_map`. With `placement: shard` in a launch of several
     processes, RM number i is loaded in process i mod N only, and the others hold a placeholder that receives its
     scores (`HeldElsewhere`)."""
-    from laser.placement import dtype_name, resolve_device
-    from laser.rewards.base import HeldElsewhere
-
     default = resolve_device(device)
     gpu = resolve_device("auto")
     owners = rm_owners(configs, placement, processes)
@@ -112,9 +112,6 @@ def load_policy(path: str, device: str = "auto", dtype: str = "auto"):
     """(model, tokenizer) of the policy at `path`, its weights in `dtype` on `device` (config names: auto, cpu,
     cuda, cuda:N; auto, float32, bfloat16, float16)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from laser.console import torch_dtype
-    from laser.placement import resolve_device
 
     where = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype, where)).to(where)
@@ -159,9 +156,7 @@ def build_trainer(config: RunConfig, loaded=None):
     given, is called once each part is in memory: "policy weights", "LoRA adapters", "engine", "reward models"
     (benchmarks/gpu_check.py measures each one's memory so)."""
     loaded = loaded or (lambda part: None)
-    from laser.config import check_launch
     from laser.generation import make_engine
-    from laser.placement import resolve_device, visible_gpus
     from laser.training.distributed import is_main_process, shard_work, world
     from laser.training.dpo import DPOStep
     from laser.training.loop import Trainer

@@ -22,13 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from laser.config import ConfigError, RunConfig
+from laser.config import ConfigError, RunConfig, check_launch
+from laser.parts import load_tasks, rm_owners
+from laser.training.rundir import embedded_recipe
 
 GiB = 2**30
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-LOGIT_COPIES = 8.5          # float32 copies of a token's logits the DPO update holds at its peak (measured on CPU)
+LOGIT_COPIES = 8.5          # float32 copies of a logits tile the DPO update holds at its peak (measured on CPU)
 UPDATE_OVERHEAD = 64 << 20  # the update's fixed cost (TRL's batch, tokenization, allocator slack), bytes
-LOGPROB_CHUNK = 32768       # tokens per chunk of TRL's log-probability head
+TILE_TOKENS, TILE_VOCAB = 4096, 32768  # TRL's log-probability head computes logits in tiles of this many
 ENGINE_CPU_OVERHEAD = 350 << 20  # a vLLM engine's own memory on the CPU beyond weights and KV cache (measured)
 
 
@@ -231,15 +233,13 @@ def _rm_archs(config: RunConfig, rm_paths: Mapping[str, tuple[str, str, str | No
 
 def _resolve(config: RunConfig):
     """(policy path, {rm: (kind, path, ref_path)}) of the config; an embedded world must be built already."""
-    from laser.training.rundir import embedded_recipe
-
     policy = config.models.policy
     rms = {n: (c.kind, c.path or c.url, c.ref_path) for n, c in (config.models.reward_models or {}).items()}
     recipe = embedded_recipe(config)
     if recipe is not None and (policy is None or not rms):
-        from laser.assets.build import _load, default_cache_dir
+        from laser.assets.build import cached_assets
 
-        assets = _load(default_cache_dir() / recipe.digest(), recipe)
+        assets = cached_assets(recipe)
         if assets is None:
             raise PlanError("this config uses an embedded world that is not built yet: build it first (laser "
                             "build-assets, --quick for the quick one), or name your own models.policy and "
@@ -264,8 +264,6 @@ def plan(config: RunConfig, placement: Placement | None = None,
 
 
 def _plan(config: RunConfig, placement: Placement, policy: Arch, rms: dict[str, list[Arch]]) -> Plan:
-    from laser.parts import rm_owners
-
     p, gpu = placement, placement.gpu
     r, d, e = config.round, config.dpo, config.engine
     n_proc = p.processes
@@ -301,8 +299,14 @@ def _plan(config: RunConfig, placement: Placement, policy: Arch, rms: dict[str, 
         blocks = policy.layers * policy.hidden * act_bytes * tokens + per_layer * tokens
     else:
         blocks = policy.layers * per_layer * tokens
-    logits = int(LOGIT_COPIES * min(tokens, LOGPROB_CHUNK) * policy.vocab * 4)
-    activations = blocks + logits + UPDATE_OVERHEAD
+    logits = int(LOGIT_COPIES * min(tokens, TILE_TOKENS) * min(policy.vocab, TILE_VOCAB) * 4)
+    # full fine-tuning: the head's weight gradient is accumulated in float32 before it joins the others
+    head_grad = policy.vocab * policy.hidden * 4 if d.lora is None else 0
+    activations = blocks + logits + head_grad + UPDATE_OVERHEAD
+    # AdamW's step: on a GPU (foreach) a temporary of every moment at once; on the CPU (one tensor at a time) two
+    # of the largest parameter's
+    largest = max(policy.vocab, policy.intermediate) * policy.hidden
+    step = (trainable if gpu else 2 * min(trainable, largest)) * train_bytes if d.optim == "adamw_torch" else 0
 
     # The engine: on a GPU, vLLM takes its share of the device for weights, KV cache and its own activations.
     engine_weights = policy.params * eng_bytes
@@ -368,14 +372,14 @@ def _plan(config: RunConfig, placement: Placement, policy: Arch, rms: dict[str, 
         components = {"policy weights": weights, "LoRA adapters": adapters * 4, "optimizer state": optimizer,
                       "DPO reference": reference, "engine (weights, KV cache)": engine_total,
                       "reward models": rm_weights, "gradients (update)": gradients,
-                      "activations (update)": activations, "activations (scoring)": rm_scoring,
-                      "activations (contexts)": embed}
+                      "activations (update)": activations, "optimizer step (update)": step,
+                      "activations (scoring)": rm_scoring, "activations (contexts)": embed}
         resident = weights + adapters * 4 + optimizer + reference + rm_weights
         asleep = e.sleep > 0
         engine_in_update = 0 if asleep else engine_total
         stages = {"sampling": resident + engine_total, "contexts": resident + engine_total + embed,
                   "scoring": resident + engine_in_update + rm_scoring,
-                  "update": resident + engine_in_update + gradients + activations}
+                  "update": resident + engine_in_update + gradients + max(activations, step)}
         host = {"engine weights (sleep 1)": engine_weights} if e.sleep == 1 else {}
         host_rms = sum(sum(a.params for a in rms[n]) * rm_dtype[n] for n in rms if on_host[n] and
                        (owners.get(n) is None or owners[n] == rank))
@@ -615,18 +619,16 @@ def prompt_tokens_of(config: RunConfig) -> int | None:
         from transformers import AutoTokenizer
 
         from laser.generation import PromptRenderer
-        from laser.parts import load_tasks
 
         policy, _ = _resolve(config)
         if not Path(policy).is_dir():
             return None
         assets = None
         if config.tasks.source == "embedded":
-            from laser.assets.build import _load, default_cache_dir
-            from laser.training.rundir import embedded_recipe
+            from laser.assets.build import cached_assets
 
             recipe = embedded_recipe(config)
-            assets = _load(default_cache_dir() / recipe.digest(), recipe) if recipe else None
+            assets = cached_assets(recipe) if recipe else None
         train = load_tasks(config, assets)[0][:2000]
         renderer = PromptRenderer(AutoTokenizer.from_pretrained(policy), config.engine.chat_template)
         lengths = sorted(len(renderer.ids(ex.prompt)) for ex in train)
@@ -641,8 +643,6 @@ def run_plan(config: RunConfig, gpus: int = 1, gpu_memory: str | None = None, pr
     """`laser plan`: the plan of `config` on `gpus` GPUs (one process each unless `processes` says otherwise), with
     its advice when it does not fit; launch problems (as `laser train` would refuse them) are raised first.
     `prompt_tokens` None: measured on the training prompts where they can be read, else 256."""
-    from laser.config import check_launch
-
     processes = processes or (gpus if device != "cpu" and config.engine.tensor_parallel_size == 1 else 1)
     check_launch(config, processes, gpus if device != "cpu" else 0)
     note = None

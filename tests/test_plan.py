@@ -11,7 +11,7 @@ import pytest
 
 from laser.cli import main
 from laser.config import load_config
-from laser.plan import GiB, KNOWN, Arch, PlanError, read_arch, run_plan
+from laser.plan import KNOWN, Arch, GiB, PlanError, read_arch, run_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -47,19 +47,25 @@ def _within(rows: list[dict], tolerance: float = 0.2) -> None:
         assert abs(r["ratio"] - 1) <= tolerance, r
 
 
-def test_the_plan_is_within_a_fifth_of_the_memory_measured_on_the_quick_world():
+def test_the_plan_is_within_a_fifth_of_the_memory_measured_on_the_quick_world(quick_world, monkeypatch):
     """One DPO update (full fine-tuning, 8 pairs: gradients, activations, the optimizer's first step) and a vLLM
     engine's start, each measured in a process of its own (benchmarks/plan_check.py)."""
     import plan_check
 
+    assets, _ = quick_world
+    monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))  # the measuring processes find the world built
+    monkeypatch.setenv("PLAN_CHECK_DIR", str(assets.root.parent.parent / "plan-check"))
     _within(plan_check.compare(plan_check.QUICK))
 
 
 @pytest.mark.slow
-def test_the_plan_is_within_a_fifth_of_the_memory_measured_on_a_random_half_billion_model():
-    """The weights, a LoRA and a full fine-tuning update, and a vLLM engine of a random ~0.4B Llama."""
+def test_the_plan_is_within_a_fifth_of_the_memory_measured_on_a_random_half_billion_model(quick_world, monkeypatch):
+    """The weights, a LoRA and a full fine-tuning update, and a vLLM engine of a random Qwen2 of 0.5B parameters."""
     import plan_check
 
+    assets, _ = quick_world
+    monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
+    monkeypatch.setenv("PLAN_CHECK_DIR", str(assets.root.parent.parent / "plan-check"))
     _within(plan_check.compare(plan_check.HALF))
 
 

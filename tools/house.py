@@ -23,7 +23,7 @@ BANDITS_MAY_IMPORT = {"numpy", "scipy"}
 # Frameworks that take seconds to import or are optional: a function that needs one imports it, so that
 # `laser --help`, reading a config and the light commands start without them.
 HEAVY = {"torch", "transformers", "trl", "vllm", "datasets", "peft", "accelerate", "safetensors", "wandb",
-         "matplotlib", "tensorboard", "scipy.stats"}
+         "matplotlib", "tensorboard", "scipy.stats", "bitsandbytes"}
 # A module whose function-local imports are its design: the CLI imports each command's modules when that
 # command runs, so that `laser --help` and every command's --help start without numpy, pydantic or torch.
 DISPATCH = {"laser.cli"}

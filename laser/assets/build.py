@@ -111,6 +111,12 @@ def _load(root: Path, recipe: AssetRecipe) -> Assets | None:
     return Assets(root=root, recipe=recipe, report=data["report"])
 
 
+def cached_assets(recipe: AssetRecipe, cache_dir: str | os.PathLike | None = None) -> Assets | None:
+    """The world of `recipe` if the cache holds it built, else None (nothing is built)."""
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return _load(cache / recipe.digest(), recipe)
+
+
 def _clean_stale(cache: Path, digest: str) -> None:
     """Remove temporary directories of builds whose process is gone (killed halfway)."""
     for tmp in cache.glob(f".{digest}.tmp-*"):

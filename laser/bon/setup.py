@@ -14,6 +14,7 @@ import yaml
 
 from laser import parts
 from laser.config import ConfigError, RewardModelConfig, RunConfig
+from laser.placement import resolve_device
 from laser.rewards import ScoreNormalizer
 from laser.strategies import RewardStrategy, StrategyError, parse_strategy
 
@@ -155,8 +156,6 @@ def build_runner(settings, policy: str | None = None, rms: str | None = None, st
     except StrategyError as e:
         raise BonError(f"--strategy: {e}") from None
     engine_config = setup.config.engine.model_copy(update={"engine": engine} if engine else {})
-    from laser.placement import resolve_device
-
     eng = make_engine(setup.policy, engine_config, device=resolve_device(setup.config.models.device))
     try:
         reward_models = load_reward_models(setup)

@@ -23,6 +23,7 @@ import torch
 
 from laser.config import ConfigError, DPOSettings, LoraSettings
 from laser.generation.base import PromptRenderer
+from laser.statefile import StateFileError
 
 from .distributed import gather_from_ranks, world
 
@@ -282,8 +283,6 @@ class DPOStep:
         self.ref_model, self.ref_adapter, self.has_reference = None, None, False
         if "ref_model" in state:  # the format of earlier versions: the reference's weights in the state itself
             if self.lora:
-                from laser.statefile import StateFileError
-
                 raise StateFileError("this checkpoint holds its LoRA reference as a merged model (an earlier "
                                      "version's format); resume it with that version, or start the run again")
             if state["ref_model"] is not None:

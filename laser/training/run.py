@@ -15,9 +15,10 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from laser.config import ConfigError, RunConfig
+from laser.config import ConfigError, RunConfig, check_launch
 from laser.console import say
 from laser.parts import build_trainer
+from laser.placement import visible_gpus
 from laser.report import write_run_report
 
 from .distributed import init_distributed, is_main_process, main_first, world
@@ -29,9 +30,6 @@ log = logging.getLogger(__name__)
 def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
     """Run rounds until `config.rounds`, evaluating every `eval_every` rounds and checkpointing every
     `checkpoint_every` (and at the end, and on Ctrl-C); with `resume`, continue from the newest checkpoint."""
-    from laser.config import check_launch
-    from laser.placement import visible_gpus
-
     from .dpo import per_device_batch_size
 
     init_distributed()
