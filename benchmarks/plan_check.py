@@ -89,18 +89,20 @@ def measure(kind: str, spec: str, lora: bool, pairs: int) -> dict:
         from laser.generation import EngineConfig, make_engine
 
         path = Path(os.environ.get("PLAN_CHECK_DIR", "runs/plan-check")) / spec
+        # As in a run: the policy is loaded with transformers first (the engine's start does not pay for
+        # transformers' imports), and vllm is imported.
+        model, tok = _model(spec)
         if not (path / "config.json").exists():
-            model, tok = _model(spec)
             model.save_pretrained(path)
             tok.save_pretrained(path)
-            del model
-        import vllm  # noqa: F401 - its import is not the engine's memory
+        import vllm  # noqa: F401
 
         before = _rss()
         _reset_peak()
         engine = make_engine(str(path), EngineConfig(engine="vllm", max_model_len=128, kv_cache_mb=64))
         out = {"bytes": _peak() - before, "kv_cache_mb": 64}
         engine.close()
+        del model
         return out
     import transformers  # noqa: F401 - imported before the first reading: their memory is not the model's
 

@@ -410,6 +410,10 @@ def launch_problems(config: RunConfig, processes: int, gpus: int) -> list[str]:
     for name, rm in (config.models.reward_models or {}).items():
         if rm.device is not None:
             devices[f"models.reward_models.{name}.device"] = rm.device
+        if rm.device_map is not None and processes > 1:
+            out.append(f"models.reward_models.{name}.device_map under {processes} processes: each process would "
+                       "spread its copy over every GPU; set its device (each process's own GPU) with "
+                       "models.rm_placement: shard, or serve it apart (kind: remote)")
     for key, device in devices.items():
         if device.startswith("cuda") and not gpus:
             out.append(f"{key} is {device} but no GPU is visible: set it to auto or cpu")

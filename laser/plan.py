@@ -31,7 +31,7 @@ BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LOGIT_COPIES = 8.5          # float32 copies of a logits tile the DPO update holds at its peak (measured on CPU)
 UPDATE_OVERHEAD = 64 << 20  # the update's fixed cost (TRL's batch, tokenization, allocator slack), bytes
 TILE_TOKENS, TILE_VOCAB = 4096, 32768  # TRL's log-probability head computes logits in tiles of this many
-ENGINE_CPU_OVERHEAD = 350 << 20  # a vLLM engine's own memory on the CPU beyond weights and KV cache (measured)
+ENGINE_CPU_OVERHEAD = 165 << 20  # a vLLM engine's own memory on the CPU beyond weights and KV cache (measured)
 
 
 class PlanError(ConfigError):

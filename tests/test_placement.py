@@ -83,6 +83,9 @@ def test_launches_that_cannot_work_are_refused_naming_the_setting():
     assert launch_problems(load_config(None, ["models.device=cuda"]), 1, 0) == [
         "models.device is cuda but no GPU is visible: set it to auto or cpu"]
     assert "launch one process per GPU" in launch_problems(load_config(None), 4, 2)[0]
+    spread = load_config(None, ['models.reward_models={a: {path: x, device_map: auto}}'])
+    assert launch_problems(spread, 1, 2) == [] and "each process would spread its copy over every GPU" in \
+        launch_problems(spread, 2, 2)[0]
     assert "adamw_8bit needs a GPU" in launch_problems(load_config(None, ["dpo.optim=adamw_8bit"]), 1, 0)[0]
     with pytest.raises(ConfigError, match="set device or device_map, not both"):
         load_config(None, ['models.reward_models={a: {path: x, device: cpu, device_map: auto}}'])
