@@ -242,3 +242,19 @@ def test_micro_batches_accumulate_to_the_same_update(world, tmp_path):
     with pytest.raises(ConfigError, match=r"dpo.micro_batch_size \(3\) must divide each process's share"):
         DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, DPOSettings(batch_size=8, micro_batch_size=3),
                 tmp_path)
+
+
+def test_the_8bit_optimizer_is_bitsandbytes_or_a_clear_error(world, tmp_path):
+    assets, _ = world
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    settings = DPOSettings(optim="adamw_8bit")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        from laser.config import ConfigError
+
+        with pytest.raises(ConfigError, match="dpo.optim: adamw_8bit needs bitsandbytes.*adamw_torch"):
+            DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, settings, tmp_path)
+        return
+    step = DPOStep(AutoModelForCausalLM.from_pretrained(assets.policy), tok, settings, tmp_path)
+    assert type(step.optimizer).__name__ == "AdamW8bit"
