@@ -41,18 +41,19 @@ class PlanError(ConfigError):
 # The config.json fields of the paper's models (as their hub repositories publish them), so that the paper config
 # plans without hub access; any other model is read from its directory or a JSON file (`model_configs`).
 KNOWN: dict[str, dict] = {}
-_LLAMA3_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
-                  tie_word_embeddings=False)
-_MISTRAL_7B = dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                   num_attention_heads=32, num_key_value_heads=8, vocab_size=32000, max_position_embeddings=32768,
-                   tie_word_embeddings=False)
-_QWEN15_7B = dict(model_type="qwen2", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=32, vocab_size=151936, max_position_embeddings=32768,
-                  tie_word_embeddings=False)
-_OLMO_7B = dict(model_type="olmo", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                num_attention_heads=32, num_key_value_heads=32, vocab_size=50304, max_position_embeddings=2048,
-                tie_word_embeddings=False)
+
+
+def _config_json(model_type: str, intermediate: int, kv_heads: int, vocab: int, max_position: int) -> dict:
+    """The fields of a 32-layer, 4096-wide decoder's config.json that the plan reads."""
+    return dict(model_type=model_type, hidden_size=4096, intermediate_size=intermediate, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=kv_heads, vocab_size=vocab,
+                max_position_embeddings=max_position, tie_word_embeddings=False)
+
+
+_LLAMA3_8B = _config_json("llama", 14336, 8, 128256, 8192)
+_MISTRAL_7B = _config_json("mistral", 14336, 8, 32000, 32768)
+_QWEN15_7B = _config_json("qwen2", 11008, 32, 151936, 32768)
+_OLMO_7B = _config_json("olmo", 11008, 32, 50304, 2048)
 for _names, _cfg in ((["meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-8B-Instruct"], _LLAMA3_8B),
                      (["HuggingFaceH4/zephyr-7b-beta", "HuggingFaceH4/mistral-7b-sft-beta", "openbmb/Eurus-7b-kto",
                        "openbmb/Eurus-7b-sft", "mistralai/Mistral-7B-v0.1"], _MISTRAL_7B),
