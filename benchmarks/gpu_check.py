@@ -88,7 +88,7 @@ def make_policy(out_dir: Path, tokenizer_dir: Path, shape: dict, max_len: int) -
     return sum(p.numel() for p in model.parameters())
 
 
-def run_config(args, world, policy_dir: Path, tiny: bool, gpu: bool, sleep: int) -> dict:
+def run_config(args, world, policy_dir: Path, tiny: bool, sleep: int) -> dict:
     """The check's run config: the random policy with LoRA, a classifier RM and a judge LM, the paper's shapes."""
     lineup, _ = world.lineup("judges")
     judge = next(n for n, (kind, _) in lineup.items() if kind == "likelihood")
@@ -136,7 +136,7 @@ def main() -> None:
     policy_dir = args.out / "policy"
     summary["policy_parameters"] = make_policy(policy_dir, world.policy, SHAPES["tiny" if tiny else "full"],
                                                128 if tiny else 1024)
-    config = parse_config(run_config(args, world, policy_dir, tiny, gpu, sleep))
+    config = parse_config(run_config(args, world, policy_dir, tiny, sleep))
     (args.out / "laser.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
 
     # 1. the parts, each one's memory as it loads

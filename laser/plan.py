@@ -217,7 +217,7 @@ def _dtype(name: str, gpu: bool) -> str:
     return name if name != "auto" else ("bfloat16" if gpu else "float32")
 
 
-def _rm_archs(config: RunConfig, rm_paths: Mapping[str, tuple[str, str, str | None]],
+def _rm_archs(rm_paths: Mapping[str, tuple[str, str, str | None]],
               model_configs: Mapping[str, str | Path] | None) -> dict[str, list[Arch]]:
     """{rm: its models' architectures} (an implicit DPO RM is two models; a remote one none)."""
     out = {}
@@ -260,7 +260,7 @@ def plan(config: RunConfig, placement: Placement | None = None,
     placement = placement or Placement()
     policy_path, rm_paths = _resolve(config)
     policy = read_arch(policy_path, model_configs)
-    rms = _rm_archs(config, rm_paths, model_configs)
+    rms = _rm_archs(rm_paths, model_configs)
     return _plan(config, placement, policy, rms)
 
 

@@ -105,6 +105,7 @@ class HFEngine(GenerationEngine):
             self.model.to(self.device)
             return
         self.model.to_empty(device=self.device)
+        self.model.tie_weights()  # to_empty gives a tied head storage of its own: one tensor again
         with torch.no_grad():
             for k, b in self.model.named_buffers():
                 b.copy_(self._buffers[k])
