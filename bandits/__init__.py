@@ -6,6 +6,7 @@ Every policy has `select(contexts) -> Decision(arms, scores, probs)` and `update
 
 from . import evaluation
 from .base import Decision, Policy
+from .drift import ChangeDetector
 from .io import load, save
 from .kernel import KernelUCB
 from .linear import LinTS, LinUCB
@@ -14,7 +15,8 @@ from .normalizers import QuantileNormalizer, ZScoreNormalizer
 from .registry import POLICIES, make_policy
 
 __all__ = [
-    "UCB1", "POLICIES", "Decision", "EpsilonGreedy", "Exp3", "GaussianThompson", "KernelUCB", "LinTS", "LinUCB",
+    "UCB1", "POLICIES", "ChangeDetector",
+    "Decision", "EpsilonGreedy", "Exp3", "GaussianThompson", "KernelUCB", "LinTS", "LinUCB",
     "Policy",
     "QuantileNormalizer", "UniformRandom", "ZScoreNormalizer", "evaluation", "load", "make_policy", "save",
 ]

@@ -20,16 +20,20 @@ class Decision:
     probabilities cost a numerical integral that a caller who never reads them should not pay).
     expected: (n, K) float64, each arm's estimated mean reward (what `expected(contexts)` returns), when
     the policy computed it to select (UCB policies: score = expected + bonus); None otherwise.
+    width: (n, K) float64, the half-width of each arm's confidence interval around `expected` (UCB: the
+    exploration bonus; Thompson sampling: the scale of its posterior draws), for policies that keep one;
+    None otherwise. A caller tells from expected - width and expected + width where the policy is sure.
     """
 
-    __slots__ = ("arms", "scores", "_probs", "expected")
+    __slots__ = ("arms", "scores", "_probs", "expected", "width")
 
     def __init__(self, arms: np.ndarray, scores: np.ndarray, probs: np.ndarray | Callable[[], np.ndarray],
-                 expected: np.ndarray | None = None):
+                 expected: np.ndarray | None = None, width: np.ndarray | None = None):
         self.arms = arms
         self.scores = scores
         self._probs = probs
         self.expected = expected
+        self.width = width
 
     @property
     def probs(self) -> np.ndarray:
@@ -138,6 +142,12 @@ class Policy:
         any exploration bonus or sampling (what `exploit` maximizes)."""
         raise NotImplementedError(f"{self.name} keeps no reward estimate")
 
+    def interval(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((n, K) estimate, (n, K) half-width) of each arm's reward for each context: the policy's confidence
+        interval (UCB: its exploration bonus; Thompson sampling: its posterior's scale), as `Decision` carries it.
+        Policies that keep no interval raise NotImplementedError."""
+        raise NotImplementedError(f"{self.name} keeps no confidence interval")
+
     def exploit(self, contexts: np.ndarray) -> Decision:
         """The arm with the best `expected` reward for each context (ties split at random): the choice of
         a policy that has stopped exploring, e.g. for instances whose reward is never observed."""
@@ -149,6 +159,20 @@ class Policy:
     def params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-safe) that rebuild an untrained copy of this policy."""
         return {"n_arms": self.n_arms, "dim": self.dim, "seed": self.seed}
+
+    def forget(self, arms: Any) -> None:
+        """Return what the policy learned of `arms` to its untrained state (the other arms keep theirs): for an arm
+        whose rewards changed, so that its old estimate does not outweigh what it earns now. Every per-arm part
+        of the learned state (an array in `_state_attrs` whose first axis is the arms) is reset."""
+        arms = np.unique(np.asarray(arms, dtype=np.int64).reshape(-1))
+        if arms.size and (arms.min() < 0 or arms.max() >= self.n_arms):
+            raise ValueError(f"arms must be in [0, {self.n_arms}), got {arms.tolist()}")
+        fresh = type(self)(**self.params())
+        for attr in self._state_attrs:
+            cur = getattr(self, attr)
+            if isinstance(cur, np.ndarray) and cur.ndim and cur.shape[0] == self.n_arms:
+                cur[arms] = getattr(fresh, attr)[arms]
+        self._after_load()
 
     # ----- input checks (cheap: they run on the one-instance path) ------------------------------
     def _check_contexts(self, contexts: Any) -> np.ndarray:

@@ -88,11 +88,16 @@ class KernelUCB(Policy):
         """Each arm's posterior mean reward for each context, (n, K) float64 (0 for an arm never played)."""
         return self._mean_sd(self._check_contexts(contexts))[0]
 
+    def interval(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(posterior mean, alpha * posterior sd) of each arm's reward for each context."""
+        mean, sd = self._mean_sd(self._check_contexts(contexts))
+        return mean, self.alpha * sd
+
     def select(self, contexts: np.ndarray) -> Decision:
         """Pick the arm with the highest upper confidence bound, mean + alpha * sd, for each context."""
-        mean, sd = self._mean_sd(self._check_contexts(contexts))
-        arms, probs = greedy_choice(mean + self.alpha * sd, self.rng)
-        return Decision(arms, mean + self.alpha * sd, probs, expected=mean)
+        mean, width = self.interval(contexts)
+        arms, probs = greedy_choice(mean + width, self.rng)
+        return Decision(arms, mean + width, probs, expected=mean, width=width)
 
     def update(self, contexts: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
         """Add the (context, reward) observations to the played arms' buffers."""

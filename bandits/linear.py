@@ -90,6 +90,12 @@ class _LinearPolicy(Policy):
         x = self._check_contexts(contexts)
         return np.asarray(mm(x, np.ascontiguousarray(self.theta.T)), dtype=np.float64)
 
+    def interval(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x.theta_k, alpha * sqrt(x^T A_k^-1 x)) for every context and arm: LinUCB's bonus, LinTS's posterior
+        scale."""
+        mean, var = self._mean_var(self._check_contexts(contexts))
+        return np.asarray(mean, dtype=np.float64), np.asarray(self.alpha * self._width(var), dtype=np.float64)
+
     def _width(self, var: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(var, 0.0), dtype=np.float64)
 
@@ -180,11 +186,10 @@ class LinUCB(_LinearPolicy):
 
     def select(self, contexts: np.ndarray) -> Decision:
         """Pick the arm with the highest upper confidence bound for each context."""
-        x = self._check_contexts(contexts)
-        mean, var = self._mean_var(x)
-        scores = mean + self.alpha * self._width(var)
+        mean, bonus = self.interval(contexts)
+        scores = mean + bonus
         arms, probs = greedy_choice(scores, self.rng)
-        return Decision(arms, scores, probs, expected=np.asarray(mean, dtype=np.float64))
+        return Decision(arms, scores, probs, expected=mean, width=bonus)
 
 
 class LinTS(_LinearPolicy):
@@ -261,4 +266,6 @@ class LinTS(_LinearPolicy):
             std = self.alpha * self._width(np.einsum("knd,knd->nk", lt_x, lt_x))
         mean, std = mean.astype(np.float64), std.astype(np.float64)
         arms, _ = greedy_choice(scores.astype(np.float64), self.rng)
-        return Decision(arms, scores.astype(np.float64), lambda: argmax_probs(mean, std))
+        # The draws' own scale is the interval's half-width: a sample is no bound (a probe skipped because one
+        # draw fell far from the others would be skipped at random).
+        return Decision(arms, scores.astype(np.float64), lambda: argmax_probs(mean, std), expected=mean, width=std)

@@ -52,17 +52,26 @@ class UCB1(_CountingPolicy):
         """Constructor arguments (JSON-safe) that rebuild an untrained copy of this policy."""
         return {**super().params(), "c": self.c}
 
+    def _bonus(self) -> np.ndarray:
+        t = max(self.counts.sum(), 1.0)
+        return self.c * np.sqrt(2.0 * np.log(t) / np.maximum(self.counts, 1.0))
+
+    def interval(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean reward so far, UCB1's bonus; infinite for an arm never pulled), per context."""
+        shape = (self._check_contexts(contexts).shape[0], self.n_arms)
+        width = np.where(self.counts > 0, self._bonus(), np.inf)
+        return np.broadcast_to(self._means(0.0), shape).copy(), np.broadcast_to(width, shape).copy()
+
     def select(self, contexts: np.ndarray) -> Decision:
         """Pick the arm with the highest upper confidence bound (same for every context of the call)."""
         x = self._check_contexts(contexts)
-        t = max(self.counts.sum(), 1.0)
         played = self.counts > 0
-        bonus = self.c * np.sqrt(2.0 * np.log(t) / np.maximum(self.counts, 1.0))
+        bonus = self._bonus()
         # Arms never played score +inf; choose among them with a large finite stand-in (ties split).
         finite = np.where(played, self._means(0.0) + bonus, 1e300)
         arms, probs = greedy_choice(np.broadcast_to(finite, (x.shape[0], self.n_arms)), self.rng)
         scores = np.broadcast_to(np.where(played, finite, np.inf), (x.shape[0], self.n_arms)).copy()
-        return Decision(arms, scores, probs)
+        return Decision(arms, scores, probs, *self.interval(x))
 
 
 class GaussianThompson(_CountingPolicy):
@@ -94,6 +103,12 @@ class GaussianThompson(_CountingPolicy):
         x = self._check_contexts(contexts)
         return np.broadcast_to(self.posterior()[0], (x.shape[0], self.n_arms)).copy()
 
+    def interval(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each arm's posterior mean and std, per context."""
+        shape = (self._check_contexts(contexts).shape[0], self.n_arms)
+        mean, std = self.posterior()
+        return np.broadcast_to(mean, shape).copy(), np.broadcast_to(std, shape).copy()
+
     def select(self, contexts: np.ndarray) -> Decision:
         """Draw each arm's mean from its posterior per context and pick the largest."""
         x = self._check_contexts(contexts)
@@ -102,7 +117,8 @@ class GaussianThompson(_CountingPolicy):
         scores = mean + std * self.rng.standard_normal((n, self.n_arms))
         arms, _ = greedy_choice(scores, self.rng)
         probs = np.broadcast_to(argmax_probs(mean[None, :], std[None, :]), (n, self.n_arms)).copy()
-        return Decision(arms, scores, probs)
+        return Decision(arms, scores, probs, expected=np.broadcast_to(mean, (n, self.n_arms)).copy(),
+                        width=np.broadcast_to(std, (n, self.n_arms)).copy())
 
 
 class Exp3(Policy):

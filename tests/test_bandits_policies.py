@@ -169,16 +169,70 @@ def test_exploit_picks_the_best_estimate_without_exploring(name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_a_decision_carries_the_estimate_it_was_built_on_or_none(name):
-    """UCB policies hand `expected` over with `select` (score = estimate + bonus), so a caller who needs both
-    does not pay a second pass; it equals `expected(contexts)`. Other policies leave it None."""
+def test_a_decision_carries_the_estimate_and_interval_it_was_built_on_or_none(name):
+    """Policies with a confidence interval hand `expected` and the interval's half-width over with `select`, so a
+    caller who needs them does not pay a second pass: `expected` equals `expected(contexts)`, the width is never
+    negative, and a UCB score is their sum. Thompson sampling's scores are draws: its width is the draws' scale, so
+    that expected +- width is a bound and a draw is not. Other policies leave both None."""
     p = bandits.make_policy(name, 3, 4, seed=0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 4))
     p.update(x, rng.integers(0, 3, 6), rng.random(6))
     d = p.select(x)
-    if name in ("linucb", "kernel_ucb"):
+    if name in ("linucb", "kernel_ucb", "ucb1", "lints", "gaussian_thompson"):
         np.testing.assert_allclose(d.expected, p.expected(x), rtol=1e-9, atol=1e-12)
-        assert (d.scores >= d.expected - 1e-12).all()  # the bonus is never negative
+        assert (d.width >= 0).all()
+        expected, width = p.interval(x)  # the same interval without a decision (the change detector's)
+        np.testing.assert_allclose(expected, d.expected, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(width, d.width, rtol=1e-9, atol=1e-12)
+        if name in ("linucb", "kernel_ucb", "ucb1"):
+            np.testing.assert_allclose(d.scores, d.expected + d.width, rtol=1e-9, atol=1e-12)
+        else:  # many draws: their spread around the estimate is the width
+            draws = np.stack([p.select(x).scores for _ in range(400)])
+            np.testing.assert_allclose(draws.std(axis=0), d.width, rtol=0.2)
     else:
-        assert d.expected is None
+        assert d.expected is None and d.width is None
+        with pytest.raises(NotImplementedError, match="interval"):
+            p.interval(x)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forget_returns_an_arm_to_its_untrained_state_and_keeps_the_others(name):
+    p = bandits.make_policy(name, 3, 4, seed=0)
+    fresh = bandits.make_policy(name, 3, 4, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4))
+    p.update(x, np.arange(30) % 3, rng.random(30))
+    if name == "uniform":
+        p.forget([1])  # nothing learned, nothing to forget
+        return
+    before = p.expected(x)
+    p.forget([1])
+    after = p.expected(x)
+    if name == "exp3":  # one weight vector over the arms: the forgotten arm's weight is the prior's again
+        assert p.log_weights[1] == fresh.log_weights[1] and (p.log_weights[[0, 2]] != 0).any()
+        return
+    np.testing.assert_allclose(after[:, 1], fresh.expected(x)[:, 1])
+    np.testing.assert_allclose(after[:, [0, 2]], before[:, [0, 2]])
+    with pytest.raises(ValueError, match="arms must be in"):
+        p.forget([3])
+
+
+def test_the_change_detector_reports_an_arm_whose_block_of_residuals_falls():
+    d = bandits.ChangeDetector(2, window=4, threshold=0.5)
+    assert d.observe([0, 0, 1, 0], [-0.9, -0.8, -2.0, -0.7]).tolist() == []  # blocks not complete yet
+    assert d.observe([0], [-0.1]).tolist() == [0]          # arm 0's block: mean -0.625 < -0.5
+    assert d.observe([0] * 4, [-0.6, 0.4, -0.6, -0.4]).tolist() == []  # mean -0.3: noise, not a change
+    assert d.observe([1] * 3 + [0], [0.2, 0.1, 0.3, np.nan]).tolist() == []  # NaN residuals are not counted
+    with pytest.raises(ValueError, match="threshold"):
+        bandits.ChangeDetector(2, threshold=0)
+    # An arm whose residuals are noisy needs a larger fall: two standard errors of a block's mean
+    rng = np.random.default_rng(0)
+    noisy, quiet = bandits.ChangeDetector(1, window=4), bandits.ChangeDetector(1, window=4)
+    noisy.observe([0] * 40, rng.normal(0.3, 1.0, 40))
+    quiet.observe([0] * 40, rng.normal(0.3, 0.05, 40))
+    assert 0.7 < noisy.bar(0) < 1.2 and quiet.bar(0) == 0.5
+    assert noisy.observe([0] * 4, [-0.7] * 4).tolist() == [] and quiet.observe([0] * 4, [-0.7] * 4).tolist() == [0]
+    again = bandits.ChangeDetector(1, window=4)
+    again.load_state_dict(noisy.state_dict())
+    assert again.bar(0) == noisy.bar(0)
