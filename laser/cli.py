@@ -99,10 +99,29 @@ def _train(args: argparse.Namespace) -> int:
     except (ConfigError, RunLockedError, FileNotFoundError, StateFileError, RewardModelFailed) as e:
         print(f"laser train: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # RunStopped: after a completed, checkpointed round; else at once
+        return getattr(e, "exit_code", 130)
     if is_main_process():  # once per run, not once per rank
         print(f"final test accuracy {last['mean_accuracy']:.1%}; metrics: {config.run_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """Run `laser stop`: ask the run writing RUN_DIR to stop (after its round in progress, or at once)."""
+    from laser.training.rundir import RunNotRunning, stop_run
+
+    try:
+        pid, state = stop_run(args.run_dir, now=args.now, wait=args.wait)
+    except RunNotRunning as e:
+        print(f"laser stop: {e}", file=sys.stderr)
+        return 1
+    what = "at once" if args.now else "after its round in progress, with a checkpoint"
+    if state == "stopped":
+        print(f"laser stop: the run in {args.run_dir} (process {pid}) stopped {what}; continue it with "
+              f"laser train --resume {args.run_dir}")
+        return 0
+    print(f"laser stop: asked the run in {args.run_dir} (process {pid}) to stop {what}" +
+          ("; it is still running (see its output)" if args.wait else ""))
     return 0
 
 
@@ -336,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in RUN_DIR from its newest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
+    p = sub.add_parser("stop", help="stop the run writing a run directory, after its round in progress (checkpointed)",
+                       description="Send SIGTERM to the process that holds RUN_DIR's lock: the run completes the "
+                                   "round in progress, checkpoints it and exits; `laser train --resume RUN_DIR` "
+                                   "continues it. With --now, a second signal follows: the run stops at once and "
+                                   "the round in progress is dropped (the last checkpoint stays as it was).")
+    p.add_argument("run_dir", help="the run directory (runs/<name>)")
+    p.add_argument("--now", action="store_true", help="stop at once, dropping the round in progress")
+    p.add_argument("--wait", type=float, default=600.0,
+                   help="seconds to wait for the run to exit (default 600; 0: do not wait)")
+    p.set_defaults(func=_stop)
     p = sub.add_parser("demo", help="LASeR vs random, ensemble:mean and the best single RM on the embedded default",
                        description="Build the embedded default if needed, train every strategy for every seed "
                                    "(finished runs are reused, interrupted ones resumed) and print the comparison "

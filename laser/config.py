@@ -162,6 +162,10 @@ class RoundSettings(_Section):
     # confidence bound above every other RM's upper bound) is not scored: it would teach the router nothing
     # it could act on, at an RM pass. False scores every informative probe.
     rerank_skip_settled: bool = True
+    # A share of the probes skipped as settled (or good enough) that are sampled and scored anyway, drawn at random
+    # each round: without them the router never sees again the RMs it is sure of, and would not notice one that got
+    # worse (see `bandit.drift_threshold`). 0: never re-tested.
+    retest: float = Field(0.25, ge=0, le=1)
     # Also skip a probe (neither sampled nor scored) where the picked RM's lower confidence bound is at least
     # this rerank gain (in [-1, 1]; 1 = orders every right/wrong pair of samples rightly): another RM could gain
     # at most 1 minus it there. None skips only settled probes. 0.8 against None: the same accuracy (+0.2 +- 0.5
@@ -272,6 +276,17 @@ class ModelsConfig(_Section):
     # running its share of every RM's forward passes; `shard` loads RM number i in process i mod N only, which
     # runs all of that RM's passes (N times less RM memory per process, for RMs too large to copy N times).
     rm_placement: Literal["replicate", "shard"] = "replicate"
+    # A drift scenario for tests and benchmarks: {round, rm, by} (see RMSwap); null in real runs.
+    rm_swap: RMSwap | None = None
+
+
+class RMSwap(_Section):
+    """From round `round` on, reward model `rm` answers with `by`'s scores under its own name (a drift test: a
+    remote RM server redeployed with other weights). The router is not told."""
+
+    round: int = Field(ge=0)
+    rm: str
+    by: str
 
 
 class TasksConfig(_Section):
@@ -328,6 +343,11 @@ class BanditConfig(_Section):
     selection: Literal["instance", "batch"] = "instance"
     # Contexts minus their running mean, renormalized, plus a constant feature (see `BanditStrategy`).
     center: bool = True
+    # Change detection (`bandits.drift`): an arm whose rewards fall below its lower confidence bound by more than
+    # `drift_threshold` on average over a block of `drift_window` observations is forgotten and learned again (an RM
+    # that got worse). None: off.
+    drift_threshold: float | None = Field(0.5, gt=0)
+    drift_window: int = Field(4, gt=0)
 
 
 BON_FEEDBACK = ("nll", "gold", "none")

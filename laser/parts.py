@@ -13,8 +13,9 @@ from laser.config import ConfigError, ContextConfig, RewardModelConfig, RunConfi
 from laser.console import torch_dtype
 from laser.placement import dtype_name, resolve_device, visible_gpus
 from laser.rewards import load_reward_model
-from laser.rewards.base import HeldElsewhere
+from laser.rewards.base import HeldElsewhere, Redeployed
 from laser.strategies import OracleStrategy, make_strategy
+from laser.streams import Streams
 from laser.tasks import load_jsonl
 from laser.training.rundir import embedded_recipe
 from laser.training.tracking import Tracker
@@ -118,15 +119,26 @@ def load_policy(path: str, device: str = "auto", dtype: str = "auto"):
     return model, AutoTokenizer.from_pretrained(path)
 
 
+def swap_reward_model(rms: dict, swap) -> dict:
+    """`rms` with `swap.rm` answering as `swap.by` from round `swap.round` on (`models.rm_swap`)."""
+    missing = [n for n in (swap.rm, swap.by) if n not in rms]
+    if missing or swap.rm == swap.by:
+        raise ConfigError(f"models.rm_swap: rm and by must be two of the run's reward models {list(rms)}, got "
+                          f"rm={swap.rm!r}, by={swap.by!r}")
+    if rms[swap.rm].owner is not None or rms[swap.by].owner is not None:
+        raise ConfigError("models.rm_swap needs models.rm_placement: replicate (every process holds both RMs)")
+    return {**rms, swap.rm: Redeployed(rms[swap.rm], rms[swap.by], swap.round)}
+
+
 def load_embedder(path: str, context: ContextConfig, seed: int, engine=None, model=None, tokenizer=None,
                   device: str = "auto", dtype: str = "auto"):
     """The context embedder over the policy at `path` (or the `model` and `tokenizer` already loaded), on
-    `device` in `dtype`."""
+    `device` in `dtype`; its random projection (`context.dim`) is the run seed's `embedder` stream."""
     from laser.generation import make_embedder
 
     if model is None:
         model, tokenizer = load_policy(path, device, dtype)
-    return make_embedder(model, tokenizer, context, seed=seed, engine=engine)
+    return make_embedder(model, tokenizer, context, seed=Streams(seed).seed_for("embedder", bits=32), engine=engine)
 
 
 def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=None, strategy: str | None = None,
@@ -141,6 +153,7 @@ def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=No
         # bandit.params belong to bandit.policy; another bandit named in the strategy keeps its own defaults
         params = dict(config.bandit.params if spec == f"laser:{config.bandit.policy}" else {},
                       selection=config.bandit.selection, center=config.bandit.center,
+                      drift_threshold=config.bandit.drift_threshold, drift_window=config.bandit.drift_window,
                       # rerank gains are on a fixed scale whose 0 means "no better than a tie" (what an
                       # untried RM is assumed to be); the update-based gains need the quantile scheme, and
                       # Exp3 rewards in [0, 1].
@@ -148,7 +161,8 @@ def make_run_strategy(config: RunConfig, rm_names: list[str], dim: int, table=No
                       if normalize_feedback is None else normalize_feedback)
     elif spec.startswith("ensemble"):
         params = dict(config.ensemble_params)
-    return make_strategy(spec, rm_names, dim=dim, seed=config.seed, oracle_table=table, **params)
+    return make_strategy(spec, rm_names, dim=dim, seed=Streams(config.seed).seed_for("router"), oracle_table=table,
+                         **params)
 
 
 def build_trainer(config: RunConfig, loaded=None):
@@ -177,6 +191,8 @@ def build_trainer(config: RunConfig, loaded=None):
     engine = make_engine(policy_path, config.engine, device=device)
     loaded("engine")
     rms = load_reward_models(rm_configs, device, config.models.rm_placement, rank, processes)
+    if config.models.rm_swap is not None:
+        rms = swap_reward_model(rms, config.models.rm_swap)
     loaded("reward models")
     embedder = load_embedder(policy_path, config.context, config.seed, engine=engine, model=policy,
                              tokenizer=tokenizer)

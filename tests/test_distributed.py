@@ -112,7 +112,10 @@ def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False, *more:
                  # Two full-information warm-up rounds: every RM scores every probe, so the routing of both rounds
                  # rests on the same observations on any number of ranks. After round 0's update the ranks' weights
                  # differ from one process's by float summation order, and an exploring round's near-ties may flip.
-                 "--set", "round.rerank_warmup=2", "--set", "round.rerank_warmup_prompts=12"]
+                 "--set", "round.rerank_warmup=2", "--set", "round.rerank_warmup_prompts=12",
+                 # Every prompt with two distinct scores gives a pair (min_chosen would leave out the prompts whose
+                 # best candidate scores low; at some seeds all of round 0's): round 0 always has an update to compare.
+                 "--set", "round.min_chosen=null"]
         for item in more:
             args += ["--set", item]
     if processes > 1:

@@ -167,6 +167,22 @@ def test_vllm_sampling_seeded_and_deduplicated(vllm_engine, prompts):
     assert all(g[0].empty and g[0].finish_reason == "stop" for g in stopped.samples)
 
 
+@pytest.mark.parametrize("name", ["vllm_engine", "hf_engine"])
+def test_prompts_of_one_call_draw_their_own_samples(name, prompts, request):
+    """Under one call seed every prompt samples with a seed of its own: two copies of a prompt in one call are
+    two independent draws (under one seed per call, vLLM replayed the same draws for both)."""
+    engine = request.getfixturevalue(name)
+    spread = engine.sample(prompts, n=8, temperature=1.0, max_new_tokens=8, seed=4)
+    p = prompts[max(range(len(prompts)), key=lambda i: len(spread.samples[i]))]  # one with many distinct answers
+    call = [p, p, prompts[1]]
+    twice = engine.sample(call, n=8, temperature=1.0, max_new_tokens=8, seed=5)
+    first, second = (sorted((s.text, s.count) for s in twice.samples[i]) for i in (0, 1))
+    assert len(first) > 2 and first != second
+    # Still a function of the call's seed: the same call again draws the same.
+    again = engine.sample(call, n=8, temperature=1.0, max_new_tokens=8, seed=5)
+    assert [again.texts(i) for i in range(3)] == [twice.texts(i) for i in range(3)]
+
+
 def _dpo_step(assets, suite, tmp_path, lr: float = 5e-3):
     """One real TRL DPO update of the policy on correctness pairs; returns the updated model."""
     import random

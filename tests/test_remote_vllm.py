@@ -96,8 +96,9 @@ def test_two_ranks_with_every_rm_remote_ask_the_servers_for_half_each(served, tm
 
 
 def test_laser_train_with_every_rm_remote_survives_a_killed_server_and_resumes(served, tmp_path, monkeypatch):
-    """The `strings` server is killed after round 0 and the run interrupted (Ctrl-C) after round 1: the failures
-    are counted, nothing is lost, and once the server is back `--resume` finishes the run."""
+    """The `strings` server is killed after round 0 and the run interrupted (Ctrl-C) in round 1: the failures
+    are counted, nothing is lost, and once the server is back `--resume` finishes the run. An ensemble run, so that
+    every RM scores every candidate and the dead server is certainly asked (a router may route no prompt to it)."""
     assets, models, servers = served
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
     run = tmp_path / "remote"
@@ -114,13 +115,13 @@ def test_laser_train_with_every_rm_remote_survives_a_killed_server_and_resumes(s
         stop_servers([victim])
         while rounds_written() < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the trainer checkpoints and stops
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the trainer stops after the round in progress, checkpointed
 
     killer = threading.Thread(target=kill_then_interrupt, daemon=True)
     killer.start()
     code = main(["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--name", "remote", "--quiet",
                  "--set", f"output_dir={tmp_path}", "--set", "rounds=4", "--set", "eval_every=2",
-                 "--set", "checkpoint_every=1"] + _run_config(servers, models))
+                 "--set", "checkpoint_every=1", "--set", "strategy=ensemble:mean"] + _run_config(servers, models))
     killer.join()
     assert code == 130
     before = [json.loads(x) for x in metrics.read_text().splitlines()]

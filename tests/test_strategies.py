@@ -222,3 +222,63 @@ def test_picks_are_counted_once_per_domain_and_rm():
     assert list(got) == ["code", "math"] and sum(sum(r.values()) for r in got.values()) == int(mask.sum())
     with pytest.raises(ValueError, match="3 domains for 4 instances"):
         a.picks_by_domain(["math"] * 3)
+
+
+def test_thompson_routers_are_sure_where_their_posterior_is_narrow_not_where_a_draw_fell():
+    """LinTS: the bounds come from the posterior's mean and spread. Where every RM has been observed often (cluster
+    A) the pick is settled and the bounds are the same on every call; where they have not (cluster B) it is not,
+    whatever a draw says. Bounds from a posterior draw (2 * mean - draw) made both sides a coin toss."""
+    s = BanditStrategy(RMS, dim=6, policy="lints", alpha=0.25, seed=0)
+    a, b = contexts(4, seed=1), -contexts(4, seed=1)  # two opposite clusters
+    for _ in range(40):
+        for k in range(len(RMS)):
+            s.observe(a, s._one_per_instance(np.full(4, k)), np.full(4, 0.9 if k == 2 else -0.5))
+    calls = [s.assign(np.vstack([a, b]), Batch()) for _ in range(20)]
+    sep = np.stack([c.separation for c in calls])
+    assert (sep[:, :4] > 0).all() and (sep[:, 4:] <= 0).all()
+    # Of the posterior alone where the pick is settled (in B it moves with the drawn pick, never above 0)
+    np.testing.assert_allclose(sep[:, :4], np.broadcast_to(sep[0, :4], (20, 4)))
+    assert {int(c.arms[i]) for c in calls for i in range(4)} == {2}
+    assert len({int(c.arms[i]) for c in calls for i in range(4, 8)}) > 1  # cluster B: still sampled at random
+
+
+def test_a_router_forgets_an_rm_whose_rewards_fall_and_learns_it_again():
+    """The change detector: once RM 2's rewards drop where it was the sure pick, a block of `drift_window`
+    rewards below its confidence interval makes the router forget it; what it earns now is learned from scratch, and the
+    router moves to the next best RM. Without the detector, the old estimate holds the pick for long."""
+    x = contexts(4)
+
+    def run(threshold):
+        s = BanditStrategy(RMS, dim=6, policy="kernel_ucb", alpha=1.0, seed=0, drift_threshold=threshold,
+                           drift_window=4)
+        good = {0: 0.3, 1: -0.5, 2: 0.9, 3: -0.5}
+        for _ in range(30):
+            for k, r in good.items():
+                s.observe(x, s._one_per_instance(np.full(4, k)), np.full(4, r))
+        assert s.take_forgotten() == [] and s.assign(x, Batch()).arms.tolist() == [2] * 4
+        for _ in range(2):  # RM 2 now earns -0.4 where it earned 0.9: two rounds of its picks
+            s.observe(x, s._one_per_instance(np.full(4, 2)), np.full(4, -0.4))
+        return s
+
+    detecting, blind = run(0.5), run(None)
+    assert detecting.take_forgotten() == ["knowledge"]
+    assert detecting.assign(x, Batch(explore=False)).arms.tolist() == [0] * 4
+    assert blind.assign(x, Batch(explore=False)).arms.tolist() == [2] * 4
+    state = detecting.state_dict()
+    again = BanditStrategy(RMS, dim=6, policy="kernel_ucb", alpha=1.0, seed=0, drift_threshold=0.5, drift_window=4)
+    again.load_state_dict(state)
+    assert again.detector.blocks == detecting.detector.blocks
+
+
+def test_the_change_detector_leaves_an_rm_alone_while_the_router_is_still_learning_it():
+    """A fresh router whose RMs earn -0.8 and 0.9 from the start: a bad reward is news while the interval is wide
+    (an untried arm's estimate is 0), not a change. Measured from the estimate, every bad RM was 'forgotten' in the
+    warm-up round; from the lower bound, none is, and the bad RM is still known to be bad."""
+    s = BanditStrategy(RMS, dim=6, policy="kernel_ucb", alpha=1.0, seed=0, drift_threshold=0.5, drift_window=4,
+                       normalize_feedback=False)  # rerank gains, as the trainer passes them
+    x = contexts(8)
+    for _ in range(10):
+        for k in range(len(RMS)):
+            s.observe(x, s._one_per_instance(np.full(8, k)), np.full(8, 0.9 if k == 1 else -0.8))
+    assert s.take_forgotten() == []
+    assert s.assign(x, Batch(explore=False)).arms.tolist() == [1] * 8

@@ -315,3 +315,24 @@ def test_the_eval_section_is_validated_and_defaults_to_the_rounds_length():
         load_config(None, ["eval.temperature=-1"])
     with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):
         load_config(None, ["eval.max_new_tokens_by_domain={gsm8k: 0}"])
+
+
+def test_a_resumed_run_sends_each_metrics_line_to_tensorboard_once(tmp_path):
+    """A resume writes again the metrics lines after its checkpoint (metrics.jsonl is truncated to the checkpoint's
+    count); the tracker remembers how many lines it sent, so TensorBoard gets each step once, not twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from laser.training.tracking import Tracker
+
+    lines = [{"type": "round", "round": r, "rm_forward": 10 * r} for r in range(4)]
+    first = Tracker(tmp_path, ["tensorboard"])
+    for i, line in enumerate(lines[:3], start=1):  # rounds 0-2 sent; the checkpoint holds 2 lines
+        first.log(line, index=i)
+    first.close()
+    resumed = Tracker(tmp_path, ["tensorboard"])
+    for i, line in enumerate(lines[2:], start=3):  # the resume writes line 3 again, then line 4
+        resumed.log(line, index=i)
+    resumed.close()
+    tb = EventAccumulator(str(tmp_path / "tensorboard"))
+    tb.Reload()
+    assert [(e.step, e.value) for e in tb.Scalars("round/rm_forward")] == [(0, 0), (1, 10), (2, 20), (3, 30)]

@@ -298,7 +298,7 @@ def test_probes_the_router_is_sure_about_cost_no_rm_pass(world, tmp_path):
     for skip in (True, False):
         trainer = make_trainer(world, "laser", tmp_path / str(skip), feedback="rerank_gain")
         trainer.settings = trainer.settings.model_copy(update={"rerank_skip_settled": skip, "rerank_prompts": 40,
-                                                               "rerank_good_enough": None})  # the settled rule alone
+                                                               "rerank_good_enough": None, "retest": 0})  # the rule
         val = trainer.validation
         contexts = trainer.embedder.embed(trainer.engine.sample([ex.prompt for ex in val], n=1, max_new_tokens=1,
                                                                 seed=0).prompts)
@@ -325,7 +325,8 @@ def test_probes_whose_pick_is_good_enough_are_not_sampled(world, tmp_path):
     the router is not sure the pick is the best (RMs as good keep it from being settled)."""
     for good in (0.4, None):  # every pick's lower bound is about 0.45 after these observations
         trainer = make_trainer(world, "laser", tmp_path / str(good), feedback="rerank_gain")
-        trainer.settings = trainer.settings.model_copy(update={"rerank_good_enough": good, "rerank_prompts": 40})
+        trainer.settings = trainer.settings.model_copy(update={"rerank_good_enough": good, "rerank_prompts": 40,
+                                                               "retest": 0})  # no re-tests (tests/test_drift.py)
         val = trainer.validation
         contexts = trainer.embedder.embed([ex.prompt for ex in val])
         for _ in range(30):  # every RM always right: each good enough, none proven the best

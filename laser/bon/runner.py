@@ -27,6 +27,7 @@ from laser.generation import Candidates, ContextEmbedder, GenerationEngine, Samp
 from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import RewardStrategy, StrategyError
+from laser.streams import Streams
 from laser.tasks.checkers import check
 
 from .inputs import PromptRow
@@ -65,8 +66,9 @@ class BonRunner:
         """The n candidates of each row (seeded by the batch's position, so a resumed run draws the same)."""
         s = self.settings
         t0 = time.perf_counter()
+        seed = Streams(s.seed).seed_for("sampling", batch_index)
         cands = self.engine.sample([r.prompt for r in rows], n=s.n, temperature=s.temperature, top_p=s.top_p,
-                                   max_new_tokens=s.max_new_tokens, seed=s.seed * 100_003 + batch_index)
+                                   max_new_tokens=s.max_new_tokens, seed=seed)
         self.elapsed += time.perf_counter() - t0
         return cands
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from laser.streams import item_seeds
+
 log = logging.getLogger(__name__)
 
 
@@ -234,8 +236,11 @@ class GenerationEngine(ABC):
 
     # --- generation ----------------------------------------------------------------------------------
     def sample(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-               max_new_tokens: int = 64, stop: Sequence[str] | None = None, seed: int | None = None) -> Candidates:
-        """`n` completions of each prompt, deduplicated per prompt (see `Candidates`)."""
+               max_new_tokens: int = 64, stop: Sequence[str] | None = None, seed: int | None = None,
+               first_index: int = 0) -> Candidates:
+        """`n` completions of each prompt, deduplicated per prompt (see `Candidates`). With a `seed`, prompt i samples
+        with its own seed, from (seed, first_index + i): `first_index` places these prompts in a larger call (a share
+        of one call sharded across processes then draws what the whole call draws there)."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, not one string")
         bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
@@ -251,7 +256,8 @@ class GenerationEngine(ABC):
         for b in range(0, len(ids), self.batch_size):
             chunk = ids[b:b + self.batch_size]
             try:
-                raw = self._generate(chunk, settings, batch_index=b // self.batch_size)
+                seeds = None if settings.seed is None else item_seeds(settings.seed, first_index + b, len(chunk))
+                raw = self._generate(chunk, settings, seeds)
             except Exception as e:
                 msg = (f"{self.name} generation failed on batch {b // self.batch_size} "
                        f"(prompts {b}..{b + len(chunk) - 1} of {len(ids)}): {type(e).__name__}: {e}")
@@ -271,8 +277,9 @@ class GenerationEngine(ABC):
 
     @abstractmethod
     def _generate(self, prompt_ids: list[list[int]], settings: SamplingSettings,
-                  batch_index: int) -> list[list[Sample]]:
-        """The raw samples (settings.n per prompt, not deduplicated) of one batch of tokenized prompts."""
+                  seeds: list[int] | None) -> list[list[Sample]]:
+        """The raw samples (settings.n per prompt, not deduplicated) of one batch of tokenized prompts; `seeds`:
+        each prompt's own seed (derived from the call's seed and the prompt's index in the call), or None."""
 
     def sync_weights(self, model) -> float:
         """Load the weights of `model` (a trainer's live policy) into the engine in place, waking it first if it

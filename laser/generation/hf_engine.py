@@ -41,7 +41,7 @@ class HFEngine(GenerationEngine):
 
     @torch.inference_mode()
     def _generate(self, prompt_ids: list[list[int]], settings: SamplingSettings,
-                  batch_index: int) -> list[list[Sample]]:
+                  seeds: list[int] | None) -> list[list[Sample]]:
         width = max(len(p) for p in prompt_ids)
         input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompt_ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
@@ -53,9 +53,11 @@ class HFEngine(GenerationEngine):
             stop_strings=list(settings.stop) or None, return_dict_in_generate=True, output_logits=True,
         )
         with torch.random.fork_rng(devices=[] if self.device == "cpu" else [torch.device(self.device)],
-                                   enabled=settings.seed is not None):
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed + batch_index)
+                                   enabled=seeds is not None):
+            # One generator for the batch (transformers draws every row from it): seeded by the batch's first
+            # prompt's seed, which no other batch of the call shares; the rows of a batch draw different numbers.
+            if seeds is not None:
+                torch.manual_seed(seeds[0])
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
                                       tokenizer=self.tokenizer if settings.stop else None)
         new = out.sequences[:, width:]

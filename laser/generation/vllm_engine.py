@@ -140,15 +140,20 @@ class VLLMEngine(GenerationEngine):
                          batch_size, sleep=sleep)
 
     def _generate(self, prompt_ids: list[list[int]], settings: SamplingSettings,
-                  batch_index: int) -> list[list[Sample]]:
+                  seeds: list[int] | None) -> list[list[Sample]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            n=settings.n, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens,
-            stop=list(settings.stop) or None, seed=None if settings.seed is None else settings.seed + batch_index,
-            logprobs=0,  # the sampled token's own log-probability, for the cumulative sum
-        )
+        def params(seed: int | None) -> SamplingParams:
+            return SamplingParams(
+                n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                max_tokens=settings.max_new_tokens, stop=list(settings.stop) or None, seed=seed,
+                logprobs=0,  # the sampled token's own log-probability, for the cumulative sum
+            )
+
+        # One request per prompt, each with its own seed: under one seed every prompt would replay the same draws
+        # (vLLM seeds a request's generator with its seed, and the i-th of its n samples with seed + i).
+        params = [params(s) for s in seeds] if seeds is not None else params(None)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
         groups = []
         for out in outputs:

@@ -201,6 +201,9 @@ class RewardModel(ABC):
             raise RewardError(f"reward model {self.name} returned {raw.shape[0]} scores for {len(keys)} inputs")
         return raw, int(cut)
 
+    def on_round(self, round: int) -> None:  # noqa: B027 - a hook most reward models do not need
+        """Told by the trainer at the start of each round (a no-op but for `Redeployed`)."""
+
     def clear_cache(self) -> None:
         """Forget cached scores (e.g. after the reward model's weights change)."""
         self._cache.clear()
@@ -245,3 +248,31 @@ class HeldElsewhere(RewardModel):
     def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
         raise RewardModelFailed(f"reward model {self.name} is loaded in process {self.owner}, which scores it; "
                                 "this process only receives its scores")
+
+
+class Redeployed(RewardModel):
+    """Reward model `original` under its own name until round `at`, then `replacement`'s scores under that name, as a
+    server redeployed with other weights behind the same address (the `models.rm_swap` drift scenario). Its cache is
+    cleared at the swap, as a redeployment would invalidate it; it keeps its own cache and counts throughout."""
+
+    def __init__(self, original: RewardModel, replacement: RewardModel, at: int):
+        super().__init__(original.name, original.batch_size, original.cache_size)
+        self.original, self.replacement, self.at = original, replacement, int(at)
+        self.owner = original.owner
+        self.swapped = False
+
+    def on_round(self, round: int) -> None:
+        if round >= self.at and not self.swapped:
+            self.swapped = True
+            self.clear_cache()
+
+    def _score_batch(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, int]:
+        backend = self.replacement if self.swapped else self.original
+        return backend._score_batch(prompts, completions)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "swapped": self.swapped}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.swapped = bool(state.get("swapped", False))

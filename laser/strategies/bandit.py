@@ -12,12 +12,12 @@ from bandits.normalizers import QuantileNormalizer
 from .base import Assignment, Batch, RewardStrategy, StrategyError
 
 
-def _bounds(scores: np.ndarray, expected: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: (the chosen arm's lower bound (estimate minus its exploration bonus) minus the largest other
-    arm's score (its upper bound), -inf with one arm; the chosen arm's lower bound)."""
+def _bounds(expected: np.ndarray, width: np.ndarray, arms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (the chosen arm's lower bound (estimate minus its interval's half-width) minus the largest upper
+    bound of the other arms, -inf with one arm; the chosen arm's lower bound)."""
     rows = np.arange(len(arms))
-    chosen = 2.0 * expected[rows, arms] - scores[rows, arms]
-    others = np.asarray(scores, dtype=np.float64).copy()
+    chosen = expected[rows, arms] - width[rows, arms]
+    others = np.asarray(expected + width, dtype=np.float64).copy()
     others[rows, arms] = -np.inf
     separation = chosen - others.max(axis=1) if others.shape[1] > 1 else np.full(len(arms), -np.inf)
     return separation, chosen
@@ -39,7 +39,8 @@ class BanditStrategy(RewardStrategy):
     name = "laser"
 
     def __init__(self, rm_names: Sequence[str], dim: int, policy: str = "kernel_ucb", selection: str = "instance",
-                 normalize_feedback: bool = True, center: bool = False, seed: int = 0, **params):
+                 normalize_feedback: bool = True, center: bool = False, seed: int = 0,
+                 drift_threshold: float | None = None, drift_window: int = 4, **params):
         super().__init__(rm_names)
         if selection not in ("instance", "batch"):
             raise StrategyError(f"selection must be 'instance' or 'batch', got {selection!r}")
@@ -51,6 +52,12 @@ class BanditStrategy(RewardStrategy):
         self.selection = selection
         self.normalizer = QuantileNormalizer() if normalize_feedback else None
         self.context_sum, self.context_count = np.zeros(dim), 0
+        try:
+            self.detector = None if drift_threshold is None else \
+                bandits.ChangeDetector(self.k, window=drift_window, threshold=drift_threshold)
+        except ValueError as e:
+            raise StrategyError(str(e)) from e
+        self.forgotten: list[str] = []  # RMs forgotten on a detected change since `take_forgotten` last ran
 
     def _contexts(self, contexts: np.ndarray, remember: bool = False) -> np.ndarray:
         x = np.asarray(contexts, dtype=np.float64)
@@ -70,12 +77,10 @@ class BanditStrategy(RewardStrategy):
         x = self._contexts(contexts)
         decision = self.policy.select(x) if batch.explore else self.policy.exploit(x)
         separation = lower = None
-        if batch.explore:
-            try:  # UCB policies hand their estimate over with the decision; others are asked for it
-                expected = decision.expected if decision.expected is not None else self.policy.expected(x)
-                separation, lower = _bounds(decision.scores, expected, decision.arms)
-            except NotImplementedError:  # a policy that keeps no estimate
-                pass
+        if batch.explore and decision.expected is not None and decision.width is not None:
+            # Policies that keep a confidence interval (UCB's bonus, Thompson sampling's posterior scale) say where
+            # they are sure; the others never skip a probe.
+            separation, lower = _bounds(decision.expected, decision.width, decision.arms)
         n = len(contexts)
         if self.selection == "batch":
             out = self._one_per_instance(np.repeat(decision.arms, n), np.repeat(decision.probs, n, axis=0))
@@ -94,7 +99,24 @@ class BanditStrategy(RewardStrategy):
 
     def _learn(self, contexts: np.ndarray, assignment: Assignment, r: np.ndarray) -> None:
         arms = assignment.arms[:1] if self.selection == "batch" else assignment.arms
-        self.policy.update(self._contexts(contexts, remember=True), arms, r)
+        x = self._contexts(contexts, remember=True)
+        if self.detector is not None:
+            try:  # each reward against the arm's interval there, before it is learned
+                expected, width = self.policy.interval(x)
+            except NotImplementedError:  # a policy that keeps no interval
+                expected = None
+            if expected is not None:
+                rows = np.arange(len(arms))
+                changed = self.detector.observe(arms, r - (expected[rows, arms] - width[rows, arms]))
+                if changed.size:
+                    self.policy.forget(changed)  # the new rewards below are its first again
+                    self.forgotten += [self.rm_names[a] for a in changed]
+        self.policy.update(x, arms, r)
+
+    def take_forgotten(self) -> list[str]:
+        """The RMs forgotten on a detected change since the last call."""
+        out, self.forgotten = self.forgotten, []
+        return out
 
     def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:
         r = self._rewards(contexts, feedback)
@@ -117,7 +139,8 @@ class BanditStrategy(RewardStrategy):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "policy": self.policy.state_dict(),
                 "feedback_history": None if self.normalizer is None else list(self.normalizer.history),
-                "context_sum": self.context_sum.tolist(), "context_count": self.context_count}
+                "context_sum": self.context_sum.tolist(), "context_count": self.context_count,
+                "detector": None if self.detector is None else self.detector.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -125,6 +148,8 @@ class BanditStrategy(RewardStrategy):
         if "context_sum" in state:
             self.context_sum = np.asarray(state["context_sum"], dtype=np.float64)
             self.context_count = int(state["context_count"])
+        if self.detector is not None and state.get("detector") is not None:
+            self.detector.load_state_dict(state["detector"])
         # The state says whether rewards were normalized (a router keeps the scale it was trained on).
         history = state.get("feedback_history")
         self.normalizer = None if history is None else (self.normalizer or QuantileNormalizer())

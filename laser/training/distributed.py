@@ -74,6 +74,12 @@ def main_first(fn: Callable[[], T]) -> T:
     return result
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (nothing to wait for in one process)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
 def gather_from_ranks(obj: T) -> list[T]:
     """Every rank's `obj`, in rank order, on every rank (any picklable object)."""
     size = world()[1]
@@ -106,8 +112,9 @@ def map_shards(fn: Callable[[list], list], items: Sequence) -> list:
 
 class ShardedEngine:
     """A generation engine whose `sample` and `greedy` each rank runs on its share of the prompts; every rank
-    gets every prompt's samples. A prompt's samples depend on the seed and the prompt only with vLLM, so they
-    are those one process would draw; the HF engine seeds a whole batch, so its samples depend on the share.
+    gets every prompt's samples. With vLLM each prompt samples with its own seed, from the call's seed and its
+    place in the whole call, so the shares draw what one process would; the HF engine seeds a whole batch, so its
+    samples depend on the share.
     Everything else is the wrapped engine's (weight sync, renderer, stats of this rank's share)."""
 
     def __init__(self, engine):
@@ -120,7 +127,8 @@ class ShardedEngine:
         prompts, group = list(prompts), ranks()
         if group is None:
             return self.engine.sample(prompts, **kwargs)
-        parts = group.run(lambda: self.engine.sample(prompts[group.share(len(prompts))], **kwargs))  # one exchange
+        share = group.share(len(prompts))
+        parts = group.run(lambda: self.engine.sample(prompts[share], first_index=share.start or 0, **kwargs))
         return Candidates(prompts, [g for part in parts for g in part.samples],
                           prompts_truncated=sum(part.prompts_truncated for part in parts))
 

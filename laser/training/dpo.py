@@ -24,6 +24,7 @@ import torch
 from laser.config import ConfigError, DPOSettings, LoraSettings
 from laser.generation.base import PromptRenderer
 from laser.statefile import StateFileError
+from laser.streams import Streams
 
 from .distributed import gather_from_ranks, world
 
@@ -190,7 +191,7 @@ class DPOStep:
                 beta=s.beta, loss_type=list(s.loss_type), loss_weights=s.loss_weights, max_grad_norm=s.max_grad_norm,
                 max_length=s.max_length, report_to=self.report_to, save_strategy="no",
                 logging_strategy="steps" if self.report_to else "no", logging_steps=1,
-                disable_tqdm=True, seed=self.seed + self.updates, data_seed=self.seed + self.updates,
+                disable_tqdm=True, seed=self._update_seed(), data_seed=self._update_seed(),
                 dataloader_num_workers=0, bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
                 gradient_checkpointing=s.gradient_checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False} if s.gradient_checkpointing else None,
@@ -226,6 +227,11 @@ class DPOStep:
         self.model.eval()
         losses = gather_from_ranks(float(out.training_loss))  # TRL's is each rank's own half of every batch
         return {"pairs": len(rows), "steps": out.global_step, "loss": sum(losses) / len(losses)}
+
+    def _update_seed(self) -> int:
+        """The seed of this update's TRL trainer (its data order, dropout): the run seed's `dpo` stream per update
+        (32 bits: transformers' set_seed also seeds numpy's global generator)."""
+        return Streams(self.seed).seed_for("dpo", self.updates, bits=32)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         """The parameters an update changes (with LoRA, the adapters), in a fixed order."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from laser.config import EvalSettings
 from laser.generation import GenerationEngine, Sample
+from laser.streams import Streams
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def eval_seed(seed: int, round: int) -> int:
     """The sampling seed of the evaluation a run of `seed` makes at `round` (used when `eval.temperature` > 0)."""
-    return seed * 7_919 + round
+    return Streams(seed).seed_for("evaluation", round)
 
 
 def evaluate_accuracy(engine: GenerationEngine, examples: Sequence[Example], evaluation: EvalSettings,

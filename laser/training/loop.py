@@ -35,11 +35,12 @@ from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import StateFileError, load_state, save_state
 from laser.strategies import Assignment, Batch, RewardStrategy
 from laser.strategies.scoring import CandidateTable, route_and_score, score_assigned
+from laser.streams import Streams
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 from laser.tasks.mistakes import wrong_answer
 
-from .distributed import broadcast_from_main, gather_from_ranks, is_main_process, ranks, world
+from .distributed import barrier, broadcast_from_main, gather_from_ranks, is_main_process, ranks, world
 from .dpo import DPOStep, is_peft
 from .evaluation import eval_seed, evaluate_accuracy
 from .feedback import gold_loglik_per_example, gold_margin_per_example, greedy_correct, local_gain, rerank_gain
@@ -68,8 +69,10 @@ class Trainer:
         self.policy, self.tokenizer, self.engine, self.embedder = policy, tokenizer, engine, embedder
         self.rms, self.strategy, self.dpo, self.settings = dict(reward_models), strategy, dpo, settings
         self.train, self.validation, self.test = list(train), list(validation), list(test)
+        # Every draw of the run comes from a named stream of its seed (`laser.streams`), so that none shares another's.
+        self.streams = Streams(seed)
         # A fixed, seeded sample of the validation split (splits are often stored domain by domain).
-        pick = np.random.default_rng(seed + 1).permutation(len(self.validation))[:settings.feedback_examples]
+        pick = self.streams.rng("feedback_batch").permutation(len(self.validation))[:settings.feedback_examples]
         self.feedback_batch = [self.validation[i] for i in sorted(pick)]
         # The wrong side of the `margin` metric: one plausible mistake per feedback example, fixed for the run.
         self.feedback_wrong = [wrong_answer(ex, random.Random(f"{seed}-{ex.id}")) for ex in self.feedback_batch] \
@@ -77,8 +80,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.lines_written = _count_lines(self.metrics_path)  # lines of metrics.jsonl (a resume truncates it)
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.rng = self.streams.rng("data_order")  # one permutation per epoch; its state is checkpointed
         self.normalizer = ScoreNormalizer(normalizer)
         self.pair_normalizer = ScoreNormalizer(normalizer)  # combined scores of several RMs (`pair_scores`)
         self.round = 0
@@ -121,7 +125,7 @@ class Trainer:
         run draws the same ones."""
         s = self.settings
         k = s.rerank_warmup_prompts if self.round < s.rerank_warmup and s.rerank_warmup_prompts else s.rerank_prompts
-        rng = np.random.default_rng([self.seed, 7, self.round])
+        rng = self.streams.rng("probes", self.round)
         pick = rng.choice(len(self.validation), size=min(k, len(self.validation)), replace=False)
         return [self.validation[i] for i in sorted(pick)]
 
@@ -141,6 +145,8 @@ class Trainer:
         if self.round % s.rounds_per_iteration == 0:
             self.dpo.start_iteration()
             self.reference_round = self.round
+        for rm in self.rms.values():
+            rm.on_round(self.round)
         unscorable_before = self._unscorable()
         work_before = self._local_work() if self.ranks is not None else None
         examples = self.next_prompts()
@@ -154,19 +160,20 @@ class Trainer:
         routed_probes = self._route_probes(probes, all_contexts[n_train:]) if probes else None
         probes = routed_probes.probes if probes else []
         # The training prompts and the probes still to be scored in one generation call when they take as many
-        # samples (each prompt's samples depend on the seed and the prompt only, not on what else is in the
-        # batch); probes with fewer samples (`rerank_n`) in a second call, of their own seed.
+        # samples (each prompt samples with its own seed, from the round's seed and its place in the call);
+        # probes with fewer samples (`rerank_n`) in a second call, of their own seed.
         probe_n = s.rerank_n or s.n
         together = [ex.prompt for ex in probes] if probe_n == s.n else []
+        seed = self.streams.seed_for("sampling", self.round)
         sampled = self.engine.sample(prompts + together, n=s.n, temperature=s.temperature, top_p=s.top_p,
-                                     max_new_tokens=s.max_new_tokens, seed=self.seed * 100_003 + self.round)
+                                     max_new_tokens=s.max_new_tokens, seed=seed)
         cands = Candidates(prompts, sampled.samples[:n_train], sampled.prompts_truncated)
         if together:
             probe_texts = [sampled.texts(n_train + j) for j in range(len(probes))]
         elif probes:
             alone = self.engine.sample([ex.prompt for ex in probes], n=probe_n, temperature=s.temperature,
                                        top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                       seed=self.seed * 100_003 + self.round + 50_021)
+                                       seed=self.streams.seed_for("sampling", self.round, 1))
             probe_texts = [alone.texts(j) for j in range(len(probes))]
         else:
             probe_texts = []
@@ -229,6 +236,9 @@ class Trainer:
                 "dpo": dpo_metrics, "sync_s": round(sync_s, 4), "seconds": t}
         if probe_stats is not None:
             line["probes"] = probe_stats
+        forgotten = self.strategy.take_forgotten() if hasattr(self.strategy, "take_forgotten") else []
+        if forgotten:  # the router's change detector: these RMs earned clearly less than it expected, and start over
+            line["router_forgot"] = forgotten
         # candidates an RM could not score this round (NaN or inf, a failed row, a server down after its
         # retries): left out of the pairs and the rewards, counted here per RM
         unscorable = {name: n - unscorable_before[name] for name, n in self._unscorable().items()}
@@ -270,14 +280,14 @@ class Trainer:
     def _pair_rng(self) -> np.random.Generator:
         """This round's stream for `max_random` pairs: seeded by (seed, round) alone, so it is the same on every
         rank and after a resume, and drawing pairs never moves the data order (`self.rng`, epochs only)."""
-        return np.random.default_rng([self.seed, 17, self.round])
+        return self.streams.rng("pairs", self.round)
 
     def _normalizer(self):
         """This round's score normalizer: the run's, plus `score_noise` (on raw or normalized scores) when set."""
         sigma = self.settings.score_noise
         if not sigma:
             return self.normalizer
-        rng = np.random.default_rng([self.seed, 13, self.round])
+        rng = self.streams.rng("score_noise", self.round)
 
         def noisy(rm: str, values, update: bool = True) -> np.ndarray:
             if self.settings.score_noise_on == "raw":
@@ -294,8 +304,9 @@ class Trainer:
         During the warm-up every probe is sampled and every RM scores it. After it the router picks one RM
         per probe (exploring); a probe where it is already sure of its pick (the picked RM's lower bound
         above every other RM's upper bound, `rerank_skip_settled`) could not change what it does there:
-        it is neither sampled nor scored; nor, with `rerank_good_enough`, is a probe whose pick's lower bound
-        reaches that rerank gain."""
+        it is neither sampled nor scored; nor, with `rerank_good_enough`, is a
+        probe whose pick's lower bound reaches that rerank gain. A `retest` share of those skipped is sampled and
+        scored anyway, drawn each round, so that a pick that got worse is seen."""
         drawn, batch = len(probes), Batch(round=self.round, domains=[ex.domain for ex in probes])
         if self.round < self.settings.rerank_warmup:
             return _RoutedProbes(list(probes), contexts, None, drawn, 0)
@@ -306,8 +317,11 @@ class Trainer:
         good = self.settings.rerank_good_enough
         if good is not None and chosen.lower is not None:
             keep &= ~(chosen.lower >= good)
+        # A share of the skipped probes is re-tested: the router's sure picks are checked against what they earn now.
+        retest = ~keep & (self.streams.rng("retest", self.round).random(drawn) < self.settings.retest)
+        keep |= retest
         return _RoutedProbes([p for p, k in zip(probes, keep, strict=True) if k], contexts[keep], chosen.subset(keep),
-                             drawn, int((~keep).sum()))
+                             drawn, int((~keep).sum()), int(retest.sum()))
 
     def _probe_feedback(self, routed: _RoutedProbes, texts: list[list[str]], normalize):
         """The router's reward from this round's sampled probes. Only a probe whose samples are partly right
@@ -323,6 +337,7 @@ class Trainer:
         contexts = routed.contexts[mixed]
         warmup = routed.chosen is None
         stats = {"prompts": routed.drawn, "sampled": len(routed.probes), "confident": routed.confident,
+                 "retested": routed.retested,
                  "informative": len(probes), "rm_forward": 0, "every_rm": warmup}
         if warmup:  # every RM on every probe: one assignment per RM, each observed
             choices = [self.strategy._one_per_instance(np.full(len(probes), k)) for k in range(self.strategy.k)]
@@ -477,7 +492,8 @@ class Trainer:
                 "strategy": self.strategy.state_dict(), "normalizer": self.normalizer.state_dict(),
                 "pair_normalizer": self.pair_normalizer.state_dict(),
                 "dpo": self.dpo.state_dict(), "reward_models": {n: rm.state_dict() for n, rm in self.rms.items()},
-                "torch_rng": torch.get_rng_state(), "metrics_lines": _count_lines(self.metrics_path),
+                "torch_rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_states(),
+                "metrics_lines": self.lines_written,
                 "elapsed": self.elapsed, "reference_round": self.reference_round}
 
     def load_state_dict(self, state: dict) -> None:
@@ -501,37 +517,52 @@ class Trainer:
         for n, rm_state in state["reward_models"].items():
             self.rms[n].load_state_dict(rm_state)
         torch.set_rng_state(state["torch_rng"])
+        _set_cuda_rng_states(state.get("cuda_rng", []))
         if is_main_process():  # lines written after the checkpoint are redone
             _truncate_lines(self.metrics_path, state["metrics_lines"])
+        self.lines_written = state["metrics_lines"]
 
     def save_checkpoint(self) -> Path:
-        """Write `checkpoints/round-NNNNNN/` atomically (temp dir, then rename) and point `latest` at it."""
+        """Write `checkpoints/round-NNNNNN/` for the round completed last, and point `latest` at it.
+
+        Crash-safe: everything is written into a temporary directory, flushed to disk (fsync), and only then renamed
+        to its name, so a name always holds a complete checkpoint; `latest` is replaced the same way. A crash or a
+        second Ctrl-C during the write leaves the previous checkpoint as it was. Every rank returns once rank 0 is
+        done (a barrier), so no rank runs ahead of the checkpoint or exits before it is written."""
         ckpt_root = self.run_dir / "checkpoints"
         final = ckpt_root / f"round-{self.round:06d}"
-        if not is_main_process():
-            return final
-        ckpt_root.mkdir(exist_ok=True)
-        tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        self.policy.save_pretrained(tmp / "policy")  # with LoRA, the adapters only
-        self.tokenizer.save_pretrained(tmp / "policy")
-        if self.dpo.ref_model is not None and self._reference_needed():
-            # A full fine-tuning reference is written once per iteration, beside the checkpoints that share it; not
-            # at all when the next round starts a new iteration (it makes its own).
-            ref = ckpt_root / _reference_name(self.reference_round)
-            if not (ref / "model.safetensors").is_file():
-                ref_tmp = ckpt_root / f".{ref.name}.tmp-{os.getpid()}"
-                shutil.rmtree(ref_tmp, ignore_errors=True)
-                self.dpo.save_reference(ref_tmp)
-                shutil.rmtree(ref, ignore_errors=True)
-                os.replace(ref_tmp, ref)
-        save_state(self.state_dict(), tmp / TRAINER_STATE)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        latest = ckpt_root / ".latest.tmp"
-        latest.write_text(final.name)
-        os.replace(latest, ckpt_root / "latest")
+        if is_main_process():
+            ckpt_root.mkdir(exist_ok=True)
+            tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                self.policy.save_pretrained(tmp / "policy")  # with LoRA, the adapters only
+                self.tokenizer.save_pretrained(tmp / "policy")
+                if self.dpo.ref_model is not None and self._reference_needed():
+                    # A full fine-tuning reference is written once per iteration, beside the checkpoints that share
+                    # it; not at all when the next round starts a new iteration (it makes its own).
+                    ref = ckpt_root / _reference_name(self.reference_round)
+                    if not (ref / "model.safetensors").is_file():
+                        ref_tmp = ckpt_root / f".{ref.name}.tmp-{os.getpid()}"
+                        try:
+                            shutil.rmtree(ref_tmp, ignore_errors=True)
+                            self.dpo.save_reference(ref_tmp)
+                            _publish(ref_tmp, ref)
+                        finally:
+                            shutil.rmtree(ref_tmp, ignore_errors=True)
+                save_state(self.state_dict(), tmp / TRAINER_STATE)
+                _publish(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # only left when the write did not finish
+            latest = ckpt_root / ".latest.tmp"
+            with open(latest, "w") as f:
+                f.write(final.name)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(latest, ckpt_root / "latest")
+            _fsync_dir(ckpt_root)
+        barrier()
         return final
 
     def _reference_needed(self) -> bool:
@@ -560,20 +591,24 @@ class Trainer:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(line) + "\n")
             f.flush()
+            os.fsync(f.fileno())  # a line written is kept, whatever happens to the process or the machine next
+        self.lines_written += 1
         if self.tracker is not None:
-            self.tracker.log(line)
+            self.tracker.log(line, index=self.lines_written)
 
 
 @dataclass
 class _RoutedProbes:
     """A round's probes after routing: those to sample (and their contexts), the router's picks for them
-    (None during the warm-up, when every RM scores every probe), how many were drawn and how many settled."""
+    (None during the warm-up, when every RM scores every probe), how many were drawn, how many settled and skipped,
+    and how many settled ones were sampled anyway (`round.retest`)."""
 
     probes: list[Example]
     contexts: np.ndarray
     chosen: Assignment | None
     drawn: int
     confident: int
+    retested: int = 0
 
 
 def _reference_name(round_: int) -> str:
@@ -582,11 +617,43 @@ def _reference_name(round_: int) -> str:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint directory `checkpoints/latest` names."""
+    """The checkpoint directory `checkpoints/latest` names (or, if a crash left `latest` naming a directory that is
+    not there, the newest complete `round-*` directory)."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    if not (ckpt_root / "latest").is_file():
+    named = ckpt_root / (ckpt_root / "latest").read_text().strip() if (ckpt_root / "latest").is_file() else None
+    if named is not None and named.is_dir():
+        return named  # read_trainer_state says what is wrong with it, if anything is
+    complete = sorted(p for p in ckpt_root.glob("round-*") if (p / TRAINER_STATE).is_file())
+    if not complete:
         raise FileNotFoundError(f"{ckpt_root} has no checkpoint to resume from (no checkpoints/latest)")
-    return ckpt_root / (ckpt_root / "latest").read_text().strip()
+    return complete[-1]
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Flush the directory `tmp` to disk and rename it to `final`, replacing what was there only once the new one
+    is complete (the old one is renamed aside first and removed last)."""
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        _fsync_dir(d)
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (the names created or renamed in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_trainer_state(checkpoint: str | Path) -> dict:
@@ -604,6 +671,23 @@ def read_trainer_state(checkpoint: str | Path) -> dict:
     return load_state(path)
 
 
+def _cuda_rng_states() -> list:
+    """Each visible GPU's torch generator state (none on a CPU-only machine)."""
+    return list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else []
+
+
+def _set_cuda_rng_states(states: list) -> None:
+    """Restore what `_cuda_rng_states` saved; a checkpoint moved to a machine with other GPUs says so."""
+    if not states:
+        return
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have != len(states):
+        log.warning("the checkpoint holds the random state of %d GPU(s) and this process sees %d: the resumed run "
+                    "samples differently from an uninterrupted one", len(states), have)
+        return
+    torch.cuda.set_rng_state_all(states)
+
+
 def _count_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
@@ -613,7 +697,10 @@ def _truncate_lines(path: Path, n: int) -> None:
         lines = path.read_text().splitlines(keepends=True)
         if len(lines) > n:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(lines[:n]))
+            with open(tmp, "w") as f:
+                f.write("".join(lines[:n]))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
 
 

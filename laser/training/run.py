@@ -22,14 +22,17 @@ from laser.placement import visible_gpus
 from laser.report import write_run_report
 
 from .distributed import init_distributed, is_main_process, main_first, world
+from .loop import latest_checkpoint
 from .rundir import ASSETS_RECORD, check_assets, embedded_recipe, run_lock
+from .stopping import RunStopped, stop_on_signals
 
 log = logging.getLogger(__name__)
 
 
 def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dict:
     """Run rounds until `config.rounds`, evaluating every `eval_every` rounds and checkpointing every
-    `checkpoint_every` (and at the end, and on Ctrl-C); with `resume`, continue from the newest checkpoint."""
+    `checkpoint_every` (and at the end, and after the round in progress on SIGINT / SIGTERM: see
+    `laser.training.stopping`); with `resume`, continue from the newest checkpoint."""
     from .dpo import per_device_batch_size
 
     init_distributed()
@@ -41,7 +44,9 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
     with ExitStack() as held:
         # Rank 0 owns the run directory; the other ranks stop with its error if it cannot start the run.
         main_first(lambda: held.enter_context(run_lock(run_dir)))
-        main_first(lambda: _prepare_run_dir(config, resume))
+        if main_first(lambda: _prepare_run_dir(config, resume)) == "start over":
+            _say(f"{run_dir} stopped before its first checkpoint: starting it over from round 0", progress)
+            resume = False
         recipe = embedded_recipe(config)
         if recipe is not None and world()[1] > 1:  # rank 0 builds the assets; the others then find them cached
             from laser.assets import build_assets
@@ -56,31 +61,8 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
         gc.collect()
         gc.freeze()
         try:
-            if resume:
-                path = trainer.load_checkpoint()
-                _say(f"resumed from {path} at round {trainer.round}", progress)
-                last = _last_eval(trainer.metrics_path)  # a run killed after its final checkpoint is complete
-            else:
-                last = trainer.evaluate()
-                _say(f"round 0: {_summary(last)}", progress)
-            bar = tqdm(total=config.rounds, initial=trainer.round, desc=f"{config.name} ({config.strategy})",
-                       disable=not progress)
-            try:
-                while trainer.round < config.rounds:
-                    trainer.run_round()
-                    bar.update(1)
-                    r = trainer.round
-                    if r % config.eval_every == 0 or r == config.rounds:
-                        last = trainer.evaluate()
-                        _say(f"round {r}: {_summary(last)}", progress)
-                    if r % config.checkpoint_every == 0 or r == config.rounds:
-                        trainer.save_checkpoint()
-            except KeyboardInterrupt:
-                path = trainer.save_checkpoint()
-                _say(f"interrupted: checkpoint {path}; continue with laser train --resume {run_dir}", True)
-                raise
-            finally:
-                bar.close()
+            with stop_on_signals(lambda m: _say(m, True)) as stop:
+                last = _rounds(trainer, config, resume, stop, progress)
         finally:
             gc.unfreeze()  # a later run in this process may collect what this one loaded
             trainer.engine.close()
@@ -92,21 +74,85 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
     return last
 
 
-def _prepare_run_dir(config: RunConfig, resume: bool) -> None:
-    """Check that the run directory can take this run (new) or continue it (resume); write its config."""
-    from .loop import latest_checkpoint, read_trainer_state
+def _rounds(trainer, config: RunConfig, resume: bool, stop, progress: bool) -> dict | None:
+    """Evaluate round 0 (or resume), then run rounds until `config.rounds`, evaluating and checkpointing on schedule;
+    a stop request (`laser.training.stopping`) ends the loop at the next round boundary with a checkpoint."""
+    run_dir = config.run_dir
+    if resume:
+        path = trainer.load_checkpoint()
+        _say(f"resumed from {path} at round {trainer.round}", progress)
+        last = _last_eval(trainer.metrics_path)  # a run killed after its final checkpoint is complete
+        saved = trainer.round  # the round of the newest checkpoint
+    else:
+        last = trainer.evaluate()
+        _say(f"round 0: {_summary(last)}", progress)
+        saved = None
+    bar = tqdm(total=config.rounds, initial=trainer.round, desc=f"{config.name} ({config.strategy})",
+               disable=not progress)
+    try:
+        while trainer.round < config.rounds:
+            signum = stop.agreed()  # every rank stops after the same round
+            if signum is not None:
+                path = trainer.save_checkpoint() if saved != trainer.round else latest_checkpoint(run_dir)
+                raise RunStopped(signum, trainer.round, path)
+            trainer.run_round()
+            bar.update(1)
+            r = trainer.round
+            if r % config.eval_every == 0 or r == config.rounds:
+                last = trainer.evaluate()
+                _say(f"round {r}: {_summary(last)}", progress)
+            if r % config.checkpoint_every == 0 or r == config.rounds:
+                trainer.save_checkpoint()
+                saved = r
+    except RunStopped as e:
+        _say(f"stopped after round {e.round}: checkpoint {e.checkpoint}; continue with laser train --resume "
+             f"{run_dir}", True)
+        raise
+    except KeyboardInterrupt:
+        kept = _newest_checkpoint(run_dir)
+        _say(f"stopped at once in round {trainer.round + 1}, which is dropped; " + (
+            f"the last checkpoint is {kept}; continue with laser train --resume {run_dir}" if kept else
+            "no checkpoint was written yet"), True)
+        raise
+    finally:
+        bar.close()
+    return last
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    try:
+        return latest_checkpoint(run_dir)
+    except FileNotFoundError:
+        return None
+
+
+def _prepare_run_dir(config: RunConfig, resume: bool) -> str:
+    """Check that the run directory can take this run (new) or continue it (resume); write its config. Returns
+    "resume", "new", or "start over" (a run to resume that stopped before its first checkpoint: its metrics are
+    cleared, and it starts again from round 0, which its config alone determines)."""
+    from .loop import read_trainer_state
 
     run_dir = config.run_dir
-    if not resume and (run_dir / "metrics.jsonl").exists():
+    metrics = run_dir / "metrics.jsonl"
+    if not resume and metrics.exists():
         raise ConfigError(f"{run_dir} already holds a run (metrics.jsonl); resume it with --resume {run_dir}, "
                           "or choose another name=")
     if resume:
         check_assets(config)
-        read_trainer_state(latest_checkpoint(run_dir))  # a missing or unsafe checkpoint stops before any model loads
+        try:
+            checkpoint = latest_checkpoint(run_dir)
+        except FileNotFoundError:
+            if not metrics.exists():
+                raise
+            metrics.write_text("")
+            return "start over"
+        read_trainer_state(checkpoint)  # an unsafe checkpoint stops before any model loads
+        return "resume"
     else:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         recipe = embedded_recipe(config)
         (run_dir / ASSETS_RECORD).write_text(json.dumps({"digest": recipe.digest() if recipe else None}) + "\n")
+    return "new"
 
 
 def _last_eval(metrics_path: Path) -> dict | None:

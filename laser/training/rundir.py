@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,6 +51,33 @@ def run_lock(run_dir: Path):
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+class RunNotRunning(RuntimeError):
+    """No live process writes to this run directory."""
+
+
+def stop_run(run_dir: str | Path, now: bool = False, wait: float = 600.0, poll: float = 0.2) -> tuple[int, str]:
+    """Ask the run writing `run_dir` to stop: SIGTERM to the process holding its lock (under torchrun, rank 0: the
+    ranks agree at the round boundary, so all of them stop), then with `now` a second SIGTERM (stop at once).
+    Only that process is signalled, never its process group, which may hold other runs or the shell that started
+    them. Waits up to `wait` seconds for it to exit; returns (pid, "stopped" or "running")."""
+    lock = Path(run_dir) / ".lock"
+    try:
+        pid = int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        pid = 0
+    if not pid or not process_alive(pid):
+        raise RunNotRunning(f"no run is writing to {run_dir} (no live process holds {lock})")
+    os.kill(pid, signal.SIGTERM)
+    if now:
+        time.sleep(poll)  # two signals delivered at once may be taken as one
+        if process_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return pid, "running" if process_alive(pid) else "stopped"
 
 
 def process_alive(pid: int) -> bool:
