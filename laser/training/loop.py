@@ -555,13 +555,7 @@ class Trainer:
                 _publish(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)  # only left when the write did not finish
-            latest = ckpt_root / ".latest.tmp"
-            with open(latest, "w") as f:
-                f.write(final.name)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(latest, ckpt_root / "latest")
-            _fsync_dir(ckpt_root)
+            _replace_text(ckpt_root / "latest", final.name)
         barrier()
         return final
 
@@ -647,6 +641,17 @@ def _publish(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _replace_text(path: Path, text: str) -> None:
+    """Replace the file `path` with `text` all at once: written beside it, flushed to disk, renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def _fsync_dir(path: Path) -> None:
     """Flush a directory's entries (the names created or renamed in it) to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -696,12 +701,7 @@ def _truncate_lines(path: Path, n: int) -> None:
     if path.exists():
         lines = path.read_text().splitlines(keepends=True)
         if len(lines) > n:
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                f.write("".join(lines[:n]))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            _replace_text(path, "".join(lines[:n]))
 
 
 def _mean_by(domains: Sequence[str], assignment: Assignment, feedback: np.ndarray,
