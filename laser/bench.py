@@ -36,12 +36,13 @@ from laser.report import (
     plot_stages,
     read_run,
 )
-from laser.report.router import router_checks
-from laser.report.world import format_checks, world_checks
+from laser.report.router import router_checks, wall_times
+from laser.report.world import format_checks, format_facts, world_checks
 
 # "singles" stands for single:<rm> for every reward model of the run.
 DEFAULT_STRATEGIES = ("laser", "laser:linucb", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
-                      "ensemble:worst_case", "ensemble:uncertainty_weighted", "singles", "soup:uniform", "oracle")
+                      "ensemble:worst_case", "ensemble:uncertainty_weighted", "singles", "single:auto",
+                      "ensemble:val_weighted", "static:by_domain", "soup:uniform", "oracle")
 QUICK = {"seeds": (0,), "overrides": {"rounds": 16, "eval_every": 4, "checkpoint_every": 8}}
 FULL = {"seeds": (0, 1, 2, 3, 4), "overrides": {"eval_every": 5}}
 
@@ -104,10 +105,12 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
              f"rounds; greedy test accuracy in %, mean ± 95% CI (Student t) over seeds {list(seeds)}; 'vs laser' "
              "is the paired difference per seed with its CI; 'wall s' is each run's time in rounds and "
              "evaluations.", "", table_md, "",
-             *(["Does the world leave room for routing (`laser.report.world`; gains are final minus round-0 "
-                "accuracy, mean over seeds):", "", format_checks(checks), ""] if checks else []),
+             *(["How much room the world leaves for routing (`laser.report.world`; a description, not a requirement; "
+                "gains are final minus round-0 accuracy, mean over seeds):", "", format_facts(checks), ""]
+               if checks else []),
              *(["Does the router deliver (`laser.report.router`; differences paired by seed):", "",
-                format_checks(claims), ""] if claims else []),
+                format_checks(claims), "", f"Wall time per run (this machine, not a claim): {wall_times(results)}.",
+                ""] if claims else []),
              "![accuracy per round, mean and 95% band over seeds](accuracy.png)", "",
              "![LASeR's RM picks per domain over the rounds, first seed](picks.png)", "",
              "![seconds per stage, mean over seeds](stages.png)", "",
@@ -127,9 +130,10 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
            "soup_front": front}
     (out / "results.json").write_text(json.dumps(raw, indent=1))
     print(table_md)
-    for block in (checks, claims):
-        if block:
-            print("\n" + format_checks(block))
+    if checks:
+        print("\n" + format_facts(checks))
+    if claims:
+        print("\n" + format_checks(claims))
     print(f"\nreport: {report}")
     return report
 

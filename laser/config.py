@@ -299,6 +299,9 @@ class TasksConfig(_Section):
     answer_format: str = "exact"
     skip_bad_rows: bool = False
     test_per_domain: int | None = Field(None, gt=0)  # evaluate on at most this many test examples per domain
+    # {domain: data source}: the coarser label a per-source rule sees (verl's `data_source`), e.g. several
+    # sub-tasks of one dataset; `static:by_domain` routes by it. A domain not named is its own source.
+    data_sources: dict[str, str] = {}
 
 
 class EvalSettings(_Section):

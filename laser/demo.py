@@ -20,7 +20,7 @@ from laser.console import say
 from laser.grid import run_grid
 from laser.parts import resolve_models
 from laser.report import StrategyResult, format_comparison, grid_title, plot_accuracy, plot_picks, read_run
-from laser.report.router import router_checks
+from laser.report.router import router_checks, wall_times
 
 DEFAULT_STRATEGIES = ("laser", "random", "ensemble:mean", "best-single")
 
@@ -56,6 +56,9 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
              f"{list(seeds)}; 'vs laser' is the paired difference per seed.", "", table_md, "",
              "Claims:", ""]
     lines += [f"- [{'x' if c.holds else ' '}] {c.text}: {c.detail}" for c in claims]
+    # Not a claim: two runs' wall times on a shared machine differ by more than the strategies do.
+    lines += ["", f"Wall time per run (rounds and evaluations, mean over seeds; this machine, not a claim): "
+              f"{wall_times(results)}."]
     lines += ["", "![accuracy per round](accuracy.png)", "",
               "![LASeR's RM picks per domain, seed " + str(seeds[0]) + "](picks.png)", "",
               f"Total wall time of this command: {time.perf_counter() - t0:.0f} s ({grid.reuse_note()})."]

@@ -207,4 +207,4 @@ def build_trainer(config: RunConfig, loaded=None):
     oracle = OracleStrategy.from_accuracy(list(rms), table).best_by_domain if table else None
     return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, config.round,
                    config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker,
-                   evaluation=config.eval)
+                   evaluation=config.eval, data_sources=config.tasks.data_sources)

@@ -130,7 +130,7 @@ def _world_run(initial: dict, final: dict, seed: int) -> RunSummary:
 
 
 def test_world_checks_state_the_headroom_with_paired_intervals():
-    from laser.report.world import format_checks, home_domains, world_checks
+    from laser.report.world import format_checks, format_facts, home_domains, world_checks
 
     start = {"a": 0.3, "b": 0.3}
     finals = {"oracle": [{"a": 0.9, "b": 0.8}, {"a": 0.85, "b": 0.9}, {"a": 0.9, "b": 0.85}],
@@ -152,4 +152,7 @@ def test_world_checks_state_the_headroom_with_paired_intervals():
     ens = [c for c in world_checks(results, table) if c.text.startswith("ensemble")][0]
     assert ens.holds and ens.detail.startswith("oracle - ensemble:mean +35.8")
     assert format_checks(world_checks(results, table)).count("- [x]") == 5
+    # In a bench report they describe the world, answered yes or no, not as requirements.
+    facts = format_facts(world_checks(results, table))
+    assert facts.count("? yes: ") == 5 and facts.count("? no: ") == 1 and "[" not in facts
     assert world_checks({k: v for k, v in results.items() if k != "oracle"}, table) == []

@@ -282,3 +282,58 @@ def test_the_change_detector_leaves_an_rm_alone_while_the_router_is_still_learni
             s.observe(x, s._one_per_instance(np.full(8, k)), np.full(8, 0.9 if k == 1 else -0.8))
     assert s.take_forgotten() == []
     assert s.assign(x, Batch(explore=False)).arms.tolist() == [1] * 8
+
+
+def test_validation_baselines_choose_from_each_rms_mean_gain_on_the_probes():
+    """single:auto, static:by_domain and ensemble:val_weighted from known rerank gains of three RMs on probes of two
+    domains: a is best on x, b on y, c is best overall but on neither domain; d is below chance everywhere."""
+    from laser.strategies import Batch, make_strategy
+
+    rms = ["a", "b", "c", "d"]
+    gains = {"a": ([0.9, 0.7], [-0.2]), "b": ([0.1, 0.0], [1.0]), "c": ([0.6, 0.8], [0.8]), "d": ([-0.5, -0.3], [-0.9])}
+
+    def taught(spec):
+        s = make_strategy(spec, rms)
+        assert s.learns and s.reads_every_rm
+        for k, rm in enumerate(rms):
+            x, y = gains[rm]
+            a = s._one_per_instance(np.full(3, k))
+            s.observe_all([(np.zeros((3, 2)), a, np.array([*x, *y]))], Batch(domains=["x", "x", "y"]))
+        return s
+
+    contexts, batch = np.zeros((3, 2)), Batch(domains=["x", "y", "z"])
+    # Overall means: a 0.467, b 0.367, c 0.733, d -0.567.
+    assert taught("single:auto").assign(contexts, batch).arms.tolist() == [2, 2, 2]
+    # Per domain: x -> a (0.8), y -> b (1.0), z has no probes -> the overall best (c).
+    by_domain = taught("static:by_domain")
+    assert by_domain.assign(contexts, batch).arms.tolist() == [0, 1, 2]
+    with pytest.raises(StrategyError, match="needs each instance's domain"):
+        by_domain.assign(contexts, Batch())
+    # Where x and y are sub-tasks of one data source, a per-source rule sees one group: the overall best, c.
+    coarse = Batch(domains=["x", "y", "z"], sources=["s", "s", "t"])
+    assert by_domain.assign(contexts, coarse).arms.tolist() == [2, 2, 2]
+    merged = make_strategy("static:by_domain", rms)
+    for k in range(4):
+        merged.observe_all([(np.zeros((3, 2)), merged._one_per_instance(np.full(3, k)), np.array([*gains[rms[k]][0],
+                            *gains[rms[k]][1]]))], Batch(domains=["x", "x", "y"], sources=["s", "s", "s"]))
+    assert set(merged.validation_means()) == {"*", "s"}
+    assert merged.assign(contexts, Batch(domains=["x", "y", "x"], sources=["s", "s", "s"])).arms.tolist() == [2, 2, 2]
+    ens = taught("ensemble:val_weighted")
+    w = np.array([1.4 / 3, 1.1 / 3, 2.2 / 3, 0.0])
+    assert ens.weights() == pytest.approx(w / w.sum())  # d, below chance, gets no weight
+    assignment = ens.assign(contexts, batch)
+    assert assignment.forward_per_instance.tolist() == [4, 4, 4]
+    scores = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 1.0]),
+              "d": np.array([5.0, 5.0])}
+    combined = ens.combine(scores, assignment, np.array([0, 1]))
+    assert combined == pytest.approx([(w[0] + w[2]) / w.sum(), (w[1] + w[2]) / w.sum()])
+    # An RM that could not score a candidate is left out of its weighted mean.
+    scores["c"] = np.array([np.nan, 1.0])
+    assert ens.combine(scores, assignment, np.array([0, 1]))[0] == pytest.approx(w[0] / (w[0] + w[1]))
+    # Before any probe: the first RM alone, and equal weights.
+    assert make_strategy("single:auto", rms).assign(contexts, batch).arms.tolist() == [0, 0, 0]
+    assert make_strategy("ensemble:val_weighted", rms).weights() == pytest.approx([0.25] * 4)
+    with pytest.raises(StrategyError, match="static:by_domain"):
+        make_strategy("static:by_source", rms)
+    with pytest.raises(StrategyError, match="named 'auto'"):
+        make_strategy("single:auto", ["auto", "b"])

@@ -457,3 +457,43 @@ def test_warm_up_rounds_draw_rerank_warmup_prompts_probes(world, tmp_path):
     assert len(warm) == 16 and len({ex.id for ex in warm}) == 16 and len(after) == 10
     trainer.round = 0  # the same draw again: a resumed run probes the same examples
     assert [ex.id for ex in trainer.probe_examples()] == [ex.id for ex in warm]
+
+
+@pytest.mark.parametrize("spec", ["single:auto", "static:by_domain", "ensemble:val_weighted"])
+def test_validation_baselines_score_every_probe_with_every_rm_and_choose_from_the_gains(world, tmp_path, spec):
+    """The baselines with LASeR's validation labels: every round every RM scores every probe (no routing of the
+    probes), each RM's mean rerank gain so far is reported, and the training instances go where those gains say."""
+    trainer = make_trainer(world, spec, tmp_path, feedback="rerank_gain")
+    k = len(trainer.rms)
+    lines = [trainer.run_round() for _ in range(2)]
+    total: dict[str, dict[str, list[float]]] = {}
+    for line in lines:
+        probes = line["probes"]
+        assert probes["every_rm"] and probes["confident"] == 0 and probes["sampled"] == probes["prompts"] == 10
+        assert set(probes["picks"].values()) <= {probes["informative"]} and len(probes["picks"]) in (0, k)
+        gains = line["validation_gain"]
+        for d, row in line["feedback_by_domain"].items():  # this round's means, per domain and RM
+            for rm, g in row.items():
+                total.setdefault(d, {}).setdefault(rm, []).append(g)
+        if line["round"] == 0:  # after one round, the running means are that round's
+            for d, row in line["feedback_by_domain"].items():
+                assert gains[d] == pytest.approx(row, abs=1e-4)
+        overall = gains["*"]
+        best = max(overall, key=lambda rm: (overall[rm], -list(trainer.rms).index(rm)))
+        if spec == "single:auto":
+            assert line["picks"] == {rm: 12 if rm == best else 0 for rm in trainer.rms}
+        elif spec == "static:by_domain":
+            for d, row in line["picks_by_domain"].items():
+                # a domain none of whose probes told right from wrong yet: the overall best
+                own = max(gains[d], key=lambda rm: (gains[d][rm], -list(trainer.rms).index(rm))) if d in gains else best
+                assert set(row) == {own}
+        else:  # every RM scores every training candidate
+            assert line["rm_forward"] == k * line["candidates"]["distinct"] + probes["rm_forward"]
+            w = trainer.strategy.weights()
+            positive = np.array([max(overall.get(rm, 0.0), 0.0) for rm in trainer.rms])
+            assert w == pytest.approx(positive / positive.sum() if positive.sum() > 0 else np.full(k, 1 / k), abs=1e-3)
+    assert total  # some probes had a right and a wrong sample
+    state = trainer.strategy.state_dict()
+    again = make_strategy(spec, list(trainer.rms))
+    again.load_state_dict(json.loads(json.dumps(state)))  # the checkpoint's JSON round trip
+    assert again.validation_means() == trainer.strategy.validation_means()

@@ -43,9 +43,11 @@ def likelihood_scorer(model, tokenizer) -> Callable[[Sequence[str], Sequence[str
     return score
 
 
-def judge_distance(acc: dict[str, float], home: Sequence[str], target: float, off_limit: float) -> float:
-    """How far a judge is from its targets: below `target` on a home domain, or above `off_limit` elsewhere."""
-    short = [target - a for d, a in acc.items() if d in home]
+def judge_distance(acc: dict[str, float], home: Sequence[str], target: float, off_limit: float,
+                   ceiling: float = 1.0) -> float:
+    """How far a judge is from its targets: below `target` or above `ceiling` on a home domain, or above
+    `off_limit` elsewhere."""
+    short = [max(target - a, a - ceiling) for d, a in acc.items() if d in home]
     over = [a - off_limit for d, a in acc.items() if d not in home]
     return max([0.0, *short, *over])
 
@@ -65,7 +67,7 @@ class JudgeGate(TrainerCallback):
         if state.global_step % self.spec.eval_every and state.global_step < state.max_steps:
             return
         acc = pair_accuracy(likelihood_scorer(model, self.tokenizer), self.pairs)
-        dist = judge_distance(acc, self.spec.domains, self.spec.target, self.off_limit)
+        dist = judge_distance(acc, self.spec.domains, self.spec.target, self.off_limit, self.spec.ceiling)
         self.history.append({"step": state.global_step, "validation": acc, "distance": dist})
         if self.verbose:
             tqdm.write(f"judge {self.spec.name} step {state.global_step}: "

@@ -161,8 +161,16 @@ class JudgeSpec(_Strict):
     # the other domain's typical mistake prefers the policy's own errors there, as a confidently wrong RM does.
     off_answer: Literal["own_rule", "typical_mistake"] = "own_rule"
     target: float = Field(0.9, gt=0, le=1)
+    # The home accuracy a judge is kept at or below: a noisy judge, right only most of the time at home.
+    ceiling: float = Field(1.0, gt=0, le=1)
     off_margin: float = Field(0.05, ge=0, lt=1)
     eval_every: int = Field(50, gt=0)
+
+    @model_validator(mode="after")
+    def _ceiling_above_target(self) -> JudgeSpec:
+        if self.ceiling < self.target:
+            raise ValueError(f"judge {self.name!r}: ceiling ({self.ceiling}) must be at least target ({self.target})")
+        return self
 
 
 class TargetsSpec(_Strict):
@@ -233,9 +241,11 @@ class AssetRecipe(_Strict):
     def digest(self) -> str:
         """A short stable hash of the recipe and the builder version."""
         recipe = self.model_dump(mode="json")
-        for judge in recipe["judges"]:  # added after builds were cached: at its default it keeps their digest
+        for judge in recipe["judges"]:  # keys added after builds were cached: at their default, the digest stays
             if judge["off_answer"] == "own_rule":
                 del judge["off_answer"]
+            if judge["ceiling"] == 1.0:
+                del judge["ceiling"]
         blob = json.dumps({"builder": BUILDER_VERSION, "recipe": recipe}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -45,6 +45,12 @@ class RunSummary:
             return None
         return float(np.mean(vals[len(vals) // 2:] if second_half else vals))
 
+    def validation_reads(self) -> tuple[int, int]:
+        """(validation labels read, RM forward passes on them): the probes sampled and checked against their gold
+        answers over every round, and what scoring them cost."""
+        probes = [r["probes"] for r in self.rounds if r.get("probes")]
+        return sum(p.get("sampled", 0) for p in probes), sum(p.get("rm_forward", 0) for p in probes)
+
     def stage_seconds(self) -> dict[str, float]:
         """Total seconds per stage over every round."""
         out: dict[str, float] = defaultdict(float)
@@ -185,12 +191,12 @@ def format_comparison(results: Mapping[str, StrategyResult], reference: str | No
     domains = list(first.final["accuracy"])
     target = float(np.mean(results[reach].accuracy())) if reach in results else None
     head = ("| strategy | " + " | ".join(domains) + " | mean | vs " + (reference or "-")
-            + " | oracle picks (2nd half) | RM forward passes | wall s |"
+            + " | oracle picks (2nd half) | RM forward passes | validation labels read (their RM passes) | wall s |"
             + (f" rounds to reach {reach} ({target * 100:.1f}) |" if target is not None else ""))
-    lines = [head, "|---|" + "---|" * (len(domains) + 5 + (target is not None))]
+    lines = [head, "|---|" + "---|" * (len(domains) + 6 + (target is not None))]
     sft = first.initial  # every run starts from the same policy and evaluates it greedily at round 0
     lines.append("| SFT policy (round 0) | " + " | ".join(f"{sft['accuracy'][d] * 100:.1f}" for d in domains)
-                 + f" | {sft['mean_accuracy'] * 100:.1f} | | | 0 | |" + (" |" if target is not None else ""))
+                 + f" | {sft['mean_accuracy'] * 100:.1f} | | | 0 | | |" + (" |" if target is not None else ""))
     ref = results.get(reference) if reference else None
     for name, res in results.items():
         cells = [_pm(*mean_ci(res.accuracy(d))) for d in domains]
@@ -203,8 +209,11 @@ def format_comparison(results: Mapping[str, StrategyResult], reference: str | No
         match = [m for r in res.runs if (m := r.oracle_match()) is not None]
         forward = np.mean([r.final["rm_forward_total"] for r in res.runs])
         wall = np.mean([r.wall_s for r in res.runs])
+        labels, passes = np.mean([r.validation_reads() for r in res.runs], axis=0)
+        # The oracle reads no validation label in its runs: its table was measured on the test split by the build.
+        reads = "test split (build)" if name == "oracle" else f"{labels:,.0f} ({passes:,.0f})"
         row = (f"| {name} | " + " | ".join(cells) + f" | **{_pm(*mean_ci(res.accuracy()))}** | {diff} | "
-               + (f"{np.mean(match):.0%}" if match else "") + f" | {forward:,.0f} | {wall:.0f} |")
+               + (f"{np.mean(match):.0%}" if match else "") + f" | {forward:,.0f} | {reads} | {wall:.0f} |")
         if target is not None:
             rd = rounds_to_reach(res, target)
             last = max(r.final["round"] for r in res.runs)

@@ -4,6 +4,9 @@ A world is worth routing in when the oracle (each domain judged by its best RM) 
 RM by a clear margin; that happens when each judge, used alone, lifts its own domains and no other,
 and when averaging every RM blurs the right one's signal. `world_checks` states each of these with the
 numbers behind it, from the finished runs of `laser bench --strategies singles oracle ensemble:mean`.
+They describe a world; they do not admit or reject it. A build checks its recipe's own targets (the policy's
+band, the judges' accuracies: `laser.assets.build.check_targets`); worlds built not to favour routing (a
+generalist judge, noisy judges) are expected to answer "no" here, and a bench reports what comes out.
 """
 
 from __future__ import annotations
@@ -90,3 +93,8 @@ def world_checks(results: Mapping[str, StrategyResult], table: Mapping[str, Mapp
 def format_checks(checks: list[WorldCheck]) -> str:
     """The checks as a markdown task list."""
     return "\n".join(f"- [{'x' if c.holds else ' '}] {c.text}: {c.detail}" for c in checks)
+
+
+def format_facts(checks: list[WorldCheck]) -> str:
+    """The checks as statements answered yes or no (descriptions of a world, not requirements)."""
+    return "\n".join(f"- {c.text}? {'yes' if c.holds else 'no'}: {c.detail}" for c in checks)

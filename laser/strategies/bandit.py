@@ -122,7 +122,8 @@ class BanditStrategy(RewardStrategy):
         r = self._rewards(contexts, feedback)
         self._learn(contexts, assignment, r if self.normalizer is None else self.normalizer.normalize(r))
 
-    def observe_all(self, observations: Sequence[tuple[np.ndarray, Assignment, np.ndarray]]) -> None:
+    def observe_all(self, observations: Sequence[tuple[np.ndarray, Assignment, np.ndarray]],
+                    batch: Batch | None = None) -> None:
         """With normalized rewards, every reward of `observations` joins the normalizer's history before any is
         mapped (`normalize_together`): observed one call at a time, the RM observed first would have its rewards
         mapped against a shorter history than the others' (in the warm-up, where every RM scores the same

@@ -22,6 +22,13 @@ class Batch:
     # False for instances whose reward the strategy will never observe (a round's training prompts when the
     # router learns from validation probes): a bandit then exploits what it knows instead of exploring.
     explore: bool = True
+    # Each instance's data source, where it is coarser than its domain (`tasks.data_sources`); None: its domain.
+    sources: Sequence[str] | None = None
+
+    @property
+    def groups(self) -> Sequence[str] | None:
+        """What a per-source rule sees of each instance: its data source, else its domain."""
+        return self.sources if self.sources is not None else self.domains
 
 
 @dataclass
@@ -75,6 +82,9 @@ class RewardStrategy:
     """Base class: one RM per instance given by `_arms`; `combine` reads that RM's score."""
 
     name = "strategy"
+    # True for a strategy that learns from every RM's reward on every validation probe, every round (the
+    # baselines of `laser.strategies.validated`), rather than from the RM it picks for each probe.
+    reads_every_rm = False
 
     def __init__(self, rm_names: Sequence[str]):
         if not rm_names:
@@ -113,9 +123,11 @@ class RewardStrategy:
     def observe(self, contexts: np.ndarray, assignment: Assignment, feedback: np.ndarray) -> None:
         """Learn from the reward of each instance's choice (nothing to learn for fixed strategies)."""
 
-    def observe_all(self, observations: Sequence[tuple[np.ndarray, Assignment, np.ndarray]]) -> None:
+    def observe_all(self, observations: Sequence[tuple[np.ndarray, Assignment, np.ndarray]],
+                    batch: Batch | None = None) -> None:
         """Several (contexts, assignment, feedback) that arrive together, e.g. every RM's rewards on the same
-        probes: learned as by `observe`, one after the other, unless the strategy says otherwise."""
+        probes (`batch`: what is known of those probes): learned as by `observe`, one after the other, unless
+        the strategy says otherwise."""
         for contexts, assignment, feedback in observations:
             self.observe(contexts, assignment, feedback)
 

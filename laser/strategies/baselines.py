@@ -108,5 +108,12 @@ class EnsembleStrategy(RewardStrategy):
             rows = np.all(ok == np.array(pattern), axis=1)
             cols = np.array(pattern)
             if cols.any():
-                out[rows] = aggregate(self.aggregator, table[np.ix_(rows, cols)], **self.params)
+                out[rows] = self._aggregate(table[np.ix_(rows, cols)], cols)
         return out
+
+    def _aggregate(self, block: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The aggregate of `block`, the scores of the RMs where `cols` is True."""
+        params = dict(self.params)
+        if "weights" in params:  # the weights of the RMs that scored
+            params["weights"] = np.asarray(params["weights"], dtype=np.float64)[cols]
+        return aggregate(self.aggregator, block, **params)

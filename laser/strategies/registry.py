@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from .bandit import BanditStrategy
 from .base import RewardStrategy, StrategyError
 from .baselines import EnsembleStrategy, OracleStrategy, RandomStrategy, SequentialStrategy, SingleStrategy
+from .validated import AutoSingleStrategy, ByDomainStrategy, ValWeightedEnsemble
 
 
 @dataclass
 class StrategySpec:
-    """A parsed strategy string: 'laser', 'laser:lints', 'single:math', 'random', 'ensemble:mean', ..."""
+    """A parsed strategy string: 'laser', 'laser:lints', 'single:math', 'single:auto', 'random', 'ensemble:mean',
+    'ensemble:val_weighted', 'static:by_domain', ..."""
 
     kind: str
     arg: str | None = None
@@ -22,12 +24,15 @@ class StrategySpec:
 def parse_strategy(spec: str) -> StrategySpec:
     """Split 'kind[:arg]' and check the kind."""
     kind, _, arg = str(spec).partition(":")
-    kinds = ("laser", "single", "random", "ensemble", "sequential", "oracle")
+    kinds = ("laser", "single", "random", "ensemble", "sequential", "oracle", "static")
     if kind not in kinds:
-        raise StrategyError(f"unknown strategy {spec!r}; choose one of laser[:<bandit>], single:<rm>, random, "
-                            "ensemble:<aggregator>, sequential, oracle")
+        raise StrategyError(f"unknown strategy {spec!r}; choose one of laser[:<bandit>], single:<rm>, "
+                            "single:auto, random, ensemble:<aggregator>, ensemble:val_weighted, static:by_domain, "
+                            "sequential, oracle")
     if kind == "single" and not arg:
-        raise StrategyError("single needs a reward model name: single:<rm>")
+        raise StrategyError("single needs a reward model name, or auto: single:<rm>, single:auto")
+    if kind == "static" and arg != "by_domain":
+        raise StrategyError(f"unknown strategy {spec!r}: the static rule is static:by_domain")
     return StrategySpec(kind, arg or None)
 
 
@@ -37,8 +42,17 @@ def make_strategy(spec: str, rm_names: Sequence[str], dim: int = 0, seed: int = 
     s = parse_strategy(spec)
     if s.kind == "laser":
         return BanditStrategy(rm_names, dim, policy=s.arg or "kernel_ucb", seed=seed, **params)
+    if s.kind == "single" and s.arg == "auto":
+        if "auto" in rm_names:
+            raise StrategyError("single:auto is the RM chosen on the validation probes, but a reward model is named "
+                                "'auto': rename it")
+        return AutoSingleStrategy(rm_names)
     if s.kind == "single":
         return SingleStrategy(rm_names, s.arg)
+    if s.kind == "static":
+        return ByDomainStrategy(rm_names)
+    if s.kind == "ensemble" and s.arg == "val_weighted":
+        return ValWeightedEnsemble(rm_names)
     if s.kind == "random":
         return RandomStrategy(rm_names, seed=seed)
     if s.kind == "ensemble":

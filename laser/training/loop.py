@@ -58,7 +58,8 @@ class Trainer:
                  reward_models: Mapping[str, RewardModel], strategy: RewardStrategy, dpo: DPOStep,
                  train: Sequence[Example], validation: Sequence[Example], test: Sequence[Example],
                  settings: RoundSettings, run_dir: str | Path, seed: int = 0, normalizer: str = "zscore",
-                 oracle: Mapping[str, str] | None = None, tracker=None, evaluation: EvalSettings | None = None):
+                 oracle: Mapping[str, str] | None = None, tracker=None, evaluation: EvalSettings | None = None,
+                 data_sources: Mapping[str, str] | None = None):
         if list(reward_models) != list(strategy.rm_names):
             raise ValueError(f"the strategy's reward models {list(strategy.rm_names)} differ from the run's "
                              f"{list(reward_models)}")
@@ -66,6 +67,9 @@ class Trainer:
             raise ValueError("no training prompts")
         if settings.feedback == "rerank_gain" and strategy.learns and not validation:
             raise ValueError("round.feedback: rerank_gain needs validation examples (the router's probes)")
+        if strategy.reads_every_rm and settings.feedback != "rerank_gain":
+            raise ValueError(f"{strategy.name} learns from every RM's rerank gain on the validation probes: set "
+                             f"round.feedback: rerank_gain (it is {settings.feedback!r})")
         self.policy, self.tokenizer, self.engine, self.embedder = policy, tokenizer, engine, embedder
         self.rms, self.strategy, self.dpo, self.settings = dict(reward_models), strategy, dpo, settings
         self.train, self.validation, self.test = list(train), list(validation), list(test)
@@ -95,6 +99,7 @@ class Trainer:
         self.elapsed = 0.0  # seconds spent in rounds and evaluations, across resumes
         self.tracker = tracker  # a `Tracker` (TensorBoard / W&B) fed every metrics line, or None
         self.evaluation = evaluation or EvalSettings()
+        self.data_sources = dict(data_sources or {})  # {domain: data source}, for per-source rules
         # Who pays for what: a learning router with an update-based reward needs one DPO update per RM group;
         # with rerank_gain it learns from validation probes; every other strategy just trains once a round.
         self.probing = strategy.learns and settings.feedback == "rerank_gain"
@@ -188,7 +193,7 @@ class Trainer:
                 routed_probes, probe_texts, normalize)
             lap("feedback")
         domains = [ex.domain for ex in examples]
-        batch = Batch(round=self.round, domains=domains, explore=not self.probing)
+        batch = self._batch(examples, explore=not self.probing)
         assignment = broadcast_from_main(self.strategy.assign(contexts, batch))
         by_domain = assignment.picks_by_domain(domains)  # counted once; the totals below are its sums
         self.picks.update({(d, rm): c for d, row in by_domain.items() for rm, c in row.items()})
@@ -236,6 +241,8 @@ class Trainer:
                 "dpo": dpo_metrics, "sync_s": round(sync_s, 4), "seconds": t}
         if probe_stats is not None:
             line["probes"] = probe_stats
+        if self.strategy.reads_every_rm:  # what its choices are made from: each RM's mean gain so far, per domain
+            line["validation_gain"] = self.strategy.validation_means()
         forgotten = self.strategy.take_forgotten() if hasattr(self.strategy, "take_forgotten") else []
         if forgotten:  # the router's change detector: these RMs earned clearly less than it expected, and start over
             line["router_forgot"] = forgotten
@@ -301,14 +308,15 @@ class Trainer:
     def _route_probes(self, probes: Sequence[Example], contexts: np.ndarray) -> _RoutedProbes:
         """Which of this round's probes are sampled and scored, and by which RM, decided from their contexts.
 
-        During the warm-up every probe is sampled and every RM scores it. After it the router picks one RM
+        During the warm-up (always, for a strategy that `reads_every_rm`) every probe is sampled and every RM
+        scores it. After it the router picks one RM
         per probe (exploring); a probe where it is already sure of its pick (the picked RM's lower bound
         above every other RM's upper bound, `rerank_skip_settled`) could not change what it does there:
         it is neither sampled nor scored; nor, with `rerank_good_enough`, is a
         probe whose pick's lower bound reaches that rerank gain. A `retest` share of those skipped is sampled and
         scored anyway, drawn each round, so that a pick that got worse is seen."""
-        drawn, batch = len(probes), Batch(round=self.round, domains=[ex.domain for ex in probes])
-        if self.round < self.settings.rerank_warmup:
+        drawn, batch = len(probes), self._batch(probes)
+        if self.round < self.settings.rerank_warmup or self.strategy.reads_every_rm:
             return _RoutedProbes(list(probes), contexts, None, drawn, 0)
         chosen = broadcast_from_main(self.strategy.assign(contexts, batch))
         keep = np.ones(drawn, dtype=bool)
@@ -323,6 +331,12 @@ class Trainer:
         return _RoutedProbes([p for p, k in zip(probes, keep, strict=True) if k], contexts[keep], chosen.subset(keep),
                              drawn, int((~keep).sum()), int(retest.sum()))
 
+    def _batch(self, examples: Sequence[Example], explore: bool = True) -> Batch:
+        """What a strategy may know of `examples` this round: their domains and data sources."""
+        domains = [ex.domain for ex in examples]
+        sources = [self.data_sources.get(d, d) for d in domains] if self.data_sources else None
+        return Batch(round=self.round, domains=domains, explore=explore, sources=sources)
+
     def _probe_feedback(self, routed: _RoutedProbes, texts: list[list[str]], normalize):
         """The router's reward from this round's sampled probes. Only a probe whose samples are partly right
         and partly wrong (by the gold answers) can tell one RM from another: its RM (every RM during the
@@ -335,7 +349,7 @@ class Trainer:
         probes = [p for p, m in zip(routed.probes, mixed, strict=True) if m]
         texts = [t for t, m in zip(texts, mixed, strict=True) if m]
         contexts = routed.contexts[mixed]
-        warmup = routed.chosen is None
+        warmup = routed.chosen is None  # the warm-up, or a strategy that reads every RM on every probe
         stats = {"prompts": routed.drawn, "sampled": len(routed.probes), "confident": routed.confident,
                  "retested": routed.retested,
                  "informative": len(probes), "rm_forward": 0, "every_rm": warmup}
@@ -345,7 +359,7 @@ class Trainer:
             choices = [routed.chosen.subset(mixed)]
         if not probes:
             choices = []
-        batch = Batch(round=self.round, domains=[ex.domain for ex in probes])
+        batch = self._batch(probes)
         table = CandidateTable.of([ex.prompt for ex in probes], texts)
         forward, gains = 0, []
         if choices:  # one scoring call for every choice: in the warm-up the RMs (remote ones too) score at once
@@ -356,7 +370,7 @@ class Trainer:
             feedback, _ = rerank_gain(probes, table, self.strategy.combine(scores, assignment, table.instance))
             gains.append(broadcast_from_main(feedback))  # every rank's router sees rank 0's reward
         # The warm-up's rewards arrive together: no RM's are normalized against a shorter history for coming first.
-        self.strategy.observe_all([(contexts, a, g) for a, g in zip(choices, gains, strict=True)])
+        self.strategy.observe_all([(contexts, a, g) for a, g in zip(choices, gains, strict=True)], batch)
         # One row per (probe, RM) observed: the metrics line reports every observation.
         k = self.strategy.k
         assignment = Assignment(self.strategy.rm_names,
