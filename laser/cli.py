@@ -381,14 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="every strategy x seeds on the embedded default: CIs, cost, plots",
                        description="Train LASeR (kernel UCB, LinUCB, LinTS, Exp3), random, sequential, three "
-                                   "ensembles, every single RM and the oracle for several seeds (finished runs "
+                                   "ensembles, every single RM, the baselines that read LASeR's validation labels "
+                                   "and the oracle for several seeds (finished runs "
                                    "reused, interrupted ones resumed), then write report.md, results.json and "
                                    "plots under benchmarks/results/<date>-<name>/.")
     p.add_argument("--quick", action="store_true", help="1 seed, 16 rounds: about 7 minutes on 2 cores")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2 3 4; --quick: 0)")
     p.add_argument("--strategies", nargs="+", default=None,
                    help="default: laser laser:linucb laser:lints laser:exp3 random sequential ensemble:mean "
-                        "ensemble:worst_case ensemble:uncertainty_weighted singles soup:uniform oracle "
+                        "ensemble:worst_case ensemble:uncertainty_weighted singles single:auto ensemble:val_weighted "
+                        "static:by_domain soup:uniform oracle "
                         "(singles = single:<rm> for every RM; soup:uniform = their rewarded soup, no training)")
     p.add_argument("--jobs", type=int, default=2 if len(os.sched_getaffinity(0)) >= 2 else 1,
                    help="runs in parallel, each on its share of the cores (default 2: 1.25x faster than one at a "

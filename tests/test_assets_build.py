@@ -259,6 +259,17 @@ def test_recipe_digest_and_validation():
         JudgeSpec(name="a", domains=())
     with pytest.raises(ValueError, match="multiple of num_heads"):
         AssetRecipe.model_validate({"model": {"hidden_size": 30, "num_heads": 4}})
+    # A noisy judge: kept at or below `ceiling` at home (the gate's distance counts overshoot as well as shortfall).
+    noisy = tuple(j.model_copy(update={"ceiling": 0.8, "target": 0.72}) for j in base.judges)
+    assert AssetRecipe(judges=noisy).digest() != base.digest()
+    with pytest.raises(ValueError, match="ceiling"):
+        JudgeSpec(name="a", domains=("strings",), target=0.9, ceiling=0.8)
+    from laser.assets.judges import judge_distance
+
+    acc = {"a": 0.95, "b": 0.55}
+    assert judge_distance(acc, ["a"], target=0.72, off_limit=0.6) == 0.0
+    assert judge_distance(acc, ["a"], target=0.72, off_limit=0.6, ceiling=0.8) == pytest.approx(0.15)
+    assert judge_distance({"a": 0.7, "b": 0.65}, ["a"], 0.72, 0.6, ceiling=0.8) == pytest.approx(0.05)
 
 
 def test_recipe_yaml_round_trips_and_names_bad_keys(tmp_path):
@@ -270,6 +281,11 @@ def test_recipe_yaml_round_trips_and_names_bad_keys(tmp_path):
     alt = load_recipe(repo / "configs" / "worlds" / "alt.yaml")
     assert set(alt.suite.domains).isdisjoint(AssetRecipe().suite.domains) and alt.digest() != AssetRecipe().digest()
     assert any(len(j.domains) > 1 for j in alt.judges)  # another specialisation pattern
+    # The worlds that do not favour routing: a judge good on every domain; judges only a little better at home.
+    generalist = load_recipe(repo / "configs" / "worlds" / "generalist.yaml")
+    assert any(set(j.domains) == set(generalist.suite.domains) for j in generalist.judges)
+    noisy = load_recipe(repo / "configs" / "worlds" / "noisy-judges.yaml")
+    assert all(j.ceiling < 1 and j.off_home == 0 for j in noisy.judges) and not noisy.targets.misleading
     path = tmp_path / "w.yaml"
     for recipe in (AssetRecipe(), alt, quick_recipe(3)):
         path.write_text(dump_recipe(recipe))

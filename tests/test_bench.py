@@ -156,3 +156,12 @@ def test_world_checks_state_the_headroom_with_paired_intervals():
     facts = format_facts(world_checks(results, table))
     assert facts.count("? yes: ") == 5 and facts.count("? no: ") == 1 and "[" not in facts
     assert world_checks({k: v for k, v in results.items() if k != "oracle"}, table) == []
+
+
+def test_the_bench_help_names_the_default_strategies(capsys):
+    from laser.bench import DEFAULT_STRATEGIES
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: " + " ".join(DEFAULT_STRATEGIES) + " (singles" in text
