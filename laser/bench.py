@@ -37,7 +37,7 @@ from laser.report import (
     read_run,
 )
 from laser.report.router import router_checks, wall_times
-from laser.report.world import format_checks, format_facts, world_checks
+from laser.report.world import format_checks, format_facts, single_rm, world_checks
 
 # "singles" stands for single:<rm> for every reward model of the run.
 DEFAULT_STRATEGIES = ("laser", "laser:linucb", "laser:lints", "laser:exp3", "random", "sequential", "ensemble:mean",
@@ -74,7 +74,7 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
     if soups:
         from laser.soup import bench_soups
 
-        uniform, front = bench_soups({n: r.runs for n, r in results.items() if n.startswith("single:")}, runs_dir,
+        uniform, front = bench_soups({n: r.runs for n, r in results.items() if single_rm(n) is not None}, runs_dir,
                                      progress=progress)
         results["soup:uniform"] = StrategyResult("soup:uniform", uniform)
     out = Path(results_dir)

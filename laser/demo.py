@@ -21,6 +21,7 @@ from laser.grid import run_grid
 from laser.parts import resolve_models
 from laser.report import StrategyResult, format_comparison, grid_title, plot_accuracy, plot_picks, read_run
 from laser.report.router import router_checks, wall_times
+from laser.report.world import single_rm
 
 DEFAULT_STRATEGIES = ("laser", "random", "ensemble:mean", "best-single")
 
@@ -42,7 +43,7 @@ def run_demo(base: RunConfig, seeds: Sequence[int] = (0, 1, 2), strategies: Sequ
     grid = run_grid(base, names, seeds, out, jobs=jobs, progress=progress, say=lambda m: _say(m, progress))
     results = {name: StrategyResult(name, [read_run(d) for d in dirs]) for name, dirs in grid.runs.items()}
 
-    single = next((n for n in names if n.startswith("single:")), None)
+    single = next((n for n in names if single_rm(n) is not None), None)
     table_md = format_comparison(results, reference="laser" if "laser" in results else None)
     # the embedded worlds' length-hacked RM is `verbose`
     claims = router_checks(results, reference_single=single, hacker="verbose" if "verbose" in rm_configs else None)

@@ -76,6 +76,8 @@ def test_router_checks_against_the_baselines_with_the_same_labels():
                "static:by_domain": StrategyResult("static:by_domain", [
                    _run(0, 0.70, 90), _run(1, 0.72, 90), _run(2, 0.71, 90)])}
     checks = {c.text: c for c in router_checks(results)}
+    # single:auto chooses its RM: it is no fixed single RM, and not the "best single RM" LASeR must beat by 5 points.
+    assert not any(text.startswith("LASeR >= best single RM") for text in checks)
     auto = checks["LASeR >= single:auto - 1 point (no harm)"]
     # laser - single:auto per seed: -0.5, -1.0, +1.0 -> -0.17 points: held, the interval includes 0
     assert auto.holds and auto.detail.startswith("-0.2 ± ") and auto.detail.endswith("CI including 0")

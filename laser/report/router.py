@@ -16,15 +16,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from .runs import StrategyResult, mean_ci
-from .world import WorldCheck, paired
+from .world import WorldCheck, paired, single_rm
 
 # The baselines that read the validation labels LASeR reads (`laser.strategies.validated`).
 VALIDATION_BASELINES = ("single:auto", "ensemble:val_weighted", "static:by_domain")
 
 
 def best_single_of(results: Mapping[str, StrategyResult]) -> str | None:
-    """The `single:<rm>` strategy with the best mean final test accuracy among the results, if any."""
-    singles = [n for n in results if n.startswith("single:")]
+    """The fixed `single:<rm>` strategy with the best mean final test accuracy among the results, if any."""
+    singles = [n for n in results if single_rm(n) is not None]
     return max(singles, key=lambda n: mean_ci(results[n].accuracy())[0]) if singles else None
 
 

@@ -31,6 +31,12 @@ class WorldCheck:
         self.holds = bool(self.holds)
 
 
+def single_rm(strategy: str) -> str | None:
+    """The RM of a fixed `single:<rm>` strategy; None for any other, `single:auto` included (it chooses its RM)."""
+    kind, _, rm = strategy.partition(":")
+    return rm if kind == "single" and rm and rm != "auto" else None
+
+
 def paired(a: StrategyResult, b: StrategyResult, domain: str | None = None) -> tuple[float, float, int]:
     """(mean, 95% CI half-width, seeds) of a - b in final test accuracy, paired by seed."""
     fa = {r.seed: (r.final["mean_accuracy"] if domain is None else r.final["accuracy"][domain]) for r in a.runs}
@@ -61,7 +67,7 @@ def world_checks(results: Mapping[str, StrategyResult], table: Mapping[str, Mapp
     if "oracle" not in results:
         return []
     oracle = results["oracle"]
-    singles = {n.split(":", 1)[1]: r for n, r in results.items() if n.startswith("single:")}
+    singles = {rm: r for n, r in results.items() if (rm := single_rm(n)) is not None}
     out = []
     if singles:
         best = max(singles, key=lambda rm: float(np.mean(singles[rm].accuracy())))
