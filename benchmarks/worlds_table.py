@@ -26,11 +26,15 @@ from laser.report.runs import mean_ci  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # world label: (bench folder, best single RM by the build's accuracy table, what the world is)
+# A world whose runs differ from another's only in what one strategy reads takes that world's other runs.
+BORROWS = {"within-source": "default"}
 WORLDS = {
     "default": ("2026-12-06-default-same-labels", "single:cipher",
                 "four letter domains, one specialist judge each (misleading elsewhere), a length hacker"),
-    "within-source": ("2026-12-06-within-source", None,
-                      "the default world with its four domains under one data-source label (`tasks.data_sources`)"),
+    "within-source": ("2026-12-06-within-source", "single:cipher",
+                      "the default world with its four domains under one data-source label (`tasks.data_sources`); "
+                      "only `static:by_domain` reads it, so the other rows but LASeR and single:auto are the default "
+                      "world's runs"),
     "generalist": ("2026-12-06-generalist-world", "single:generalist",
                    "the default world plus a judge trained on every domain"),
     "noisy-judges": ("2026-12-06-noisy-judges-world", None,
@@ -54,6 +58,9 @@ def load(world: str) -> dict | None:
         return None
     raw = json.loads(path.read_text())
     strategies = raw["strategies"]
+    if world in BORROWS:
+        other = json.loads((RESULTS / WORLDS[BORROWS[world]][0] / "results.json").read_text())["strategies"]
+        strategies = {**other, **strategies}
     if best is None:  # the single RM whose runs end highest, if the bench ran any
         singles = [n for n in strategies if n.startswith("single:") and n != "single:auto"]
         best = max(singles, key=lambda n: np.mean(list(finals(strategies[n]).values()))) if singles else None
