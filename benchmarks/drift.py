@@ -3,6 +3,8 @@
     python benchmarks/drift.py                                  # the default world, seeds 0 1 2, about 25 minutes
     python benchmarks/drift.py --seeds 0 --out /tmp/drift       # one seed
     python benchmarks/drift.py --set models.embedded_recipe=configs/worlds/alt.yaml
+    python benchmarks/drift.py --rm generalist --domain rotate \
+        --set models.embedded_recipe=configs/worlds/generalist.yaml
 
 For each seed, one run of `configs/demo.yaml` to round `--swap-round` (checkpointed), then branches resumed from
 that checkpoint, each to `--rounds`:
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -57,7 +60,8 @@ def run_seed(seed: int, args) -> dict:
                                              f"checkpoint_every={args.swap_round}"])
     _, _, table, _ = resolve_models(base)
     # table: {rm: {domain: pairwise accuracy on the policy's own samples}}
-    domain = max(table[args.rm], key=table[args.rm].get)  # the swapped RM's home domain
+    # the swapped domain: given, else the swapped RM's home (its best-measured domain)
+    domain = args.domain or max(table[args.rm], key=table[args.rm].get)
     new_best = max((r for r in table if r != args.rm), key=lambda r: table[r][domain])
     if not (base.run_dir / "checkpoints" / "latest").is_file():
         shutil.rmtree(base.run_dir, ignore_errors=True)
@@ -125,8 +129,8 @@ def report(results: list[dict], args) -> str:
     names = [n for n in BRANCHES if all(n in r["branches"] for r in results)]
     first = results[0]
     out = [f"# Drift: `{args.rm}` answers as `{args.by}` from round {args.swap_round}",
-           "", f"`python benchmarks/drift.py --seeds {' '.join(str(r['seed']) for r in results)}"
-           + "".join(f" --set {s}" for s in args.set) + f"`; the swapped RM's home domain: `{first['domain']}`, "
+           "", "`python benchmarks/drift.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+           + f"`; the domain followed: `{first['domain']}`, "
            f"its new best: " + ", ".join(sorted({f"`{r['new_best']}`" for r in results})) + " (by the world's "
            "accuracy table). Mean ± 95% CI over seeds.", ""]
     blocks = list(first["branches"][names[0]]["swapped_share"])
@@ -173,6 +177,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--rm", default="rotator", help="the RM that gets worse")
     ap.add_argument("--by", default="verbose", help="whose scores it answers with from the swap on")
+    ap.add_argument("--domain", default=None, help="the domain whose picks are followed (default: the swapped RM's "
+                    "best-measured one; name one where the router relies on it, e.g. on a world with a generalist)")
     ap.add_argument("--only", nargs="+", choices=list(BRANCHES), help="run only these branches")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run (key=value)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "drift", help="where the runs are written")
