@@ -125,8 +125,8 @@ def run_bench(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], 
            "strategies": {n: [{"seed": r.seed, "run_dir": str(r.run_dir), "evals": r.evals,
                                "stage_seconds": r.stage_seconds(), "wall_s": r.wall_s,
                                "oracle_match_second_half": r.oracle_match(),
-                               "validation_labels_read": r.validation_reads()[0],
-                               "validation_rm_forward": r.validation_reads()[1],
+                               **dict(zip(("validation_labels_read", "validation_rm_forward"),
+                                          r.validation_reads(), strict=True)),
                                "rm_forward_per_round": [x["rm_forward"] for x in r.rounds]}
                               for r in res.runs] for n, res in results.items()},
            "soup_front": front}

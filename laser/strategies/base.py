@@ -131,6 +131,10 @@ class RewardStrategy:
         for contexts, assignment, feedback in observations:
             self.observe(contexts, assignment, feedback)
 
+    def take_forgotten(self) -> list[str]:
+        """The RMs the strategy forgot since the last call, on a detected change (none for fixed strategies)."""
+        return []
+
     def state_dict(self) -> dict:
         return {"name": self.name, "rm_names": list(self.rm_names)}
 

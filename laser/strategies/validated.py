@@ -40,24 +40,17 @@ class ValidationTally:
     def add(self, arm: int, gains: np.ndarray, domains: Sequence[str] | None) -> None:
         """Gains of RM `arm` on probes of `domains` (None: unknown domains, counted in `ALL` only)."""
         gains = np.asarray(gains, dtype=np.float64)
-        groups = [ALL] * len(gains) if domains is None else [ALL, *domains]
         if domains is not None and len(domains) != len(gains):
             raise StrategyError(f"{len(domains)} domains for {len(gains)} probe rewards")
-        for g in set(groups):
-            self.sums.setdefault(g, np.zeros(self.k))
-            self.counts.setdefault(g, np.zeros(self.k, dtype=np.int64))
-        self.sums[ALL][arm] += gains.sum()
-        self.counts[ALL][arm] += len(gains)
-        for d, x in zip(domains or (), gains, strict=False):
-            self.sums[d][arm] += x
-            self.counts[d][arm] += 1
+        for g, x in [(ALL, gains)] + [(d, gains[i:i + 1]) for i, d in enumerate(domains or ())]:
+            self.sums.setdefault(g, np.zeros(self.k))[arm] += x.sum()
+            self.counts.setdefault(g, np.zeros(self.k, dtype=np.int64))[arm] += len(x)
 
     def mean(self, group: str = ALL) -> np.ndarray | None:
         """Each RM's mean gain in `group` (NaN for an RM without probes there); None when no RM has any."""
         if group not in self.counts or not self.counts[group].any():
             return None
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.counts[group] > 0, self.sums[group] / np.maximum(self.counts[group], 1), np.nan)
+        return np.where(self.counts[group] > 0, self.sums[group] / np.maximum(self.counts[group], 1), np.nan)
 
     def best(self, group: str = ALL) -> int | None:
         """The RM with the best mean gain in `group` (ties: the one listed first); None without probes there."""
@@ -77,7 +70,10 @@ class _ReadsValidation:
     """Mixin: learns each RM's mean rerank gain from probes that every RM scores."""
 
     reads_every_rm = True  # the training loop has every RM score every probe, every round
-    tally: ValidationTally
+
+    def __init__(self, rm_names: Sequence[str], *args):
+        super().__init__(rm_names, *args)
+        self.tally = ValidationTally(self.k)
 
     @property
     def learns(self) -> bool:
@@ -122,10 +118,6 @@ class AutoSingleStrategy(_ReadsValidation, RewardStrategy):
 
     name = "single:auto"
 
-    def __init__(self, rm_names: Sequence[str]):
-        super().__init__(rm_names)
-        self.tally = ValidationTally(self.k)
-
     def assign(self, contexts: np.ndarray, batch: Batch) -> Assignment:
         best = self.tally.best()
         return self._one_per_instance(np.full(len(contexts), 0 if best is None else best))
@@ -135,10 +127,6 @@ class ByDomainStrategy(_ReadsValidation, RewardStrategy):
     """`static:by_domain`: per domain, the RM with the best mean rerank gain on that domain's probes so far."""
 
     name = "static:by_domain"
-
-    def __init__(self, rm_names: Sequence[str]):
-        super().__init__(rm_names)
-        self.tally = ValidationTally(self.k)
 
     def assign(self, contexts: np.ndarray, batch: Batch) -> Assignment:
         groups = batch.groups
@@ -158,7 +146,6 @@ class ValWeightedEnsemble(_ReadsValidation, EnsembleStrategy):
 
     def __init__(self, rm_names: Sequence[str]):
         super().__init__(rm_names, "weighted")
-        self.tally = ValidationTally(self.k)
 
     def weights(self) -> np.ndarray:
         """The current weight of each RM (sum 1)."""

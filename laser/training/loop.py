@@ -243,7 +243,7 @@ class Trainer:
             line["probes"] = probe_stats
         if self.strategy.reads_every_rm:  # what its choices are made from: each RM's mean gain so far, per domain
             line["validation_gain"] = self.strategy.validation_means()
-        forgotten = self.strategy.take_forgotten() if hasattr(self.strategy, "take_forgotten") else []
+        forgotten = self.strategy.take_forgotten()
         if forgotten:  # the router's change detector: these RMs earned clearly less than it expected, and start over
             line["router_forgot"] = forgotten
         # candidates an RM could not score this round (NaN or inf, a failed row, a server down after its
@@ -309,11 +309,10 @@ class Trainer:
         """Which of this round's probes are sampled and scored, and by which RM, decided from their contexts.
 
         During the warm-up (always, for a strategy that `reads_every_rm`) every probe is sampled and every RM
-        scores it. After it the router picks one RM
-        per probe (exploring); a probe where it is already sure of its pick (the picked RM's lower bound
-        above every other RM's upper bound, `rerank_skip_settled`) could not change what it does there:
-        it is neither sampled nor scored; nor, with `rerank_good_enough`, is a
-        probe whose pick's lower bound reaches that rerank gain. A `retest` share of those skipped is sampled and
+        scores it. After it the router picks one RM per probe (exploring); a probe where it is already sure of
+        its pick (the picked RM's lower bound above every other RM's upper bound, `rerank_skip_settled`) could not
+        change what it does there: it is neither sampled nor scored; nor, with `rerank_good_enough`, is a probe
+        whose pick's lower bound reaches that rerank gain. A `retest` share of those skipped is sampled and
         scored anyway, drawn each round, so that a pick that got worse is seen."""
         drawn, batch = len(probes), self._batch(probes)
         if self.round < self.settings.rerank_warmup or self.strategy.reads_every_rm:
