@@ -172,6 +172,10 @@ class RoundSettings(_Section):
     # on the default world, 5 seeds; the same runs on the alternative one, 3 seeds), 1-2% fewer RM passes
     # (docs/router.md).
     rerank_good_enough: float | None = Field(0.8, ge=-1, le=1)
+    # RMs that score each sampled probe after the warm-up: the router's pick, then the others the router has not
+    # ruled out there (upper confidence bound at or above the pick's lower bound), highest bound first. Each more
+    # teaches the router about an alternative from the same label, at one more RM pass over the probe's samples.
+    rerank_rms: int = Field(1, ge=1)
     # The first rounds' informative probes are scored by every RM and the router learns from all of them
     # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
     rerank_warmup: int = Field(1, ge=0)

@@ -119,6 +119,24 @@ def test_skill_domains_have_their_own_wording_and_no_constant_answer_floor(suite
         assert answers.most_common(1)[0][1] / sum(answers.values()) <= 0.05, (d, answers.most_common(3))
 
 
+def test_shared_wording_leaves_one_verb_to_tell_the_word_operations_apart():
+    from laser.tasks.synthetic import DEFAULT_DOMAINS
+
+    own = make_suite(seed=3, train=50, validation=10, test=10, domains=DEFAULT_DOMAINS)
+    shared = make_suite(seed=3, train=50, validation=10, test=10, domains=DEFAULT_DOMAINS, wording="shared")
+    # The same words and answers; every prompt "Q: <verb> <word> A:", the verb the one word that names the domain.
+    for a, b in zip(own.train, shared.train, strict=True):
+        assert (a.answer, a.domain, a.id) == (b.answer, b.domain, b.id)
+        q, verb, word, tail = b.prompt.split()
+        assert (q, tail) == ("Q:", "A:") and word in a.prompt.split() and check(b, b.answer)
+    verbs = {d: {ex.prompt.split()[1] for ex in shared.train if ex.domain == d} for d in DEFAULT_DOMAINS}
+    assert all(len(v) == 1 for v in verbs.values()) and len(set().union(*verbs.values())) == len(DEFAULT_DOMAINS)
+    with pytest.raises(ValueError, match="no word to put in the template"):
+        make_suite(seed=3, train=5, validation=2, test=2, domains=("reverse", "arithmetic"), wording="shared")
+    with pytest.raises(ValueError, match="wording must be one of"):
+        make_suite(seed=3, train=5, validation=2, test=2, wording="mixed")
+
+
 def test_splits_are_stratified_by_sub_operation():
     s = make_suite(seed=5, train=600, validation=100, test=100, domains=("arithmetic", "reverse", "strings"))
 

@@ -342,6 +342,35 @@ def test_probes_whose_pick_is_good_enough_are_not_sampled(world, tmp_path):
             assert probes["confident"] == 40 and probes["sampled"] == 0 and probes["rm_forward"] == 0
 
 
+def test_rerank_rms_scores_each_probe_with_the_rms_not_ruled_out(world, tmp_path):
+    """`rerank_rms`: after the warm-up every sampled probe is also scored by the RMs the router has not ruled out
+    there, up to that many in all. A router that knows nothing rules none out: every RM scores every informative
+    probe. One told many times that RM 0 is right and the others wrong rules them all out: its pick alone."""
+    for taught in (False, True):
+        trainer = make_trainer(world, "laser", tmp_path / str(taught), feedback="rerank_gain")
+        k = trainer.strategy.k
+        trainer.settings = trainer.settings.model_copy(update={"rerank_rms": k, "rerank_prompts": 40,
+                                                               "rerank_skip_settled": False,
+                                                               "rerank_good_enough": None, "retest": 0})
+        if taught:
+            val = trainer.validation
+            contexts = trainer.embedder.embed(trainer.engine.sample([ex.prompt for ex in val], n=1,
+                                                                    max_new_tokens=1, seed=0).prompts)
+            for _ in range(3):
+                for arm in range(k):
+                    trainer.strategy.observe(contexts, trainer.strategy._one_per_instance(np.full(len(val), arm)),
+                                             np.full(len(val), 1.0 if arm == 0 else -1.0))
+        trainer.round = trainer.settings.rerank_warmup  # past the warm-up
+        probes = trainer.run_round()["probes"]
+        informative = probes["informative"]
+        assert informative > 0 and not probes["every_rm"]
+        if taught:
+            assert probes["second_opinions"] == 0 and probes["picks"][trainer.strategy.rm_names[0]] == informative
+        else:
+            assert probes["second_opinions"] == (k - 1) * informative
+            assert all(n == informative for n in probes["picks"].values())
+
+
 def test_probes_take_rerank_n_samples_each(world, tmp_path):
     """`rerank_n` samples per probe, in a generation call of their own; with `rerank_n` equal to `n` (or None)
     the probes share the training prompts' call and their `n`."""

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from laser.console import say
-from laser.tasks.synthetic import make_suite
 
 from .recipe import AssetRecipe
 
@@ -87,9 +86,7 @@ class Assets:
 
     def suite(self):
         """The task suite these models were trained and measured on (regenerated from the recipe's seed)."""
-        s = self.recipe.suite
-        return make_suite(seed=self.recipe.suite_seed, train=s.train, validation=s.validation, test=s.test,
-                          domains=s.domains, n_people=s.n_people)
+        return self.recipe.make_suite()
 
 
 def default_cache_dir() -> Path:
@@ -199,8 +196,7 @@ def _build_into(root: Path, recipe: AssetRecipe, progress: bool) -> dict:
     from .tokenizer import save_char_tokenizer
 
     s = recipe.suite
-    suite = make_suite(seed=recipe.suite_seed, train=s.train, validation=s.validation, test=s.test,
-                       domains=s.domains, n_people=s.n_people)
+    suite = recipe.make_suite()
     timings: dict[str, float] = {}
     save_char_tokenizer(root / "tokenizer", model_max_length=recipe.model.max_position_embeddings)
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from laser.tasks.synthetic import DEFAULT_DOMAINS, DOMAINS
+from laser.tasks.synthetic import DEFAULT_DOMAINS, DOMAINS, make_suite
 from laser.validation import problems, read_mapping
 
 # Bump when the builder's code changes what a recipe produces, so that old caches are not reused.
@@ -34,6 +34,9 @@ class SuiteSpec(_Strict):
     test: int = Field(200, gt=0)
     n_people: int = Field(48, ge=4)
     domains: tuple[str, ...] = Field(DEFAULT_DOMAINS, min_length=1)
+    # "own": each domain its own prompt wording; "shared": the word operations in one template, told apart by one
+    # word of the prompt (see `laser.tasks.synthetic.make_suite`).
+    wording: Literal["own", "shared"] = "own"
 
 
 class ModelSpec(_Strict):
@@ -238,6 +241,12 @@ class AssetRecipe(_Strict):
                 raise ValueError(f"reward model {rm.name!r} names domain(s) {missing} that the suite does not have")
         return self
 
+    def make_suite(self):
+        """The task suite of this recipe (generated from its seed)."""
+        s = self.suite
+        return make_suite(seed=self.suite_seed, train=s.train, validation=s.validation, test=s.test,
+                          domains=s.domains, n_people=s.n_people, wording=s.wording)
+
     def digest(self) -> str:
         """A short stable hash of the recipe and the builder version."""
         recipe = self.model_dump(mode="json")
@@ -246,6 +255,8 @@ class AssetRecipe(_Strict):
                 del judge["off_answer"]
             if judge["ceiling"] == 1.0:
                 del judge["ceiling"]
+        if recipe["suite"]["wording"] == "own":
+            del recipe["suite"]["wording"]
         blob = json.dumps({"builder": BUILDER_VERSION, "recipe": recipe}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

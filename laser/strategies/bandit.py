@@ -76,19 +76,21 @@ class BanditStrategy(RewardStrategy):
     def assign(self, contexts: np.ndarray, batch: Batch) -> Assignment:
         x = self._contexts(contexts)
         decision = self.policy.select(x) if batch.explore else self.policy.exploit(x)
-        separation = lower = None
+        separation = lower = upper = None
         if batch.explore and decision.expected is not None and decision.width is not None:
             # Policies that keep a confidence interval (UCB's bonus, Thompson sampling's posterior scale) say where
             # they are sure; the others never skip a probe.
             separation, lower = _bounds(decision.expected, decision.width, decision.arms)
+            upper = np.asarray(decision.expected + decision.width, dtype=np.float64)
         n = len(contexts)
         if self.selection == "batch":
             out = self._one_per_instance(np.repeat(decision.arms, n), np.repeat(decision.probs, n, axis=0))
             out.separation = None if separation is None else np.repeat(separation, n)
             out.lower = None if lower is None else np.repeat(lower, n)
+            out.upper = None if upper is None else np.repeat(upper, n, axis=0)
             return out
         out = self._one_per_instance(decision.arms, decision.probs)
-        out.separation, out.lower = separation, lower
+        out.separation, out.lower, out.upper = separation, lower, upper
         return out
 
     def _rewards(self, contexts: np.ndarray, feedback: np.ndarray) -> np.ndarray:

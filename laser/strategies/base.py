@@ -40,7 +40,7 @@ class Assignment:
     `separation[i]`, when a learning router explored, is the chosen RM's lower confidence bound minus the
     best other RM's upper bound (bounds: the policy's estimate minus / plus what exploration adds to it, a
     UCB policy's confidence width): > 0 when the router is sure that the chosen RM is the best there;
-    `lower[i]` is that lower bound itself.
+    `lower[i]` is that lower bound itself; `upper[i, k]` every RM's upper bound there.
     """
 
     rm_names: tuple[str, ...]
@@ -49,6 +49,7 @@ class Assignment:
     probs: np.ndarray | None = None
     separation: np.ndarray | None = None
     lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
     def instances_of(self, rm: str) -> np.ndarray:
         """Indices of the instances that `rm` must score."""
@@ -59,7 +60,8 @@ class Assignment:
         return Assignment(self.rm_names, self.mask[keep], self.arms[keep],
                           None if self.probs is None else self.probs[keep],
                           None if self.separation is None else self.separation[keep],
-                          None if self.lower is None else self.lower[keep])
+                          None if self.lower is None else self.lower[keep],
+                          None if self.upper is None else self.upper[keep])
 
     def picks_by_domain(self, domains: Sequence[str]) -> dict[str, dict[str, int]]:
         """{domain: {rm: instances of that domain it scores}} (RMs that score none left out): the one count of

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .base import DatasetError, Example, Splits
 
@@ -73,12 +73,14 @@ def make_facts(rng: random.Random, n_people: int = 48) -> list[Person]:
 
 @dataclass(frozen=True)
 class Generated:
-    """One generated example: prompt, gold answer, optional reference solution, and its sub-operation."""
+    """One generated example: prompt, gold answer, optional reference solution, its sub-operation, and the word
+    a word operation applies to (what `wording="shared"` puts in the one template)."""
 
     prompt: str
     answer: str
     subop: str
     solution: str | None = None
+    subject: str | None = None
 
 
 def _word(rng: random.Random, lo: int = 4, hi: int = 8) -> str:
@@ -109,7 +111,7 @@ def _sort_digits(rng: random.Random, facts: list[Person]) -> Generated:
 
 def _reverse(rng: random.Random, facts: list[Person]) -> Generated:
     w = _word(rng)
-    return Generated(f"Q: reverse {w} A:", w[::-1], f"len{len(w)}")
+    return Generated(f"Q: reverse {w} A:", w[::-1], f"len{len(w)}", subject=w)
 
 
 def caesar_shift(word: str, k: int = 1) -> str:
@@ -119,27 +121,28 @@ def caesar_shift(word: str, k: int = 1) -> str:
 
 def _caesar(rng: random.Random, facts: list[Person]) -> Generated:
     w = _word(rng)
-    return Generated(f"Q: shift {w} by one A:", caesar_shift(w), f"len{len(w)}")
+    return Generated(f"Q: shift {w} by one A:", caesar_shift(w), f"len{len(w)}", subject=w)
 
 
 def _rotate(rng: random.Random, facts: list[Person]) -> Generated:
     w = _word(rng)
-    return Generated(f"Q: rotate {w} left A:", w[1:] + w[0], f"len{len(w)}")
+    return Generated(f"Q: rotate {w} left A:", w[1:] + w[0], f"len{len(w)}", subject=w)
 
 
 def _double(rng: random.Random, facts: list[Person]) -> Generated:
     w = _word(rng, 3, 6)
-    return Generated(f"Q: double each letter of {w} A:", "".join(c + c for c in w), f"len{len(w)}")
+    return Generated(f"Q: double each letter of {w} A:", "".join(c + c for c in w), f"len{len(w)}",
+                     subject=w)
 
 
 def _swap_ends(rng: random.Random, facts: list[Person]) -> Generated:
     w = _word(rng)
-    return Generated(f"Q: swap the ends of {w} A:", w[-1] + w[1:-1] + w[0], f"len{len(w)}")
+    return Generated(f"Q: swap the ends of {w} A:", w[-1] + w[1:-1] + w[0], f"len{len(w)}", subject=w)
 
 
 def _upper(rng: random.Random, facts: list[Person]) -> Generated:
     w = _word(rng)
-    return Generated(f"Q: capitalize {w} A:", w.upper(), f"len{len(w)}")
+    return Generated(f"Q: capitalize {w} A:", w.upper(), f"len{len(w)}", subject=w)
 
 
 def _yes_no(rng: random.Random, facts: list[Person]) -> Generated:
@@ -175,6 +178,11 @@ def _strings(rng: random.Random, facts: list[Person]) -> Generated:
     return Generated(f"Q: first and last of {word} A:", word[0] + word[-1], op)
 
 
+# `wording="shared"`: the word operations in one template, "Q: <verb> <word> A:", told apart by the verb alone.
+SHARED_VERBS = {"reverse": "reverse", "caesar": "shift", "rotate": "rotate", "double": "double", "swap_ends": "swap",
+                "upper": "capitalize"}
+WORDINGS = ("own", "shared")
+
 GENERATORS: dict[str, Callable[[random.Random, list[Person]], Generated]] = {
     "arithmetic": _arithmetic, "multiplication": _multiplication, "max_of_three": _max_of_three,
     "sort_digits": _sort_digits, "reverse": _reverse, "caesar": _caesar, "rotate": _rotate, "double": _double,
@@ -193,12 +201,18 @@ def _stratified(items: list[tuple[str, Generated]]) -> list[tuple[str, Generated
 
 
 def make_suite(seed: int = 0, train: int = 1500, validation: int = 200, test: int = 200,
-               domains: tuple[str, ...] = DEFAULT_DOMAINS, n_people: int = 48) -> Splits:
+               domains: tuple[str, ...] = DEFAULT_DOMAINS, n_people: int = 48, wording: str = "own") -> Splits:
     """Generate `train` / `validation` / `test` examples per domain, deterministically from `seed`, with the
-    splits stratified by sub-operation."""
+    splits stratified by sub-operation. `wording`: each domain's own prompt wording, or one template for every
+    word operation (`shared`: "Q: rotate kodu A:", "Q: shift kodu A:"), where only one word names the task."""
     unknown = sorted(set(domains) - set(GENERATORS))
     if unknown:
         raise ValueError(f"unknown domain(s) {unknown}; choose from {list(GENERATORS)}")
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {list(WORDINGS)}, got {wording!r}")
+    if wording == "shared" and set(domains) - set(SHARED_VERBS):
+        raise ValueError(f"wording 'shared' is for the word operations {list(SHARED_VERBS)}; "
+                         f"{sorted(set(domains) - set(SHARED_VERBS))} have no word to put in the template")
     if len(set(domains)) != len(domains):
         raise ValueError(f"domains must not repeat, got {list(domains)}")
     rng = random.Random(seed)
@@ -211,6 +225,8 @@ def make_suite(seed: int = 0, train: int = 1500, validation: int = 200, test: in
         attempts = 0
         while len(pool) < need:
             g = GENERATORS[domain](gen_rng, facts)
+            if wording == "shared":
+                g = replace(g, prompt=f"Q: {SHARED_VERBS[domain]} {g.subject} A:")
             pool.setdefault(g.prompt, g)
             attempts += 1
             if attempts > 50 * need:

@@ -330,6 +330,26 @@ class Trainer:
         return _RoutedProbes([p for p, k in zip(probes, keep, strict=True) if k], contexts[keep], chosen.subset(keep),
                              drawn, int((~keep).sum()), int(retest.sum()))
 
+    def _probe_choices(self, chosen: Assignment) -> list[tuple[Assignment, np.ndarray]]:
+        """The RMs that score the sampled probes after the warm-up, each as (assignment, the probes it covers): the
+        router's pick on every probe; with `rerank_rms` > 1, up to that many RMs in all, the others in order of their
+        upper confidence bound among those the router has not ruled out there (upper bound at or above the pick's
+        lower bound). On a probe it does not cover, an assignment repeats the pick, at no RM pass."""
+        out = [(chosen, np.ones(len(chosen.arms), dtype=bool))]
+        if self.settings.rerank_rms == 1 or chosen.upper is None or chosen.lower is None:
+            return out
+        rows = np.arange(len(chosen.arms))
+        upper = chosen.upper.copy()
+        upper[rows, chosen.arms] = -np.inf
+        order = np.argsort(-upper, axis=1, kind="stable")
+        for rank in range(min(self.settings.rerank_rms, self.strategy.k) - 1):
+            arms = order[:, rank]
+            covers = upper[rows, arms] >= chosen.lower
+            if not covers.any():
+                break
+            out.append((self.strategy._one_per_instance(np.where(covers, arms, chosen.arms)), covers))
+        return out
+
     def _batch(self, examples: Sequence[Example], explore: bool = True) -> Batch:
         """What a strategy may know of `examples` this round: their domains and data sources."""
         domains = [ex.domain for ex in examples]
@@ -353,32 +373,41 @@ class Trainer:
                  "retested": routed.retested,
                  "informative": len(probes), "rm_forward": 0, "every_rm": warmup}
         if warmup:  # every RM on every probe: one assignment per RM, each observed
-            choices = [self.strategy._one_per_instance(np.full(len(probes), k)) for k in range(self.strategy.k)]
+            every = np.ones(len(probes), dtype=bool)
+            choices = [(self.strategy._one_per_instance(np.full(len(probes), k)), every)
+                       for k in range(self.strategy.k)]
         else:
-            choices = [routed.chosen.subset(mixed)]
+            choices = [(a.subset(mixed), covers[mixed]) for a, covers in self._probe_choices(routed.chosen)
+                       if covers[mixed].any()]
         if not probes:
             choices = []
         batch = self._batch(probes)
         table = CandidateTable.of([ex.prompt for ex in probes], texts)
-        forward, gains = 0, []
+        forward, observations = 0, []
         if choices:  # one scoring call for every choice: in the warm-up the RMs (remote ones too) score at once
-            union = Assignment(self.strategy.rm_names, np.logical_or.reduce([a.mask for a in choices]),
+            union = Assignment(self.strategy.rm_names, np.logical_or.reduce([a.mask for a, _ in choices]),
                                np.full(len(probes), -1, dtype=np.int64))
             scores, forward, _ = score_assigned(self.rms, normalize, table, union, ranks=self.ranks)
-        for assignment in choices:
+        for assignment, covers in choices:
             feedback, _ = rerank_gain(probes, table, self.strategy.combine(scores, assignment, table.instance))
-            gains.append(broadcast_from_main(feedback))  # every rank's router sees rank 0's reward
+            feedback = broadcast_from_main(feedback)  # every rank's router sees rank 0's reward
+            observations.append((contexts[covers], assignment.subset(covers), feedback[covers]))
         # The warm-up's rewards arrive together: no RM's are normalized against a shorter history for coming first.
-        self.strategy.observe_all([(contexts, a, g) for a, g in zip(choices, gains, strict=True)], batch)
+        self.strategy.observe_all(observations, batch)
         # One row per (probe, RM) observed: the metrics line reports every observation.
         k = self.strategy.k
         assignment = Assignment(self.strategy.rm_names,
-                                np.concatenate([a.mask for a in choices]) if choices else np.zeros((0, k), dtype=bool),
-                                np.concatenate([a.arms for a in choices]) if choices else np.zeros(0, dtype=np.int64))
-        feedback = np.concatenate(gains) if gains else np.zeros(0)
+                                np.concatenate([a.mask for _, a, _ in observations]) if observations
+                                else np.zeros((0, k), dtype=bool),
+                                np.concatenate([a.arms for _, a, _ in observations]) if observations
+                                else np.zeros(0, dtype=np.int64))
+        feedback = np.concatenate([g for _, _, g in observations]) if observations else np.zeros(0)
+        domains = [d for _, covers in choices for d, c in zip(batch.domains, covers, strict=True) if c]
         stats["rm_forward"] = forward
         stats["picks"] = {rm: int(assignment.mask[:, j].sum()) for j, rm in enumerate(assignment.rm_names)}
-        return feedback, np.ones(len(feedback), dtype=bool), assignment, stats, forward, batch.domains * len(choices)
+        if not warmup:
+            stats["second_opinions"] = int(sum(c.sum() for _, c in choices[1:]))
+        return feedback, np.ones(len(feedback), dtype=bool), assignment, stats, forward, domains
 
     @staticmethod
     def _groups(pairs: list[dict], arms: np.ndarray) -> dict[int, list[dict]]:
