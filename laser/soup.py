@@ -28,8 +28,8 @@ from laser.generation import make_engine
 from laser.parts import load_tasks, resolve_models
 from laser.placement import resolve_device
 from laser.report import RunSummary, plot_pareto, read_run
+from laser.training.checkpoints import latest_checkpoint
 from laser.training.evaluation import eval_seed, evaluate_accuracy
-from laser.training.loop import latest_checkpoint
 from laser.training.rundir import load_run_config
 
 SOUP_FILE = "soup.json"

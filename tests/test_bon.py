@@ -13,7 +13,7 @@ from laser.generation import Candidates, Sample
 from laser.rewards import FunctionRM
 from laser.statefile import load_state
 from laser.strategies import make_strategy
-from laser.training.loop import TRAINER_STATE
+from laser.training.checkpoints import TRAINER_STATE
 
 
 def _rms():

@@ -17,7 +17,7 @@ import pytest
 
 from laser.config import load_config
 from laser.generation.base import GenerationEngine
-from laser.training import loop
+from laser.training import checkpoints, loop
 from laser.training.dpo import DPOStep
 from laser.training.run import train
 from laser.training.stopping import RunStopped
@@ -62,7 +62,7 @@ class _Fault:
 def _hook(monkeypatch, fault: _Fault) -> None:
     """Fire `fault` in its stage: sampling (the engine), scoring (the RMs), the DPO update, the checkpoint write."""
     targets = {"sampling": (GenerationEngine, "sample"), "scoring": (loop, "route_and_score"),
-               "update": (DPOStep, "update"), "checkpoint write": (loop, "save_state")}
+               "update": (DPOStep, "update"), "checkpoint write": (checkpoints, "save_state")}
     owner, name = targets[fault.stage]
     original = getattr(owner, name)
 

@@ -211,6 +211,18 @@ def test_load_jsonl_reads_rows_and_names_bad_ones(tmp_path):
     assert mapped[0].prompt == "a?" and mapped[0].answer == "b"
 
 
+def test_held_out_preferences_load_as_validation_rows_that_only_their_preferred_completion_passes(tmp_path):
+    rows = [json.dumps({"prompt": "Be kind?", "chosen": "Sure, gladly.", "rejected": "No.", "domain": "chat"})]
+    (ex,), _ = load_jsonl(_write(tmp_path / "prefs.jsonl", rows))
+    assert ex.is_preference and ex.answer_format == "preference" and ex.rejected == "No." and ex.domain == "chat"
+    assert check(ex, " Sure, gladly. ") and not check(ex, "No.") and not check(ex, "Sure")
+    for row, msg in [({"prompt": "p", "chosen": "a", "rejected": " a "}, "same text as the preferred answer"),
+                     ({"prompt": "p", "answer": "a", "rejected": "b"}, "both or neither"),
+                     ({"prompt": "p", "chosen": "a"}, "a preference row: 'chosen' and 'rejected'")]:
+        with pytest.raises(DatasetError, match=msg):
+            load_jsonl(_write(tmp_path / "bad.jsonl", [json.dumps(row)]))
+
+
 def test_load_hf_from_disk_and_data_files_with_presets(tmp_path):
     import datasets
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from laser.rewards import load_reward_model
 from laser.strategies import make_strategy
 from laser.training.dpo import DPOSettings, DPOStep
 from laser.training.loop import RoundSettings, Trainer
+from laser.training.router_feedback import RerankProbes, RouterFeedback
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_rerank_feedback_learns_from_validation_probes_and_trains_once_per_round
     training prompts, is rewarded by how that RM orders their right and wrong samples, and the round trains
     once on all its pairs; the training instances use what the router knows (no exploration there)."""
     trainer = make_trainer(world, "laser", tmp_path, feedback="rerank_gain")
-    assert trainer.probing and not trainer.per_group
+    assert isinstance(trainer.feedback, RerankProbes) and not trainer.feedback.explores_training
     lines = [trainer.run_round() for _ in range(3)]
     history = trainer.strategy.state_dict()["feedback_history"]
     # A probe the router is already sure about (rerank_skip_settled) is not even sampled; every sampled probe
@@ -113,11 +115,11 @@ def test_rerank_feedback_learns_from_validation_probes_and_trains_once_per_round
         assert np.isfinite(line["dpo"][0]["loss"])
         assert set(line["feedback_by_domain"]) <= {ex.domain for ex in trainer.validation}
     # Probes are a seeded draw per round: the same round draws the same validation examples again.
-    assert [ex.id for ex in trainer.probe_examples()] == [ex.id for ex in trainer.probe_examples()]
+    assert [ex.id for ex in trainer.feedback.draw_probes()] == [ex.id for ex in trainer.feedback.draw_probes()]
     trainer.round = 0
-    first = [ex.id for ex in trainer.probe_examples()]
+    first = [ex.id for ex in trainer.feedback.draw_probes()]
     trainer.round = 1
-    assert first != [ex.id for ex in trainer.probe_examples()]
+    assert first != [ex.id for ex in trainer.feedback.draw_probes()]
 
 
 def test_min_chosen_leaves_out_low_prompts_and_a_round_without_pairs_trains_nothing(world, tmp_path):
@@ -147,7 +149,7 @@ def test_min_chosen_leaves_out_low_prompts_and_a_round_without_pairs_trains_noth
 @pytest.mark.parametrize("spec", ["random", "ensemble:mean"])
 def test_baselines_train_once_per_round_and_measure_no_reward(world, tmp_path, spec):
     trainer = make_trainer(world, spec, tmp_path)  # validation_gain: only a learning router would pay for it
-    assert not trainer.probing and not trainer.per_group
+    assert type(trainer.feedback) is RouterFeedback and trainer.feedback.explores_training
     line = trainer.run_round()
     assert [(d["arm"], d["pairs"]) for d in line["dpo"]] == [("all", line["pairs"]["pairs"])]
     assert "probes" not in line and line["feedback_mean"] is None and line["feedback_by_domain"] == {}
@@ -157,7 +159,7 @@ def test_baselines_train_once_per_round_and_measure_no_reward(world, tmp_path, s
 
 def test_context_local_feedback_differs_per_instance(world, tmp_path):
     trainer = make_trainer(world, "laser", tmp_path, neighbors=4)
-    assert len({ex.domain for ex in trainer.feedback_batch}) == 2  # sampled across the split's domains
+    assert len({ex.domain for ex in trainer.feedback.batch}) == 2  # sampled across the split's domains
     import random
 
     from laser.assets.pairs import correctness_pairs
@@ -170,7 +172,7 @@ def test_context_local_feedback_differs_per_instance(world, tmp_path):
     contexts = trainer.embedder.embed([ex.prompt for ex in examples])
     arms = np.zeros(len(examples), dtype=np.int64)  # one group: one update
     trainer.dpo.start_iteration()
-    feedback, trained, metrics = trainer._train_per_group(rows, arms, contexts)
+    feedback, trained, metrics = trainer.feedback.update_groups(rows, arms, contexts)
     assert trained.all() and len(metrics) == 1
     # One update, but each instance is credited with the change on the validation examples like it.
     assert len(set(np.round(feedback, 9))) > 1
@@ -184,7 +186,7 @@ def test_accuracy_feedback_is_the_change_in_greedy_correctness(world, tmp_path):
     from laser.training.feedback import greedy_correct
 
     trainer = make_trainer(world, "laser", tmp_path, validation_metric="accuracy")
-    batch = trainer.feedback_batch
+    batch = trainer.feedback.batch
     before = greedy_correct(trainer.policy, trainer.tokenizer, batch)
     # The per-example metric is what transformers' own greedy decoding gets right.
     texts = hf_greedy_texts(trainer.policy, trainer.tokenizer, [ex.prompt for ex in batch],
@@ -200,7 +202,7 @@ def test_accuracy_feedback_is_the_change_in_greedy_correctness(world, tmp_path):
     for group in trainer.dpo.optimizer.param_groups:
         group["lr"] = 5e-2
     trainer.dpo.start_iteration()
-    feedback, trained, _ = trainer._train_per_group(rows, np.zeros(len(rows), dtype=np.int64), contexts)
+    feedback, trained, _ = trainer.feedback.update_groups(rows, np.zeros(len(rows), dtype=np.int64), contexts)
     after = greedy_correct(trainer.policy, trainer.tokenizer, batch)
     assert trained.all() and feedback == pytest.approx(np.full(len(rows), (after - before).mean()))
     assert not np.array_equal(after, before)  # the update changed some answers: the reward is not trivially zero
@@ -212,16 +214,16 @@ def test_margin_feedback_is_the_change_in_gold_minus_wrong_log_likelihood(world,
     from laser.training.feedback import gold_margin_per_example
 
     trainer = make_trainer(world, "laser", tmp_path, validation_metric="margin")
-    batch, wrong = trainer.feedback_batch, trainer.feedback_wrong
+    batch, wrong = trainer.feedback.batch, trainer.feedback.wrong
     assert len(wrong) == len(batch) and all(not check(ex, " " + w) for ex, w in zip(batch, wrong, strict=True))
-    assert wrong == make_trainer(world, "laser", tmp_path / "again", validation_metric="margin").feedback_wrong
+    assert wrong == make_trainer(world, "laser", tmp_path / "again", validation_metric="margin").feedback.wrong
     before = gold_margin_per_example(trainer.policy, trainer.tokenizer, batch, wrong)
     rows = correctness_pairs(trainer.train[:16], random.Random(0))
     for i, r in enumerate(rows):
         r["instance"] = i
     contexts = trainer.embedder.embed([r["prompt"] for r in rows])
     trainer.dpo.start_iteration()
-    feedback, trained, _ = trainer._train_per_group(rows, np.zeros(len(rows), dtype=np.int64), contexts)
+    feedback, trained, _ = trainer.feedback.update_groups(rows, np.zeros(len(rows), dtype=np.int64), contexts)
     after = gold_margin_per_example(trainer.policy, trainer.tokenizer, batch, wrong)
     assert trained.all() and feedback == pytest.approx(np.full(len(rows), (after - before).mean()), abs=1e-5)
     assert abs(feedback[0]) > 0
@@ -253,9 +255,9 @@ def test_prompts_follow_a_seeded_order_without_repeats_within_an_epoch(world, tm
     # Pairs have their own per-round stream: a max_random round leaves the data order's generator untouched.
     rule = make_trainer(world, "random", tmp_path / "rule")
     rule.settings = rule.settings.model_copy(update={"pair_rule": "max_random"})
-    state = rule.rng.bit_generator.state
+    state = rule.data.rng.bit_generator.state
     line = rule.run_round()
-    assert line["pairs"]["pairs"] > 0 and rule.rng.bit_generator.state == state
+    assert line["pairs"]["pairs"] > 0 and rule.data.rng.bit_generator.state == state
     assert rule._pair_rng().random() == rule._pair_rng().random()  # a function of (seed, round) only
 
 
@@ -371,6 +373,52 @@ def test_rerank_rms_scores_each_probe_with_the_rms_not_ruled_out(world, tmp_path
             assert all(n == informative for n in probes["picks"].values())
 
 
+def test_the_router_learns_each_domains_rm_from_held_out_preferences_alone(world, tmp_path):
+    """Validation rows that are preferences (the gold answer over a plausible wrong one, no checker needed): the
+    probes are not sampled, an RM's reward is whether it prefers the preferred completion, and after the warm-up
+    (40 probes) and three rounds (24) the router sends each domain's prompts to the RM that agrees with most of its
+    preferences."""
+    from laser.assets.pairs import correctness_pairs
+    from laser.strategies import Batch
+    from laser.tasks import load_jsonl
+
+    _, suite, _ = world
+    trainer = make_trainer(world, "laser", tmp_path, feedback="rerank_gain")
+    # The world's right and wrong answers as held-out preferences, in the policy's completion format, from a file.
+    path = tmp_path / "preferences.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in correctness_pairs(suite.validation, random.Random(0))))
+    prefs, _ = load_jsonl(path)
+    assert all(ex.is_preference for ex in prefs) and len(prefs) == len(suite.validation)
+    trainer.validation = prefs
+    trainer.settings = trainer.settings.model_copy(update={"rerank_prompts": 24, "rerank_warmup_prompts": 40})
+    # The router as a run makes it for rerank gains (`laser.parts.make_run_strategy`): centred contexts, raw rewards.
+    trainer.strategy = make_strategy("laser", list(trainer.rms), dim=trainer.policy.config.hidden_size, seed=0,
+                                     center=True, normalize_feedback=False)
+    asked = trainer.engine.stats.prompts
+    lines = [trainer.run_round() for _ in range(4)]
+    assert trainer.engine.stats.prompts - asked == sum(line["prompts"] for line in lines)  # training prompts only
+    warmup = lines[0]["probes"]
+    assert warmup["every_rm"] and warmup["informative"] == warmup["sampled"] > 0  # every pair: one right, one wrong
+    assert all(abs(g) <= 1 for row in lines[0]["feedback_by_domain"].values() for g in row.values())
+    # Each RM's agreement with the preferences per domain, measured here on every row: the RM to learn.
+    agree = {}
+    for name, rm in trainer.rms.items():
+        good = rm.score([ex.prompt for ex in prefs], [ex.answer for ex in prefs]).values
+        bad = rm.score([ex.prompt for ex in prefs], [ex.rejected for ex in prefs]).values
+        agree[name] = {d: float(np.mean([g > b for g, b, ex in zip(good, bad, prefs, strict=True) if ex.domain == d]))
+                       for d in {ex.domain for ex in prefs}}
+    best = {d: max(agree, key=lambda rm: agree[rm][d]) for d in {ex.domain for ex in prefs}}
+    assert len(set(best.values())) == 2  # a different RM per domain: routing has something to learn
+    contexts = trainer.embedder.embed([ex.prompt for ex in prefs])
+    arms = trainer.strategy.assign(contexts, Batch(round=4, domains=[ex.domain for ex in prefs], explore=False)).arms
+    for d, rm in best.items():
+        picked = [trainer.strategy.rm_names[a] for a, ex in zip(arms, prefs, strict=True) if ex.domain == d]
+        assert picked.count(rm) / len(picked) >= 0.8, (d, rm, agree, Counter(picked))
+    with pytest.raises(ValueError, match="belong in the validation split"):
+        Trainer(trainer.policy, trainer.tokenizer, trainer.engine, trainer.embedder, trainer.rms, trainer.strategy,
+                trainer.dpo, suite.train, suite.validation, prefs[:4], trainer.settings, tmp_path / "bad")
+
+
 def test_probes_take_rerank_n_samples_each(world, tmp_path):
     """`rerank_n` samples per probe, in a generation call of their own; with `rerank_n` equal to `n` (or None)
     the probes share the training prompts' call and their `n`."""
@@ -439,7 +487,7 @@ def test_gradient_gain_is_the_first_order_gain_of_each_group_and_leaves_the_weig
     contexts = trainer.embedder.embed([r["prompt"] for r in rows])
     trainer.dpo.start_iteration()
     before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
-    feedback, observed = trainer._gradient_gain(rows, arms, contexts)
+    feedback, observed = trainer.feedback.gains(rows, arms, contexts)
     assert all(torch.equal(before[n], p) for n, p in trainer.policy.named_parameters())  # nothing was trained
     assert observed.all()
     # No neighbours: every instance of a group gets the group's gain on the whole feedback batch.
@@ -449,7 +497,7 @@ def test_gradient_gain_is_the_first_order_gain_of_each_group_and_leaves_the_weig
     assert feedback[0] > 0 and feedback[0] > feedback[-1] + 0.1
     # The same inner products by autograd: -<grad of the mean gold log-likelihood, g_k / |g_k|>.
     params = trainer.dpo.trainable()
-    batch = trainer.feedback_batch
+    batch = trainer.feedback.batch
     logps = answer_token_logprobs(trainer.policy, trainer.tokenizer, [ex.prompt for ex in batch],
                                   [ex.target() for ex in batch])
     metric = torch.stack([t.mean() for t in logps]).mean()
@@ -480,12 +528,12 @@ def test_gradient_gain_refuses_greedy_accuracy():
 def test_warm_up_rounds_draw_rerank_warmup_prompts_probes(world, tmp_path):
     trainer = make_trainer(world, "laser", tmp_path, feedback="rerank_gain")  # rerank_prompts 10, warm-up 1 round
     trainer.settings = trainer.settings.model_copy(update={"rerank_warmup_prompts": 16})
-    warm = trainer.probe_examples()
+    warm = trainer.feedback.draw_probes()
     trainer.round = 1
-    after = trainer.probe_examples()
+    after = trainer.feedback.draw_probes()
     assert len(warm) == 16 and len({ex.id for ex in warm}) == 16 and len(after) == 10
     trainer.round = 0  # the same draw again: a resumed run probes the same examples
-    assert [ex.id for ex in trainer.probe_examples()] == [ex.id for ex in warm]
+    assert [ex.id for ex in trainer.feedback.draw_probes()] == [ex.id for ex in warm]
 
 
 @pytest.mark.parametrize("spec", ["single:auto", "static:by_domain", "ensemble:val_weighted"])

@@ -182,6 +182,22 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def _function_lengths(path: Path, mod: str) -> dict[str, int]:
+    """Lines of every function and method of a module (nested ones under their parent's name)."""
+    out: dict[str, int] = {}
+
+    def visit(node, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}.{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    out[name] = child.end_lineno - child.lineno + 1
+                visit(child, name)
+
+    visit(ast.parse(path.read_text()), mod)
+    return out
+
+
 def survey() -> dict:
     files = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
     modules = {module_name(p) for p in files}
@@ -191,8 +207,10 @@ def survey() -> dict:
     top_external: dict[str, set[str]] = {}
     deferred: dict[str, list[list[str]]] = {}
     lines: dict[str, int] = {}
+    functions: dict[str, int] = {}  # "module.Class.function": lines
     for p in files:
         mod = module_name(p)
+        functions.update(_function_lengths(p, mod))
         graph[mod], local_by_module[mod], ext, deferred[mod], top_external[mod] = imports(p, modules)
         external_by_package[mod.split(".")[0]].update(ext)
         lines[mod] = len(p.read_text().splitlines())
@@ -207,7 +225,8 @@ def survey() -> dict:
     bandits_ext = sorted(external_by_package["bandits"] - stdlib - BANDITS_MAY_IMPORT - {"bandits"})
     return {"readme_chars": len((ROOT / "README.md").read_text()),
             "docs": {p.name: len(p.read_text()) for p in sorted((ROOT / "docs").glob("*.md"))},
-            "lines": lines, "cycles": cycles(graph), "local_imports": local_by_module, "local_why": why,
+            "lines": lines, "functions": functions, "cycles": cycles(graph), "local_imports": local_by_module,
+            "local_why": why,
             "local_other": other_by_module,
             "bandits_imports_beyond_numpy_scipy": bandits_ext}
 
@@ -224,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"modules: {len(lines)}, {sum(lines.values()):,} lines; the {args.top} longest:")
     for mod, n in sorted(lines.items(), key=lambda kv: -kv[1])[:args.top]:
         print(f"  {n:5d}  {mod}")
+    print(f"the {args.top} longest functions:")
+    for name, n in sorted(s["functions"].items(), key=lambda kv: -kv[1])[:args.top]:
+        print(f"  {n:5d}  {name}")
     local = s["local_imports"]
     print(f"function-local import statements: {sum(local.values())} in {sum(1 for v in local.values() if v)} "
           "modules; the most:")

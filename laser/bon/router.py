@@ -46,7 +46,7 @@ class TrainedRouter:
 
 def load_router(run_dir: str | Path) -> TrainedRouter:
     """Read `run_dir`'s config and newest checkpoint; errors say what is missing."""
-    from laser.training.loop import read_trainer_state
+    from laser.training.checkpoints import read_trainer_state
 
     run_dir = Path(run_dir)
     try:

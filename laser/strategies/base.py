@@ -63,6 +63,26 @@ class Assignment:
                           None if self.lower is None else self.lower[keep],
                           None if self.upper is None else self.upper[keep])
 
+    def runners_up(self, count: int) -> list[tuple[Assignment, np.ndarray]]:
+        """Up to `count` more RMs per instance besides the chosen one: those a router has not ruled out there (upper
+        bound at or above the chosen RM's lower bound), highest upper bound first. Each as (assignment, the
+        instances it covers); where it covers none, it repeats the chosen RM. None without bounds."""
+        if count < 1 or self.upper is None or self.lower is None:
+            return []
+        rows = np.arange(len(self.arms))
+        upper = self.upper.copy()
+        upper[rows, self.arms] = -np.inf
+        order = np.argsort(-upper, axis=1, kind="stable")
+        out = []
+        for rank in range(min(count, len(self.rm_names) - 1)):
+            arms = order[:, rank]
+            covers = upper[rows, arms] >= self.lower
+            if not covers.any():
+                break
+            arms = np.where(covers, arms, self.arms)
+            out.append((Assignment(self.rm_names, np.eye(len(self.rm_names), dtype=bool)[arms], arms), covers))
+        return out
+
     def picks_by_domain(self, domains: Sequence[str]) -> dict[str, dict[str, int]]:
         """{domain: {rm: instances of that domain it scores}} (RMs that score none left out): the one count of
         an assignment's picks, from which totals and running counts are summed."""

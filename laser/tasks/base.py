@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 
 class DatasetError(ValueError):
@@ -17,6 +17,10 @@ class Example(BaseModel):
 
     `solution` is the reference completion a model imitates in SFT (the gold answer when not given), for
     answers that are better written with their reasoning: "Lima (B)" for the gold letter "B".
+
+    A held-out preference (`answer_format="preference"`, as in RewardBench or UltraFeedback) holds the preferred
+    completion as `answer` and the other as `rejected`: where no checker can judge an answer (chat, safety), the
+    router's reward is whether the RM it picked prefers `answer` (its pairwise agreement). Validation rows only.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -27,6 +31,20 @@ class Example(BaseModel):
     domain: str = "default"
     answer_format: str = "exact"
     solution: str | None = None
+    rejected: str | None = None
+
+    @property
+    def is_preference(self) -> bool:
+        return self.rejected is not None
+
+    @model_validator(mode="after")
+    def _preference_complete(self) -> Example:
+        if (self.answer_format == "preference") != (self.rejected is not None):
+            raise ValueError("a preference row has answer_format 'preference', its preferred completion as the "
+                             "answer and the other as rejected (both or neither)")
+        if self.rejected is not None and self.rejected.strip() == self.answer.strip():
+            raise ValueError("rejected is the same text as the preferred answer: nothing to prefer")
+        return self
 
     def target(self) -> str:
         """The completion to imitate: the solution, or else the gold answer."""

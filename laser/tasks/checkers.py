@@ -88,6 +88,8 @@ CHECKERS: dict[str, Callable[[str, str], bool]] = {
     "choice": check_choice,
     "exact": check_exact,
     "gsm8k": check_gsm8k,
+    # A held-out preference: the preferred completion is right, anything else wrong (`Example.rejected`).
+    "preference": lambda completion, preferred: completion.strip() == preferred.strip(),
 }
 
 

@@ -25,9 +25,13 @@ def _row_to_example(row: Any, where: str, default_id: str, answer_format: str,
     for target, source in fields.items():
         if source in row and row[source] is not None:
             values[target] = row[source]
+    if "answer" not in values and "chosen" in values and "rejected" in values:  # a held-out preference
+        values["answer"], values["answer_format"] = values.pop("chosen"), "preference"
+    values.pop("chosen", None)
     for required in ("prompt", "answer"):
         if required not in values:
-            raise DatasetError(f"{where}: field {fields[required]!r} is missing (it holds the {required})")
+            instead = " (a preference row: 'chosen' and 'rejected')" if required == "answer" else ""
+            raise DatasetError(f"{where}: field {fields[required]!r} is missing (it holds the {required}){instead}")
     answer = values["answer"]
     if isinstance(answer, bool):
         answer = "yes" if answer else "no"  # StrategyQA stores booleans
@@ -39,7 +43,8 @@ def _row_to_example(row: Any, where: str, default_id: str, answer_format: str,
         raise DatasetError(f"{where}: answer_format {fmt!r} is unknown; choose one of {sorted(CHECKERS)}")
     try:
         return Example(id=str(values.get("id", default_id)), prompt=values["prompt"], answer=values["answer"],
-                       domain=str(values.get("domain", "default")), answer_format=fmt)
+                       domain=str(values.get("domain", "default")), answer_format=fmt,
+                       rejected=values.get("rejected"))
     except ValidationError as e:
         err = e.errors()[0]
         field = err["loc"][0] if err["loc"] else "row"
@@ -50,12 +55,13 @@ def _row_to_example(row: Any, where: str, default_id: str, answer_format: str,
 def load_jsonl(path: str | os.PathLike, answer_format: str = "exact", skip_bad_rows: bool = False,
                fields: dict[str, str] | None = None) -> tuple[list[Example], LoadReport]:
     """Read examples from a JSONL file: one object per line with `prompt`, `answer`, optional `domain`,
-    `id` and `answer_format`. `fields` maps those names to other column names."""
+    `id` and `answer_format`; or, for a held-out preference (validation only), `prompt`, `chosen` and `rejected`.
+    `fields` maps those names to other column names."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     cols = {"prompt": "prompt", "answer": "answer", "domain": "domain", "id": "id",
-            "answer_format": "answer_format", **(fields or {})}
+            "answer_format": "answer_format", "chosen": "chosen", "rejected": "rejected", **(fields or {})}
     report = LoadReport(str(path))
     examples: list[Example] = []
     with path.open("rb") as f:

@@ -21,8 +21,8 @@ from laser.parts import build_trainer
 from laser.placement import visible_gpus
 from laser.report import write_run_report
 
+from .checkpoints import latest_checkpoint
 from .distributed import init_distributed, is_main_process, main_first, world
-from .loop import latest_checkpoint
 from .rundir import ASSETS_RECORD, check_assets, embedded_recipe, run_lock
 from .stopping import RunStopped, stop_on_signals
 
@@ -54,9 +54,8 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
             main_first(lambda: build_assets(recipe) and None)
 
         trainer = build_trainer(config)
-        # accelerate runs a full gc.collect() at the start of every TRL train() call, i.e. of every RM group's
-        # DPO update. With the engine, the reward models and the policy loaded the process tracks some 560k
-        # objects, and that collection cost 0.3 s, 6x the update itself. Frozen, the loaded parts are left out
+        # accelerate runs a full gc.collect() at the start of every TRL train() call (every DPO update), over every
+        # object of the loaded engine, RMs and policy (docs/development.md). Frozen, the loaded parts are left out
         # of every collection (they live as long as the run); what the run creates is collected as before.
         gc.collect()
         gc.freeze()
@@ -130,7 +129,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> str:
     """Check that the run directory can take this run (new) or continue it (resume); write its config. Returns
     "resume", "new", or "start over" (a run to resume that stopped before its first checkpoint: its metrics are
     cleared, and it starts again from round 0, which its config alone determines)."""
-    from .loop import read_trainer_state
+    from .checkpoints import read_trainer_state
 
     run_dir = config.run_dir
     metrics = run_dir / "metrics.jsonl"
