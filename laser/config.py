@@ -79,8 +79,8 @@ class EngineConfig(_Section):
 class ContextConfig(_Section):
     """How prompts become bandit contexts (see `ContextEmbedder`)."""
 
-    # mean: separates the embedded world's domains (nearest-centroid accuracy 98.6% against 49.1% for the
-    # paper's last-token state, whose prompts all end in the same " A:"; benchmarks/context_separability.py).
+    # mean: separates the embedded world's domains far better than the paper's last-token state, whose prompts all
+    # end in the same " A:" (docs/router.md).
     pooling: Literal["last", "mean"] = "mean"
     layer: int = -1
     dim: int | None = Field(None, gt=0)  # random projection to this many dimensions
@@ -140,10 +140,8 @@ class RoundSettings(_Section):
     pair_rule: Literal["max_min", "top_vs_rest", "max_random"] = "max_min"
     min_margin: float = Field(0.0, ge=0)
     # A pair only when its chosen candidate's (normalized) score is at least this: 0 is the RM's running mean, so
-    # 0.5 leaves out prompts whose best candidate the RM itself scores low (null: every prompt with a pair).
-    # 0.5 cuts wrong-over-wrong pairs from 20.8 to 11.8 per 100 prompts: Gaussian noise (sigma 0.3) on every score
-    # then costs LASeR 0.4 +- 1.3 points instead of 1.3 +- 0.9 (10 seeds); noiseless LASeR -0.2 +- 0.7, the
-    # baselines +9 to +20 (docs/results.md).
+    # 0.5 leaves out prompts whose best candidate the RM itself scores low, most of them wrong-over-wrong pairs
+    # (null: every prompt with a pair). Measured under score noise in docs/results-archive.md.
     min_chosen: float | None = 0.5
     num_pairs: int = Field(1, gt=0)
     # rerank_gain: the router's reward is measured on `rerank_prompts` validation prompts per round, with no
@@ -151,12 +149,10 @@ class RoundSettings(_Section):
     # gradient_gain: one DPO update a round; each group's validation gain estimated to first order beforehand,
     # from the inner product of its DPO loss gradient with the validation metric's gradient.
     feedback: Literal["rerank_gain", "gradient_gain", "validation_gain", "train_loss"] = "rerank_gain"
-    # 12 probes a round: -0.8 +- 2.1 points against 24 on the default world (5 seeds, paired), the same on the
-    # alternative one (3 seeds); 0.23x the ensemble's RM passes instead of 0.27x, fewer samples (docs/router.md).
+    # Validation prompts a round for the router's reward (12 against 24: docs/router.md).
     rerank_prompts: int = Field(12, gt=0)
     # Samples per probe (None: `n`, in the training prompts' generation call). Fewer make the probes cheaper
-    # and the router's reward coarser: 4 of 8 cut LASeR's run to 0.85x of the ensemble's wall time and cost
-    # 2.0 +- 0.8 points of accuracy on world v2 (docs/router.md).
+    # and the router's reward coarser (docs/router.md).
     rerank_n: int | None = Field(None, gt=1)
     # After the warm-up, an informative probe where the router is sure of its pick (the picked RM's lower
     # confidence bound above every other RM's upper bound) is not scored: it would teach the router nothing
@@ -168,22 +164,19 @@ class RoundSettings(_Section):
     retest: float = Field(0.25, ge=0, le=1)
     # Also skip a probe (neither sampled nor scored) where the picked RM's lower confidence bound is at least
     # this rerank gain (in [-1, 1]; 1 = orders every right/wrong pair of samples rightly): another RM could gain
-    # at most 1 minus it there. None skips only settled probes. 0.8 against None: the same accuracy (+0.2 +- 0.5
-    # on the default world, 5 seeds; the same runs on the alternative one, 3 seeds), 1-2% fewer RM passes
-    # (docs/router.md).
+    # at most 1 minus it there. None skips only settled probes (0.8 against None: docs/router.md).
     rerank_good_enough: float | None = Field(0.8, ge=-1, le=1)
     # RMs that score each sampled probe after the warm-up: the router's pick, then the others the router has not
     # ruled out there (upper confidence bound at or above the pick's lower bound), highest bound first. Each more
-    # teaches the router about an alternative from the same label, at one more RM pass over the probe's samples.
+    # teaches the router about an alternative from the same label, at one more RM pass over the probe's samples
+    # (when judges are close, more RMs per probe route better at more RM passes: docs/router.md).
     rerank_rms: int = Field(1, ge=1)
     # The first rounds' informative probes are scored by every RM and the router learns from all of them
     # (full information), so that it has seen each RM on each kind of prompt before training relies on it.
     rerank_warmup: int = Field(1, ge=0)
     # Probes in each warm-up round (None: `rerank_prompts`). The warm-up's probes are all the router knows when it
     # routes round 0's training prompts: one warm-up round of 24 spends the RM passes of two rounds of 12 before
-    # the first update instead of after it. Measured against two rounds of 12 (docs/router.md): +1.5 +- 3.1
-    # points on the default world (5 seeds), the oracle's accuracy on every seed of the alternative one (3 seeds,
-    # +2.8), round 0 routed right on every seed there (38-78% before), fewer RM passes on both.
+    # the first update instead of after it (measured against two rounds of 12: docs/router.md).
     rerank_warmup_prompts: int | None = Field(24, gt=0)
     feedback_examples: int = Field(128, gt=0)
     # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's

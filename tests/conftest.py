@@ -93,3 +93,70 @@ def pytest_collection_modifyitems(session, config, items):
         return 3, 0
 
     items.sort(key=lambda item: rank(item.path.name))  # stable: each file's own order is kept
+
+
+def assert_targets_afresh(assets) -> int:
+    """Check each target a built world's report claims met against a fresh measurement by other code than the
+    builder's: the policy's greedy and sampled answers from vLLM (the builder samples with transformers), its own
+    right and wrong samples ordered by each judge through the engine's `likelihood` reward backend (the builder
+    scores in memory). Greedy answers are the same (within two examples a domain); the judges' accuracies, on
+    other samples, within two standard errors. Returns how many of the claims it checked."""
+    from laser.generation import EngineConfig, make_engine
+    from laser.rewards import load_reward_model
+    from laser.tasks import check
+
+    rep, t = assets.report, assets.recipe.targets
+    claims = {c["target"]: c["holds"] for c in rep["targets"]}
+
+    def claimed(start: str) -> bool:
+        return next(v for k, v in claims.items() if k.startswith(start))
+
+    test = assets.suite().test
+    engine = make_engine(assets.policy, EngineConfig(engine="vllm", max_model_len=128))
+    try:
+        tokens = max(len(ex.target()) for ex in test) + 4
+        greedy = engine.greedy([ex.prompt for ex in test], max_new_tokens=tokens)
+        sampled = engine.sample([ex.prompt for ex in test], n=t.k, temperature=0.8, max_new_tokens=tokens, seed=7)
+    finally:
+        engine.close()
+    domains = sorted({ex.domain for ex in test})
+    right = {d: [check(ex, greedy.texts(i)[0]) for i, ex in enumerate(test) if ex.domain == d] for d in domains}
+    accuracy = {d: sum(v) / len(v) for d, v in right.items()}
+    for d in domains:
+        assert abs(accuracy[d] - rep["policy"]["test_accuracy"][d]) <= 2 / len(right[d]), (d, accuracy, rep)
+    lo, hi = t.accuracy_band
+    if claimed("policy greedy"):
+        assert all(lo - 2 / len(right[d]) <= a <= hi + 2 / len(right[d]) for d, a in accuracy.items()), accuracy
+    checked = int(claimed("policy greedy"))
+    if claimed("policy pass@"):
+        for d in domains:
+            hit = [any(check(ex, x) for x in sampled.texts(i)) for i, ex in enumerate(test) if ex.domain == d]
+            assert sum(hit) / len(hit) >= t.pass_at_k - 2 * (0.25 / len(hit)) ** 0.5, (d, sum(hit) / len(hit))
+        checked += 1
+    pairs = []  # the policy's own (right, wrong) samples, one pair per prompt that has both
+    for i, ex in enumerate(test):
+        texts = sampled.texts(i)
+        good, bad = [x for x in texts if check(ex, x)], [x for x in texts if not check(ex, x)]
+        if good and bad:
+            pairs.append((ex, good[0], bad[0]))
+    assert {ex.domain for ex, _, _ in pairs} == set(domains)
+    prompts = [ex.prompt for ex, _, _ in pairs]
+    home, off = claimed("every judge >="), claimed("every judge <=")
+    lowest_off = 1.0
+    for spec in assets.recipe.judges:
+        rm = load_reward_model("likelihood", str(assets.judges[spec.name]))
+        chosen = rm.score(prompts, [g for _, g, _ in pairs]).values
+        rejected = rm.score(prompts, [b for _, _, b in pairs]).values
+        for d in domains:
+            wins = [c > r for (ex, _, _), c, r in zip(pairs, chosen, rejected, strict=True) if ex.domain == d]
+            acc, noise = sum(wins) / len(wins), 2 * (0.25 / len(wins)) ** 0.5
+            if d in spec.domains and home:
+                assert acc >= t.home_accuracy - noise, (spec.name, d, acc, len(wins))
+            if d not in spec.domains and off:
+                assert acc <= t.off_accuracy + noise, (spec.name, d, acc, len(wins))
+            if d not in spec.domains:
+                lowest_off = min(lowest_off, acc)
+    if any(k.startswith("at least one judge") for k in claims) and claimed("at least one judge"):
+        assert lowest_off < 0.5 + 0.1, lowest_off  # confidently wrong somewhere off its home
+        checked += 1
+    return checked + home + off

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import hf_greedy_texts
+from conftest import assert_targets_afresh, hf_greedy_texts
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from laser.assets import AssetRecipe, JudgeSpec, RewardModelSpec, SFTSpec, SuiteSpec, build_assets, quick_recipe
@@ -30,16 +30,17 @@ def test_build_report_records_its_times_and_checks_its_targets(world):
     times = rep["timings_s"]
     assert times["total_s"] == pytest.approx(sum(v for k, v in times.items() if k != "total_s"), abs=0.5)
     assert {"sft_s", "on_policy_pairs_s"} <= set(times) and all(v >= 0 for v in times.values())
-    # The targets recomputed from the report's own cells: the build states what it missed, never hides it.
-    assert rep["targets"] == build_mod.check_targets(assets.recipe, rep)
-    band = assets.recipe.targets.accuracy_band
-    in_band = all(band[0] <= a <= band[1] for a in rep["policy"]["test_accuracy"].values())
-    assert rep["targets"][0]["holds"] == in_band
     assert set(rep["policy"]["pass_at_8"]) == set(rep["domains"])
     for d, p in rep["policy"]["pass_at_8"].items():  # pass@8 is at least the greedy accuracy's order
         assert 0 <= p <= 1 and p >= rep["policy"]["test_accuracy"][d] - 0.15, (d, p)
     text = (assets.root / "report.md").read_text()
     assert "Targets of the recipe" in text and "pass@8" in text and "Build time:" in text
+
+
+def test_the_world_meets_the_targets_its_report_claims_measured_afresh(world):
+    """What the build says of its targets, measured again by other code (`conftest.assert_targets_afresh`)."""
+    assets, _ = world
+    assert assert_targets_afresh(assets) >= 3  # the quick world claims its band and both judge targets
 
 
 def test_check_targets_names_each_missed_cell():

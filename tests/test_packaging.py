@@ -55,7 +55,7 @@ def test_benchmark_implementations_agree_on_a_tiny_stream():
 def test_feedback_by_domain_averages_rewards_and_counts_second_half_picks(tmp_path):
     import json
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "benchmarks" / "lab"))
     import feedback_by_domain as fb
 
     lines = [{"type": "eval", "round": 0}]
@@ -71,7 +71,7 @@ def test_feedback_by_domain_averages_rewards_and_counts_second_half_picks(tmp_pa
 
 
 def test_feedback_ceiling_is_the_share_of_resampled_means_that_rank_the_oracle_first():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "benchmarks" / "lab"))
     import feedback_by_domain as fb
 
     # a's rewards are 0 or 2 (mean 1), b's always 0.9: the mean of n draws of a beats b when more than

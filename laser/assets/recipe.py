@@ -71,8 +71,8 @@ class SFTSpec(_Strict):
     # The share of the draws of an example whose SFT target is the domain's typical mistake instead of the
     # gold answer (`laser.tasks.mistakes.typical_mistake`, drawn anew at every visit): the policy learns
     # to write the mistake that often on every prompt, so that it is right about half the time whatever
-    # the step count and its samples hold both a right and a wrong answer. A mistake fixed per example
-    # instead made it sure of one answer per prompt, right or wrong: pass@8 50-62% at 27-30% greedy.
+    # the step count and its samples hold both a right and a wrong answer (a mistake fixed per example instead
+    # made it sure of one answer per prompt, right or wrong: docs/worlds.md).
     mistake_rate: float = Field(0.5, ge=0, lt=1)
     warmup_steps: int = Field(50, ge=0)
     eval_every: int = Field(50, gt=0)
@@ -267,10 +267,9 @@ def quick_recipe(seed: int = 0) -> AssetRecipe:
         seed=seed,
         suite=SuiteSpec(seed=seed, train=600, validation=100, test=100, n_people=24, domains=("yes_no", "strings")),
         model=ModelSpec(hidden_size=64, num_layers=2, num_heads=2),
-        # yes_no (two answers) swings by 30-50 points between checkpoints whenever it is trained, so it is not
-        # trained at all while at or above the band (hold 0) and training stops at the first checkpoint inside
-        # it; a milder hold (0.2, band 20-70%) let yes_no sit at 75-89% while strings crept up, and on an AMD
-        # EPYC build the kept policy missed the targets (strings 13%, yes_no 77% greedy).
+        # yes_no (two answers) swings widely between checkpoints whenever it is trained, so it is not trained at
+        # all while at or above the band (hold 0) and training stops at the first checkpoint inside it (a milder
+        # hold missed the targets: docs/worlds.md).
         sft=SFTSpec(max_steps=1200, eval_every=50, band=(0.3, 0.6), learning_rate=2e-3, hold_weight=0.0,
                     boost_weight=3.0, mistake_rate=0.0),
         reward_models=(RewardModelSpec(name="reasoning", domains=("yes_no",)),

@@ -7,7 +7,7 @@ checker), pairs one of each at random, and reports how often each reward model s
 higher. `--likelihood PATH` adds a causal LM judged by its mean token log-likelihood (the `likelihood`
 backend); the policy itself is always included that way.
 
-    python benchmarks/rm_on_policy.py [--quick] [--n 8] [--likelihood DIR ...]
+    python benchmarks/lab/rm_on_policy.py [--quick] [--n 8] [--likelihood DIR ...]
 """
 
 from __future__ import annotations

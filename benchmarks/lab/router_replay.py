@@ -13,8 +13,10 @@ The policy does not train in the replay (its contexts and samples stay the SFT's
 router alone, where it matters most: the first rounds, when a misrouted instance trains the policy on
 pairs that a wrong judge built.
 
-    python benchmarks/router_replay.py                       # the default world
-    python benchmarks/router_replay.py --set models.embedded_recipe=configs/worlds/alt.yaml
+    python benchmarks/lab/router_replay.py                       # the default world
+    python benchmarks/lab/router_replay.py --set models.embedded_recipe=configs/worlds/alt.yaml
+    python benchmarks/lab/router_replay.py --probe-rms 1 2 3 5 \
+        --set models.embedded_recipe=configs/worlds/noisy-judges.yaml
 """
 
 from __future__ import annotations
@@ -71,13 +73,14 @@ def collect(config: RunConfig, train_draw: int = 800) -> dict:
 
 
 def replay(data: dict, policy: str, params: dict, seed: int, rounds: int, warmup: int, probes: int,
-           center: bool, skip_settled: bool = False) -> np.ndarray:
-    """Oracle match of the routed training contexts, per round."""
+           center: bool, skip_settled: bool = False, probe_rms: int = 1) -> tuple[np.ndarray, int]:
+    """Oracle match of the routed training contexts, per round; and the (probe, RM) observations after the
+    warm-up (what they cost in RM passes, in probes' worth)."""
     rms, oracle = data["rms"], data["oracle"]
     tctx, tdom = data["train_contexts"], data["train_domains"]
     st = make_strategy(f"laser:{policy}", rms, dim=tctx.shape[1], seed=seed, center=center,
                        normalize_feedback=False, **params)
-    rng, match = np.random.default_rng(seed + 99), []
+    rng, match, observed = np.random.default_rng(seed + 99), [], 0
     for rnd in range(rounds):
         rep = data["reps"][(rnd + seed) % 2]
         ctx, gains = rep["contexts"], rep["gains"]
@@ -94,12 +97,16 @@ def replay(data: dict, policy: str, params: dict, seed: int, rounds: int, warmup
                 if skip_settled and a.separation is not None:  # the router is sure of its pick: not scored
                     keep = ~(a.separation > 0)
                 if keep.any():
-                    a, x = a.subset(keep), x[keep]
-                    st.observe(x, a, gains[np.array(pick)[keep], a.arms])
+                    a, x, rows = a.subset(keep), x[keep], np.array(pick)[keep]
+                    # The pick, and with `probe_rms` > 1 the RMs not ruled out there (`round.rerank_rms`).
+                    every = np.ones(len(rows), dtype=bool)
+                    st.observe_all([(x[c], b.subset(c), gains[rows[c], b.arms[c]])
+                                    for b, c in [(a, every), *a.runners_up(probe_rms - 1)]])
+                    observed += len(rows) + sum(int(c.sum()) for _, c in a.runners_up(probe_rms - 1))
         ti = rng.choice(len(tctx), 32, replace=False)
         arms = st.assign(tctx[ti], Batch(round=rnd, explore=False)).arms
         match.append(np.mean([rms[k] == oracle[tdom[i]] for k, i in zip(arms, ti, strict=True)]))
-    return np.array(match)
+    return np.array(match), observed
 
 
 def main() -> None:
@@ -108,6 +115,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--cache", type=Path, default=None, help="keep the collected data in this .npz file")
+    ap.add_argument("--probe-rms", type=int, nargs="+", default=[1],
+                    help="RMs per probe after the warm-up (round.rerank_rms), one table row per value")
     args = ap.parse_args()
     config = load_config(None, ["name=router-replay", "output_dir=runs/router-replay", *args.set])
     if args.cache is not None and args.cache.exists():
@@ -135,8 +144,11 @@ def main() -> None:
           f"warm-up {w} rounds, settled probes skipped: {b}, centred contexts: {config.bandit.center}):\n")
     print(f"| policy | rounds 0-4 | rounds 5-9 | rounds 10-{p - 1} | round 0 | round 1 | round 2 |")
     print("|---|---|---|---|---|---|---|")
-    for label, policy, params in POLICIES:
-        m = np.array([replay(data, policy, params, s, p, w, r, config.bandit.center, b) for s in range(args.seeds)])
+    for (label, policy, params), n in [(pol, n) for pol in POLICIES for n in args.probe_rms]:
+        runs = [replay(data, policy, params, s, p, w, r, config.bandit.center, b, n) for s in range(args.seeds)]
+        m = np.array([match for match, _ in runs])
+        if args.probe_rms != [1]:
+            label += f", {n} RMs per probe ({np.mean([o for _, o in runs]):.0f} observations after the warm-up)"
         print(f"| {label} | {m[:, :5].mean():.0%} | {m[:, 5:10].mean():.0%} | {m[:, 10:].mean():.0%} | "
               f"{m[:, 0].mean():.0%} | {m[:, 1].mean():.0%} | {m[:, 2].mean():.0%} |", flush=True)
 

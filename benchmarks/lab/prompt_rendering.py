@@ -1,6 +1,6 @@
 """Before / after one prompt rendering: does the policy train and get rewarded on the prompt it sampled from?
 
-    python benchmarks/prompt_rendering.py [--examples 100] [--cache-dir DIR]
+    python benchmarks/lab/prompt_rendering.py [--examples 100] [--cache-dir DIR]
 
 The quick world's policy is given a chat template (a Llama-3-like one, on its character tokenizer). For
 validation examples, it compares the token ids the engine samples from with (a) the prompt ids TRL's
@@ -8,6 +8,7 @@ DPOTrainer tokenizes the round's pairs to and (b) the prompt ids of the validati
 answers' log-likelihood), the way this code did before (raw prompts: plain DPO rows, plain tokenization)
 and now (`PromptRenderer`: conversational DPO rows, rendered prompts). It also prints the validation
 metric and the DPO + NLL loss of one round of pairs both ways: what the router and the policy were told.
+Measured: `benchmarks/results/2026-12-02-prompt-rendering.md`.
 """
 
 from __future__ import annotations

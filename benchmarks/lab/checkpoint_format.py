@@ -1,8 +1,9 @@
 """Checkpoint trainer state: the pickle format of earlier versions against `laser.statefile`, size and time.
 
-    python benchmarks/checkpoint_format.py RUN_DIR [--repeats 5]
+    python benchmarks/lab/checkpoint_format.py RUN_DIR [--repeats 5]
 
 Reads the newest checkpoint's trainer state of a finished run and writes it both ways, side by side.
+Measured: `benchmarks/results/2026-12-02-checkpoint-format.md`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def main() -> None:
     import torch
 
     from laser.statefile import load_state, save_state
-    from laser.training.loop import latest_checkpoint, read_trainer_state
+    from laser.training.checkpoints import latest_checkpoint, read_trainer_state
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")

@@ -1,7 +1,7 @@
 """How much one preference pair tells the validation metric: the first-order effect of a single pair's
 DPO + NLL step on the gold answers' log-likelihood of the validation examples nearest to its prompt.
 
-    python benchmarks/pair_influence.py [--prompts 400] [--neighbors 16]
+    python benchmarks/lab/pair_influence.py [--prompts 400] [--neighbors 16]
 
 Pairs are the SFT policy's own right and wrong samples on training prompts (as a round draws them).
 For each pair, influence = d . G, where d is the descent direction of the round's loss (DPO at the

@@ -1,6 +1,6 @@
 """Two sets of runs that differ in one setting, compared seed by seed: what the setting costs or gains.
 
-    python benchmarks/paired_runs.py --a runs/bench-world-v2-kernel/laser-s{0..4} \\
+    python benchmarks/lab/paired_runs.py --a runs/bench-world-v2-kernel/laser-s{0..4} \\
         --b runs/bench-world-v2-noise/laser-s{0..4} --label-a "no noise" --label-b "score_noise 0.3"
 
 Runs are paired by their config's seed (a seed present in only one set is an error). Prints each pair's

@@ -6,7 +6,7 @@ ground truth), the table gives the fraction of candidate pairs of the same promp
 same way (pairs counted in brackets). The LASeR paper reports 0.43 agreement between two public RMs on
 MMLU; a router only helps where RMs disagree.
 
-    python benchmarks/rm_agreement.py [--quick]
+    python benchmarks/lab/rm_agreement.py [--quick]
 """
 
 from __future__ import annotations

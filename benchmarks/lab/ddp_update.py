@@ -1,6 +1,6 @@
 """One DPO update of the same pairs in one process and in two ranks (DDP over gloo): loss and weights.
 
-    python benchmarks/ddp_update.py [--pairs 8 16 12] [--out FILE.md]
+    python benchmarks/lab/ddp_update.py [--pairs 8 16 12] [--out FILE.md]
 
 For each pair count and for two losses (DPO's sigmoid alone, and the default sigmoid + TRL's `sft` term), the
 policy of the quick world (built into the cache if missing) takes one `DPOStep.update` (dpo.batch_size 8, the

@@ -2,7 +2,7 @@
 run's rounds (`feedback_by_domain` in metrics.jsonl) and the RM picks per domain in the second half; and
 how often that reward, at its measured noise, could name the oracle's RM at all (the ceiling).
 
-    python benchmarks/feedback_by_domain.py runs/demo/laser-s0 runs/demo/laser-s1 runs/demo/laser-s2
+    python benchmarks/lab/feedback_by_domain.py runs/demo/laser-s0 runs/demo/laser-s1 runs/demo/laser-s2
 
 Rewards are the raw rewards (before any normalization by the router: rerank gains in [-1, 1], or the
 update-based validation gains, shown x1e-3), averaged over the rounds where the pair occurred, with

@@ -4,7 +4,7 @@ For the validation prompts of the embedded default, prints the accuracy of a nea
 classifier on the (L2-normalized) contexts, and the mean cosine similarity within a domain and over
 all pairs. Contexts that are all nearly the same vector leave LinUCB nothing to route on.
 
-    python benchmarks/context_separability.py [--quick]
+    python benchmarks/lab/context_separability.py [--quick | --recipe configs/worlds/within-source.yaml]
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ import numpy as np
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from laser.assets import AssetRecipe, build_assets, quick_recipe
+from laser.assets.recipe import load_recipe
 from laser.generation import ContextConfig, make_embedder
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the reduced world instead of the default")
+    ap.add_argument("--recipe", default=None, help="a world recipe YAML instead of the default")
     args = ap.parse_args()
-    assets = build_assets(quick_recipe() if args.quick else AssetRecipe(), progress=False)
+    recipe = quick_recipe() if args.quick else load_recipe(args.recipe) if args.recipe else AssetRecipe()
+    assets = build_assets(recipe, progress=False)
     tok = AutoTokenizer.from_pretrained(assets.policy)
     policy = AutoModelForCausalLM.from_pretrained(assets.policy)
     val = assets.suite().validation

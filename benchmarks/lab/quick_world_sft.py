@@ -1,6 +1,6 @@
 """The test world built with other SFT settings: its policy's figures and the recipe's targets.
 
-    python benchmarks/quick_world_sft.py --cache-dir DIR [--sft KEY=VALUE ...]
+    python benchmarks/lab/quick_world_sft.py --cache-dir DIR [--sft KEY=VALUE ...]
 
 Builds `quick_recipe()` with the given `sft` keys replaced (e.g. `--sft max_steps=1200 hold_weight=0
 band=[0.3,0.6]`; values are YAML) into DIR and prints the kept SFT step, the greedy validation and test

@@ -1,6 +1,6 @@
 """A round's stage seconds in one process and in two ranks: the sampling, embedding and scoring split across them.
 
-    python benchmarks/ranks_split.py [--config configs/quick.yaml] [--strategy laser] [--rounds 6] [--out FILE.md]
+    python benchmarks/lab/ranks_split.py [--config configs/quick.yaml] [--strategy laser] [--rounds 6] [--out FILE.md]
 
 Trains a config (default: the quick config, the reduced world, built into the cache if missing) three ways on the
 same cores: one process on one thread, two ranks (`torchrun --nproc_per_node 2`, DDP over gloo) on one thread
@@ -28,7 +28,7 @@ import numpy as np
 from laser.report import emit_markdown, read_run
 from laser.report.runs import STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: benchmarks/lab/ is two levels down
 
 
 def _port() -> int:
@@ -80,8 +80,9 @@ def main() -> None:
     base = results[ways[0][0]][0]
     rel = args.config.resolve().relative_to(ROOT) if args.config.resolve().is_relative_to(ROOT) else args.config
     lines = [f"`{rel}`, strategy {args.strategy}, {args.rounds} rounds, engine {args.engine}; seconds per round, "
-             f"mean over rounds 1..{args.rounds - 1} (round 0 warms up); command: `python benchmarks/ranks_split.py "
-             f"--config {rel} --strategy {args.strategy} --rounds {args.rounds} --engine {args.engine}`", "",
+             f"mean over rounds 1..{args.rounds - 1} (round 0 warms up); command: "
+             f"`python benchmarks/lab/ranks_split.py --config {rel} --strategy {args.strategy} --rounds {args.rounds} "
+             f"--engine {args.engine}`", "",
              "| stage | " + " | ".join(label for label, _, _ in ways) + " |",
              "|---|" + "---|" * len(ways)]
     for stage in list(STAGES) + ["round"]:

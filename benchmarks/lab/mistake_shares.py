@@ -1,7 +1,7 @@
 """What a trained policy answers: per domain, the share of greedy test answers that are right, that are the
 domain's typical mistake (the neighbouring rule), or something else, from a run's final checkpoint.
 
-    python benchmarks/mistake_shares.py runs/bench-world-v2/single-mirror-s0 [more run dirs]
+    python benchmarks/lab/mistake_shares.py runs/bench-world-v2/single-mirror-s0 [more run dirs]
 
 Shows what a wrong judge teaches: under `single:mirror` the policy answers other domains' prompts with
 their typical mistake (a reversal for a rotation) rather than with noise.

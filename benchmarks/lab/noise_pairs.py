@@ -8,7 +8,7 @@ many times and builds the round's pairs with each rule, margin and min_chosen. B
 (what DPO should learn), wrong over right (it teaches the wrong preference), wrong over wrong or right over
 right. The SFT term of the default loss trains on the chosen side, so a wrong chosen answer is learned too.
 
-    python benchmarks/noise_pairs.py [--prompts 400] [--draws 200] [--sigma 0.3] [--out FILE.md]
+    python benchmarks/lab/noise_pairs.py [--prompts 400] [--draws 200] [--sigma 0.3] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def main() -> None:
            if r.any() and not r.all()]
     lines = [f"# Noise on RM scores and the round's pairs ({len(prompts)} validation prompts, n = {s.n}, "
              f"T = {s.temperature}, SFT policy, each prompt's oracle RM, zscore)", "",
-             f"`python benchmarks/noise_pairs.py --prompts {args.prompts} --draws {args.draws} --sigma {args.sigma}`",
+             f"`python benchmarks/lab/noise_pairs.py --prompts {args.prompts} --draws {args.draws} "
+             f"--sigma {args.sigma}`",
              "", f"Distinct samples per prompt: {len(ctable) / len(prompts):.2f}; prompts with right and wrong "
              f"samples: {mixed:.0%}; on those, mean normalized score of the right ones minus the wrong ones: "
              f"{np.mean(gap):.2f} (median {np.median(gap):.2f}).", "",
