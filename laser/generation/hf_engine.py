@@ -31,6 +31,21 @@ class HFEngine(GenerationEngine):
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, device),
                                                      trust_remote_code=trust_remote_code).to(device).eval()
+        self._setup(model_path, model, tokenizer, device, max_model_len, chat_template, batch_size, sleep)
+
+    @classmethod
+    def wrap(cls, model, tokenizer, max_model_len: int | None = None, chat_template: str = "auto",
+             batch_size: int = 64) -> HFEngine:
+        """An engine over a model already in memory, on its device, as it is now (a trainer's live policy: what it
+        samples follows the training without any `sync_weights`). It never sleeps."""
+        engine = cls.__new__(cls)
+        device = str(next(model.parameters()).device)
+        engine._setup(getattr(model, "name_or_path", "") or "<in memory>", model, tokenizer, device, max_model_len,
+                      chat_template, batch_size, 0)
+        return engine
+
+    def _setup(self, model_path, model, tokenizer, device: str, max_model_len: int | None, chat_template: str,
+               batch_size: int, sleep: int) -> None:
         max_model_len = max_model_len or getattr(model.config, "max_position_embeddings", None) or 2048
         super().__init__(model_path, tokenizer, max_model_len, chat_template, batch_size, sleep=sleep)
         self.model, self.device = model, device
