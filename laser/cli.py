@@ -6,6 +6,7 @@ import argparse
 import inspect
 import os
 import sys
+import threading
 
 from laser import __version__
 
@@ -218,6 +219,37 @@ def _plan(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(plan_dict(result), indent=1) if args.json else format_plan(result))
     return 0 if result.fits is not False else 1
+
+
+def _serve_router(args: argparse.Namespace) -> int:
+    """Run `laser serve-router`: the routed reward endpoint, until Ctrl-C or SIGTERM (its state saved then)."""
+    import signal
+
+    from laser.config import ConfigError, load_config
+    from laser.integrations.endpoint import make_server
+    from laser.parts import build_routing_service
+
+    try:
+        config = load_config(args.config, args.set)
+        service = build_routing_service(config, args.validation, args.state, args.init_from, args.save_every)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"laser serve-router: {e}", file=sys.stderr)
+        return 2
+    server = make_server(service, args.host, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    host, port = server.server_address[:2]
+    print(f"laser serve-router: {len(service.reward.reward_models)} reward models "
+          f"({', '.join(service.reward.reward_models)}), {len(service.validation)} held-out rows; "
+          f"POST http://{host}:{port}/get_reward (OpenRLHF: --reward.remote_url), /feedback; GET /health, /stats",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.save()
+    return 0
 
 
 def _serve_rms(args: argparse.Namespace) -> int:
@@ -461,6 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", default="runs/serve-rms", help="one log file per server (runs/serve-rms)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for every server to answer (600)")
     p.set_defaults(func=_serve_rms)
+    p = sub.add_parser("serve-router", help="one reward endpoint that routes each query to one RM (OpenRLHF, verl)",
+                       description="Serve a run config's reward models behind one OpenRLHF-style reward endpoint "
+                                   "that routes each query to one RM by the policy's context of its prompt, and "
+                                   "learns from held-out samples only (docs/integrations.md).")
+    p.add_argument("--config", required=True, help="a run config: its reward models, policy (contexts) and router")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--validation", default=None,
+                   help="held-out rows (JSONL, gold answers or chosen/rejected); default: the config's split")
+    p.add_argument("--state", default=None, help="the router's state file: read at start, saved as it serves")
+    p.add_argument("--init-from", default=None, help="a run's checkpoint directory: start from its trained router")
+    p.add_argument("--save-every", type=int, default=100, help="save the state every this many requests (100)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 for a cluster)")
+    p.set_defaults(func=_serve_router)
     p = sub.add_parser("plan", help="memory per process and FLOPs per round of a run config (no model is loaded)",
                        description="Read each model's config.json (a local directory, --model-config, or the paper's "
                                    "models, known here) and print, per process: the policy's weights, LoRA, optimizer "

@@ -208,3 +208,24 @@ def build_trainer(config: RunConfig, loaded=None):
     return Trainer(policy, tokenizer, engine, embedder, rms, strategy, dpo, train, validation, test, config.round,
                    config.run_dir, seed=config.seed, normalizer=config.normalizer, oracle=oracle, tracker=tracker,
                    evaluation=config.eval, data_sources=config.tasks.data_sources)
+
+
+def build_routing_service(config: RunConfig, validation_path: str | None = None, state_path: str | None = None,
+                          init_from: str | None = None, save_every: int = 100):
+    """`laser serve-router`'s service: the config's reward models and router over its policy's contexts; held-out
+    rows from `validation_path` (JSONL) or the config's validation split; a warm start from a run's checkpoint."""
+    from laser.integrations.endpoint import RoutingService
+    from laser.integrations.routed import RoutedReward
+    from laser.tasks import load_jsonl
+    from laser.training.checkpoints import read_trainer_state
+
+    policy_path, rm_configs, table, assets = resolve_models(config)
+    validation = load_jsonl(validation_path)[0] if validation_path else load_tasks(config, assets)[1]
+    device = resolve_device(config.models.device)
+    rms = load_reward_models(rm_configs, device, config.models.rm_placement)
+    embedder = load_embedder(policy_path, config.context, config.seed, device=device, dtype=config.models.dtype)
+    router = make_run_strategy(config, list(rms), embedder.dim, table)
+    if init_from is not None:  # the router a trained run ended with: it starts where that run left it
+        router.load_state_dict(read_trainer_state(init_from)["strategy"])
+    reward = RoutedReward(rms, router, embedder, normalizer=config.normalizer)
+    return RoutingService(reward, validation, state_path, save_every)

@@ -22,103 +22,24 @@ and wrong answers (by the validation rows' gold answers). Its state is saved bes
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from transformers import TrainerCallback
 
 from laser.config import RoundSettings
-from laser.rewards import RewardModel, ScoreNormalizer
 from laser.statefile import load_state, save_state
-from laser.strategies import Batch, RewardStrategy
-from laser.strategies.scoring import CandidateTable, route_and_score
+from laser.strategies import Batch
 from laser.streams import Streams
 from laser.tasks.base import Example
 from laser.training.router_feedback import RerankProbes, to_sample, with_preferences
 
+from .routed import RoutedReward
+
+__all__ = ["ROUTER_STATE", "RoutedReward", "RouterCallback"]
+
 ROUTER_STATE = "laser_router.safetensors"  # in each `checkpoint-N/` of the trainer's output_dir
-
-
-def _text(x) -> str:
-    """A prompt or completion as text: as it is, or a conversation's messages' contents, joined."""
-    if isinstance(x, str):
-        return x
-    if isinstance(x, list) and all(isinstance(m, dict) and "content" in m for m in x):
-        return "\n".join(str(m["content"]) for m in x)
-    raise TypeError(f"expected a string or a list of chat messages, got {type(x).__name__}")
-
-
-class RoutedReward:
-    """A `GRPOTrainer` reward function: one RM per prompt, chosen by `router` from `contexts(prompts)`.
-
-    `reward_models`: {name: `laser.rewards.RewardModel`}, in the router's order. `router`: a strategy over those
-    names (`laser.strategies.make_strategy("laser", ...)`, or any other: `single:<rm>` gives the single-RM
-    baseline behind the same function). `contexts`: the policy's embedding of prompts (a
-    `laser.generation.ContextEmbedder`, or any callable from a list of prompts to an (n, d) array).
-    `domain_column`: a dataset column naming each row's domain, for the picks per domain in the logs and for
-    strategies that read it. `explore`: whether the training prompts are routed exploring (False when a
-    `RouterCallback` teaches the router from probes: the training prompts then use what it knows).
-    """
-
-    def __init__(self, reward_models: Mapping[str, RewardModel], router: RewardStrategy, contexts,
-                 normalizer: str = "zscore", domain_column: str | None = None, explore: bool = False,
-                 name: str = "routed_reward"):
-        if list(reward_models) != list(router.rm_names):
-            raise ValueError(f"the router's reward models {list(router.rm_names)} differ from "
-                             f"{list(reward_models)} (same names, same order)")
-        self.reward_models, self.router = dict(reward_models), router
-        self.embed: Callable[[list[str]], np.ndarray] = getattr(contexts, "embed", contexts)
-        self.normalizer = ScoreNormalizer(normalizer)
-        self.domain_column, self.explore = domain_column, explore
-        self.__name__ = name  # TRL names a reward function's metrics after it
-        self.calls = 0
-        self.picks: Counter = Counter()  # rm -> prompts routed to it, over the run
-        self.rm_forward = 0  # (prompt, completion) pairs the RMs ran, over the run
-
-    def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, log_metric=None,
-                 **columns) -> list[float | None]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
-        texts = [_text(p) for p in prompts]
-        order: dict[str, int] = {}  # distinct prompt -> its instance, in first-seen order (GRPO's groups)
-        for t in texts:
-            order.setdefault(t, len(order))
-        unique = list(order)
-        groups: list[list[int]] = [[] for _ in unique]
-        for i, t in enumerate(texts):
-            groups[order[t]].append(i)
-        domains = None
-        if self.domain_column is not None and self.domain_column in columns:
-            column = columns[self.domain_column]
-            domains = [str(column[g[0]]) for g in groups]
-        table = CandidateTable.of(unique, [[_text(completions[i]) for i in g] for g in groups])
-        batch = Batch(round=self.calls, domains=domains, explore=self.explore)
-        routed = route_and_score(self.router, self.reward_models, self.normalizer, table, self.embed(unique), batch)
-        out: list[float | None] = [None] * len(texts)
-        for row, i in enumerate(i for g in groups for i in g):
-            v = float(routed.combined[row])
-            out[i] = v if np.isfinite(v) else None
-        picks = {rm: int(routed.assignment.mask[:, k].sum()) for k, rm in enumerate(self.router.rm_names)}
-        self.picks.update(picks)
-        self.rm_forward += routed.forward
-        self.calls += 1
-        if log_metric is not None:  # TRL averages these per logging step
-            for rm, n in picks.items():
-                log_metric(f"router/share_{rm}", n / max(len(unique), 1))
-            log_metric("router/rm_forward", float(routed.forward))
-        return out
-
-    def state_dict(self) -> dict:
-        return {"router": self.router.state_dict(), "normalizer": self.normalizer.state_dict(), "calls": self.calls,
-                "picks": dict(self.picks), "rm_forward": self.rm_forward}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.router.load_state_dict(state["router"])
-        self.normalizer.load_state_dict(state["normalizer"])
-        self.calls, self.rm_forward = int(state["calls"]), int(state["rm_forward"])
-        self.picks = Counter({k: int(v) for k, v in state["picks"].items()})
 
 
 class _ProbeHost:

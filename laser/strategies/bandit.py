@@ -93,6 +93,13 @@ class BanditStrategy(RewardStrategy):
         out.separation, out.lower, out.upper = separation, lower, upper
         return out
 
+    def ranking(self, contexts: np.ndarray) -> np.ndarray:
+        """Each instance's RMs by the reward the router expects of them there, best first."""
+        expected = self.policy.expected(self._contexts(contexts))
+        if self.selection == "batch":
+            expected = np.repeat(expected, len(contexts), axis=0)
+        return np.argsort(-expected, axis=1, kind="stable")
+
     def _rewards(self, contexts: np.ndarray, feedback: np.ndarray) -> np.ndarray:
         r = np.asarray(feedback, dtype=np.float64)
         if r.shape != (len(contexts),):

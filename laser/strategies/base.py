@@ -133,6 +133,11 @@ class RewardStrategy:
     def assign(self, contexts: np.ndarray, batch: Batch) -> Assignment:
         raise NotImplementedError
 
+    def ranking(self, contexts: np.ndarray) -> np.ndarray:
+        """(n, K): each instance's RMs, the one it would be sent to first (where another must stand in for an RM
+        that cannot score). By default the RMs in their order; a learning router ranks by what it expects."""
+        return np.tile(np.arange(self.k), (len(contexts), 1))
+
     def combine(self, scores: Mapping[str, np.ndarray], assignment: Assignment, instance: np.ndarray) -> np.ndarray:
         """One score per candidate: the normalized score of the RM assigned to its instance."""
         instance = np.asarray(instance, dtype=np.int64)

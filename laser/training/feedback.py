@@ -149,6 +149,16 @@ def rerank_gain(examples: Sequence[Example], table: CandidateTable, scores: np.n
         if right.all() or not right.any():
             nothing += 1
             continue
-        diff = s[right][:, None] - s[~right][None, :]
-        out[i] = float(np.mean(np.where(np.isfinite(diff), np.sign(diff), 0.0)))
+        out[i] = pairwise_gain(s, right)
     return out, nothing
+
+
+def pairwise_gain(scores: np.ndarray, right: np.ndarray) -> float:
+    """How scores order one prompt's right and wrong completions, in [-1, 1]: over every (right, wrong) pair +1
+    when the right one scores higher, -1 when lower, 0 on a tie or a NaN; the mean (2 x pairwise accuracy - 1).
+    0 when the completions are all right or all wrong."""
+    scores, right = np.asarray(scores, dtype=np.float64), np.asarray(right, dtype=bool)
+    if right.all() or not right.any():
+        return 0.0
+    diff = scores[right][:, None] - scores[~right][None, :]
+    return float(np.mean(np.where(np.isfinite(diff), np.sign(diff), 0.0)))
