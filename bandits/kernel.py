@@ -7,9 +7,8 @@ the fourth, however much data it sees. A kernel policy compares a context with t
 played on, so its estimate is local: what the arm earned on similar instances.
 
 A Gaussian process with the same kernel is the textbook alternative (GP-UCB, Srinivas et al. 2010). It
-was measured and not kept: where contexts of one kind are only moderately similar (median cosine 0.4
-within a domain of the embedded world), a GP's posterior mean stays near its prior 0 (the weights are
-small against the prior's own variance), so its choices rest on differences of a few hundredths.
+was not kept: where contexts of one kind are only moderately similar, a GP's posterior mean stays near its
+prior 0, so its choices rest on tiny differences (measured in docs/router.md).
 """
 
 from __future__ import annotations

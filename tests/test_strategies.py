@@ -188,6 +188,24 @@ def test_an_exploring_assignment_says_where_the_router_is_sure_of_its_pick():
     assert s.assign(x, Batch(explore=False)).separation is None
 
 
+def test_a_router_ranks_the_rms_it_would_fall_back_to_and_names_the_ones_not_ruled_out():
+    """`ranking`: each instance's RMs by the reward the router expects there (who stands in for an RM that cannot
+    score); `runners_up`: besides the pick, the RMs whose upper bound still reaches the pick's lower bound."""
+    s = BanditStrategy(RMS, dim=6, policy="kernel_ucb", alpha=1.0, seed=0)
+    x = contexts(8)
+    untrained = s.assign(x, Batch())
+    assert len(untrained.runners_up(len(RMS))) == len(RMS) - 1  # nothing ruled out yet: every other RM
+    rewards = {0: 0.6, 1: -0.9, 2: 0.9}
+    for _ in range(20):
+        for k in range(len(RMS)):
+            s.observe(x, s._one_per_instance(np.full(8, k)), np.full(8, rewards.get(k, -0.5)))
+    assert s.ranking(x)[:, :2].tolist() == [[2, 0]] * 8 and s.ranking(x)[:, -1].tolist() != [2] * 8
+    (second, covers), = s.assign(x, Batch()).runners_up(3)  # the bad two are ruled out, the close one is not
+    assert second.arms.tolist() == [0] * 8 and covers.all()
+    fixed = make_strategy(f"single:{RMS[1]}", RMS)
+    assert fixed.ranking(x).tolist() == [list(range(len(RMS)))] * 8
+
+
 def test_batch_selection_picks_one_rm_from_the_mean_context():
     s = make_strategy("laser", RMS, dim=6, selection="batch")
     x = contexts(10)
