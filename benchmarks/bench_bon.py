@@ -11,8 +11,10 @@ before each strategy, so forward passes and wall times are each strategy's own. 
 (candidate, RM) judgements: what a strategy costs.
 
 Strategies: laser (frozen: the bandit trained during DPO), laser online from nll and from gold
-feedback (fresh routers that learn while they serve), random, ensemble:mean, each single RM, and the
-oracle (the best RM per domain by the build's on-policy table; it reads the domain labels).
+feedback (fresh routers that learn while they serve), laser warm-started (the trained router, learning on
+from nll or gold as it serves), random, ensemble:mean, each single RM, and the oracle (the best RM per
+domain by the build's on-policy table; it reads the domain labels). `--only` runs the strategies whose
+label starts with one of its words.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _strategies(rm_names: list[str]) -> list[tuple[str, str, str]]:
     """(label, strategy spec, feedback)."""
     return ([("laser (frozen router)", "laser", "frozen"), ("laser online (nll)", "laser", "nll"),
-             ("laser online (gold)", "laser", "gold"), ("random", "random", "none"),
+             ("laser online (gold)", "laser", "gold"), ("laser warm start (nll)", "laser", "warm-nll"),
+             ("laser warm start (gold)", "laser", "warm-gold"), ("random", "random", "none"),
              ("ensemble:mean", "ensemble:mean", "none")]
             + [(f"single:{rm}", f"single:{rm}", "none") for rm in rm_names] + [("oracle", "oracle", "none")])
 
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--batch-size", type=int, default=32, help="prompts per routing step")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bon"))
+    ap.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                    help="run only the strategies whose label starts with one of these (e.g. 'laser' oracle)")
     args = ap.parse_args(argv)
 
     from laser.bon import BonRunner, BonSettings, PromptRow
@@ -91,12 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"n={n}: sampled {len(rows)} prompts x {n} in {sample_s:.1f} s ({distinct:.2f} distinct per prompt)",
               flush=True)
         for label, spec, feedback in _strategies(list(rms)):
+            if args.only and not any(label.startswith(w) for w in args.only):
+                continue
             for rm in rms.values():
                 rm.clear_cache()
                 rm.stats.forward = 0
             normalizer = ScoreNormalizer(setup.config.normalizer)
             frozen = feedback == "frozen"
-            if frozen:
+            warm = feedback.startswith("warm-")  # the trained router, learning on as it serves
+            feedback = feedback.removeprefix("warm-")
+            if frozen or warm:
                 strategy = make_bon_strategy(setup, spec, embedder, normalizer)
             else:
                 fresh = dataclasses.replace(setup, router=None)  # the same setup, without the trained state

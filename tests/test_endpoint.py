@@ -91,11 +91,13 @@ def test_openrlhf_and_verl_requests_are_routed_scored_and_taught_only_by_held_ou
         assert sum(stats["picks"].values()) == 6 + 6 + 1
         # Queries on held-out prompts, judged by their gold answers, teach the router; so do scored samples.
         val = [ex for ex in suite.validation[:8]]
-        vp = [ex.prompt for ex in val for _ in range(2)]
-        vr = [" " + ex.answer if j == 0 else " " + ex.answer[::-1] + "q" for ex in val for j in range(2)]
-        code, _ = _post(url, {"query": [p + r for p, r in zip(vp, vr, strict=True)], "prompts": vp})
+        vp = [ex.prompt for _ in range(2) for ex in val]  # interleaved: each prompt's responses apart
+        vr = [" " + ex.answer if j == 0 else " " + ex.answer[::-1] + "q" for j in range(2) for ex in val]
+        code, out = _post(url, {"query": [p + r for p, r in zip(vp, vr, strict=True)], "prompts": vp})
         assert code == 200 and _get(url, "/stats")["router_updates"] == 8
-        code, out = _post(url, {"prompts": vp, "completions": vr, "correct": [j == 0 for _ in val for j in range(2)]},
+        for i in range(8):  # a prompt's two responses were scored by the same RM
+            assert [col[i] for col in out["extra_logs"].values()] == [col[i + 8] for col in out["extra_logs"].values()]
+        code, out = _post(url, {"prompts": vp, "completions": vr, "correct": [j == 0 for j in range(2) for _ in val]},
                           path="/feedback")
         assert code == 200 and out["learned"] == 8 and _get(url, "/stats")["router_updates"] == 16
         # Bad requests: 4xx with the reason, and the server goes on.

@@ -48,6 +48,8 @@ def test_one_rm_scores_each_prompts_group_and_the_scores_come_back_in_place(worl
     assert np.sign(out[0] - out[2]) == np.sign(raw[0] - raw[1]) and np.sign(out[1] - out[3]) == np.sign(raw[2] - raw[3])
     assert logged["router/share_strings"] == 1.0 and logged["router/rm_forward"] == 4
     assert reward.picks["strings"] == 2 and reward.rm_forward == 4
+    scored = reward.score(prompts, completions)
+    assert scored.prompts == [a.prompt, b.prompt] and scored.instance.tolist() == [0, 1, 0, 1]  # in input order
     with pytest.raises(ValueError, match="2 prompts for 3 completions"):
         reward(prompts=prompts[:2], completions=completions[:3])
 

@@ -33,7 +33,8 @@ def as_text(x) -> str:
 @dataclass
 class Scored:
     """One scored batch: `rewards[i]` for completion i (None where no RM could score it); the distinct prompts
-    (instances), their contexts, the completions' instance, the RM each instance was scored by, the RM passes."""
+    (instances), their contexts, `instance[i]` the instance of completion i (in the order the completions came),
+    the RM each instance was scored by, the RM passes."""
 
     rewards: list[float | None]
     prompts: list[str]
@@ -91,7 +92,7 @@ class RoutedReward:
         self.calls += 1
         if not unique:
             empty = Assignment(self.router.rm_names, np.zeros((0, self.router.k), dtype=bool), np.zeros(0, int))
-            return Scored([], [], np.zeros((0, 1)), table.instance, empty, 0, 0)
+            return Scored([], [], np.zeros((0, 1)), np.zeros(0, dtype=np.int64), empty, 0, 0)
         contexts = np.asarray(self.embed(unique))
         routed = route_and_score(self.router, self.reward_models, self.normalizer, table, contexts, batch)
         combined, assignment, forward, rerouted = routed.combined.copy(), routed.assignment, routed.forward, 0
@@ -104,7 +105,8 @@ class RoutedReward:
             rewards[i] = v if np.isfinite(v) else None
         self.picks.update({rm: int(assignment.mask[:, k].sum()) for k, rm in enumerate(self.router.rm_names)})
         self.rm_forward += forward
-        return Scored(rewards, unique, contexts, table.instance, assignment, forward, rerouted)
+        instance = np.array([order[t] for t in texts], dtype=np.int64)
+        return Scored(rewards, unique, contexts, instance, assignment, forward, rerouted)
 
     def _reroute(self, table: CandidateTable, contexts: np.ndarray, batch: Batch, assignment: Assignment,
                  combined: np.ndarray) -> tuple[np.ndarray, Assignment, int, int]:
