@@ -40,8 +40,8 @@ WORLDS = {
                    "the default world plus a judge trained on every domain"),
     "noisy-judges": ("2026-12-06-noisy-judges-world", None,
                      "specialist judges steered to 72-80% at home and left near chance elsewhere"),
-    "alternative": ("2026-12-04-alt-world-pair-scores", "single:letters",
-                    "four other domains, one judge covering two (bench of 2026-12-04: no label-reading baselines)"),
+    "alternative": ("2026-12-07-alt-world", "single:letters",
+                    "four other domains (two on letters, two on digits), one judge covering both letter domains"),
 }
 COLUMNS = ("laser", "oracle", "best single", "single:auto", "static:by_domain", "ensemble:val_weighted",
            "ensemble:mean", "random")
