@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from laser.config import ConfigError, ContextConfig, RewardModelConfig, RunConfig, check_launch
 from laser.console import torch_dtype
+from laser.integrations.routed import RoutedReward
 from laser.placement import dtype_name, resolve_device, visible_gpus
 from laser.rewards import load_reward_model
 from laser.rewards.base import HeldElsewhere, Redeployed
@@ -215,8 +216,6 @@ def build_routing_service(config: RunConfig, validation_path: str | None = None,
     """`laser serve-router`'s service: the config's reward models and router over its policy's contexts; held-out
     rows from `validation_path` (JSONL) or the config's validation split; a warm start from a run's checkpoint."""
     from laser.integrations.endpoint import RoutingService
-    from laser.integrations.routed import RoutedReward
-    from laser.tasks import load_jsonl
     from laser.training.checkpoints import read_trainer_state
 
     policy_path, rm_configs, table, assets = resolve_models(config)
