@@ -118,12 +118,7 @@ class RoutingService:
                 not all(isinstance(c, bool) for c in correct):
             raise BadRequest(f"'correct' must be a list of {len(prompts)} booleans, one per completion")
         with self.lock:
-            explore = self.reward.explore
-            self.reward.explore = True  # held-out samples are where the router explores
-            try:
-                scored = self.reward.score(prompts, completions)
-            finally:
-                self.reward.explore = explore
+            scored = self.reward.score(prompts, completions, explore=True)  # held-out samples: the router explores
             learned = self._learn(scored, np.array(correct, dtype=bool))
         return {"learned": learned}
 
@@ -165,11 +160,10 @@ class RoutingService:
 
     def _count(self, scored, prompts: list[str], domains: list[str] | None) -> None:
         self.requests += 1
-        arms = scored.assignment.arms
-        for i in range(len(scored.prompts)):
-            first = int(np.flatnonzero(scored.instance == i)[0])
-            domain = domains[first] if domains is not None else "*"
-            self.by_domain[domain][self.reward.router.rm_names[arms[i]]] += 1
+        _, first = np.unique(scored.instance, return_index=True)  # each instance's first response
+        for i, at in enumerate(first):
+            domain = domains[at] if domains is not None else "*"
+            self.by_domain[domain][self.reward.router.rm_names[scored.assignment.arms[i]]] += 1
         if self.state_path is not None and self.requests % self.save_every == 0:
             self.save()
 

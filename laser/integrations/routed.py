@@ -74,8 +74,10 @@ class RoutedReward:
         self.rerouted: Counter = Counter()  # rm -> prompts it could not score and another RM scored instead
         self.rm_forward = 0  # (prompt, completion) pairs the RMs ran, over the run
 
-    def score(self, prompts: Sequence, completions: Sequence, domains: Sequence[str] | None = None) -> Scored:
-        """Route each distinct prompt to one RM and score its completions (see the class)."""
+    def score(self, prompts: Sequence, completions: Sequence, domains: Sequence[str] | None = None,
+              explore: bool | None = None) -> Scored:
+        """Route each distinct prompt to one RM and score its completions (see the class); `explore` overrides the
+        reward's own setting for this call (held-out samples are where a router explores)."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
         texts = [as_text(p) for p in prompts]
@@ -88,7 +90,7 @@ class RoutedReward:
             groups[order[t]].append(i)
         table = CandidateTable.of(unique, [[as_text(completions[i]) for i in g] for g in groups])
         batch = Batch(round=self.calls, domains=None if domains is None else [str(domains[g[0]]) for g in groups],
-                      explore=self.explore)
+                      explore=self.explore if explore is None else explore)
         self.calls += 1
         if not unique:
             empty = Assignment(self.router.rm_names, np.zeros((0, self.router.k), dtype=bool), np.zeros(0, int))
