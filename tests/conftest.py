@@ -72,7 +72,7 @@ def hf_greedy_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) -
 # world next (the other worker runs them while the world builds, instead of waiting on its lock); then the
 # longest files first, so that no long file starts last. A plain `pytest` runs in the same order.
 _BUILDS_THE_WORLD = "test_assets_build.py"
-_LONGEST_FIRST = ["test_train_resume.py", "test_stopping.py", "test_distributed.py", "test_bon.py", "test_bench.py",
+_LONGEST_FIRST = ["test_stopping.py", "test_distributed.py", "test_bon.py", "test_bench.py",
                   "test_soup.py", "test_demo.py", "test_drift.py", "test_generation.py", "test_train_cli.py",
                   "test_training_loop.py", "test_rewards.py"]
 

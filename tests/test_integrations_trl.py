@@ -99,3 +99,55 @@ def test_grpo_trains_with_the_routed_reward_and_the_router_learns_from_probes_an
     assert again.host.round == 3 and resumed.calls == 4
     np.testing.assert_equal(resumed.router.state_dict(), reward.router.state_dict())
     assert resumed.picks == reward.picks
+
+
+def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tmp_path):
+    """`use_vllm=True, vllm_mode="colocate"` on CPU: TRL's vLLM engine generates the completions, the routed reward
+    scores them, the router learns from probes, and after the steps (`colocate_vllm`'s in-place weight sync) the
+    engine's greedy answers are the trained model's, not the initial ones."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+    from vllm import SamplingParams
+
+    from laser.generation.hf_engine import HFEngine
+    from laser.integrations.trl import colocate_vllm
+
+    assets, suite = world
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(assets.policy)
+    tok = AutoTokenizer.from_pretrained(assets.policy)
+    reward = _reward(assets, model, tok)
+    callback = RouterCallback(reward, suite.validation, every=2, probes=12, n=8, max_new_tokens=8, temperature=1.0,
+                              warmup_probes=24)
+    train = Dataset.from_list([{"prompt": ex.prompt, "domain": ex.domain} for ex in suite.train[::25][:16]])
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=8, max_steps=4, save_strategy="no", logging_steps=1, report_to=[],
+                      use_cpu=True, learning_rate=3e-3, seed=0, temperature=1.2, use_vllm=True,
+                      vllm_mode="colocate", vllm_gpu_memory_utilization=0.05)
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train, processing_class=tok,
+                          callbacks=[callback])
+    colocate_vllm(trainer)
+    prompts = [ex.prompt for ex in suite.validation[:40]]
+    llm = trainer.vllm_generation.llm
+
+    def engine_greedy() -> list[str]:
+        return [o.outputs[0].text for o in llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0),
+                                                        use_tqdm=False)]
+
+    before = engine_greedy()
+    trainer.train()
+    assert reward.calls == 4 and sum(reward.picks.values()) == 4 * 2
+    assert [line["step"] for line in callback.lines] == [0, 2, 4]
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    # TRL compares the engine's sampling log-probabilities with the trained model's: the same weights, so ~1.
+    assert all(abs(h["sampling/importance_sampling_ratio/mean"] - 1) < 0.05 for h in logs), logs
+    trainer.vllm_generation.sync_weights()
+    after = engine_greedy()
+    model.eval()
+    greedy = HFEngine.wrap(model, tok).greedy(prompts, max_new_tokens=8)
+    assert sum(a != b for a, b in zip(before, after, strict=True)) >= 10  # training moved the answers
+    assert after == [greedy.texts(j)[0] for j in range(len(prompts))]  # and the engine serves the trained weights
+    with pytest.raises(ValueError, match="use_vllm=True and vllm_mode='colocate'"):
+        colocate_vllm(GRPOTrainer(model=model, reward_funcs=[reward], processing_class=tok, train_dataset=train,
+                                  args=GRPOConfig(output_dir=str(tmp_path / "b"), use_cpu=True, report_to=[],
+                                                  per_device_train_batch_size=8, num_generations=4)))

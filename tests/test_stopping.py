@@ -1,6 +1,7 @@
 """SIGINT / SIGTERM inside rounds: a run stops after the round in progress (checkpointed) or, on a second signal, at
 once (the last checkpoint untouched); a crash while a checkpoint is written leaves the previous one loadable. A run
-stopped at seeded random points of every stage and resumed each time ends with the uninterrupted run's metrics."""
+stopped at seeded random points of every stage and resumed each time, or killed with SIGKILL at a random point and
+resumed, ends with the uninterrupted run's metrics."""
 
 from __future__ import annotations
 
@@ -77,12 +78,22 @@ def _hook(monkeypatch, fault: _Fault) -> None:
     monkeypatch.setattr(owner, name, wrapped)
 
 
-def test_signals_at_random_points_of_every_stage_then_resume_match_an_uninterrupted_run(quick_world, tmp_path,
-                                                                                        monkeypatch):
+@pytest.fixture(scope="module")
+def uninterrupted(quick_world, tmp_path_factory) -> Path:
+    """The run every interrupted one is compared with (in this process: the CLI's runs take the same path)."""
+    assets, _ = quick_world
+    out = tmp_path_factory.mktemp("uninterrupted")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
+        train(_config(out, "full"), progress=False)
+    return out / "full"
+
+
+def test_signals_at_random_points_of_every_stage_then_resume_match_an_uninterrupted_run(quick_world, uninterrupted,
+                                                                                        tmp_path, monkeypatch):
     assets, _ = quick_world
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
-    train(_config(tmp_path, "full"), progress=False)
-    reference = _metrics(tmp_path / "full")
+    reference = _metrics(uninterrupted)
     assert [x["type"] for x in reference] == ["eval", *["round"] * 4, "eval", *["round"] * 4, "eval"]
 
     config = _config(tmp_path, "stopped")
@@ -130,6 +141,46 @@ def test_signals_at_random_points_of_every_stage_then_resume_match_an_uninterrup
         train(config, progress=False, resume=True)
     assert _metrics(run_dir) == reference, outcomes
     assert [o[2] for o in outcomes].count("finished") <= 1, outcomes  # every fault hit a running run
+
+
+def _launch(out: Path, name: str, env: dict, resume: bool = False) -> subprocess.Popen:
+    args = ["train", "--resume", str(out / name), "--quiet"] if resume else \
+        ["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--name", name, "--quiet",
+         "--set", f"output_dir={out}", *[x for setting in SETTINGS for x in ("--set", setting)]]
+    return subprocess.Popen([sys.executable, "-m", "laser.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(quick_world, uninterrupted, tmp_path, monkeypatch):
+    """The CLI's run killed at a random point after its first checkpoint (no handler runs), then `--resume`d."""
+    assets, _ = quick_world
+    env = dict(os.environ, LASER_ASSETS_DIR=str(assets.root.parent))
+    victim = _launch(tmp_path, "killed", env)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 600
+    while not latest.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random().uniform(0.0, 2.0))  # somewhere in rounds 3-8
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = latest.read_text().strip()
+    # A killed run leaves its lock behind; the next run takes it over (its process is gone).
+    resumed = _launch(tmp_path, "killed", env, resume=True)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert _metrics(tmp_path / "killed") == _metrics(uninterrupted), f"killed after {killed_at}"
+    assert (tmp_path / "killed" / "checkpoints" / "round-000008" / "policy" / "model.safetensors").exists()
+    # The DPO reference (a copy of the policy: full fine-tuning) is written once per iteration of 3 rounds that a
+    # checkpoint (every 2 rounds) falls in the middle of (rounds 2, 4 and 8: iterations from rounds 0, 3 and 6), not
+    # into each checkpoint; the resumed run above read it back.
+    refs = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("reference-*"))
+    assert refs == ["reference-000000", "reference-000003", "reference-000006"], refs
+    assert not any("ref" in p.name for p in (tmp_path / "killed" / "checkpoints" / "round-000004").rglob("*"))
+    # Resuming a run that already ended changes nothing.
+    monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
+    train(_config(tmp_path, "killed"), progress=False, resume=True)
+    assert _metrics(tmp_path / "killed") == _metrics(uninterrupted)
 
 
 def test_a_signal_before_the_first_round_leaves_a_resumable_round_0(quick_world, tmp_path, monkeypatch):

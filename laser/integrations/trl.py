@@ -18,6 +18,10 @@ every `every` optimizer steps it samples `probes` held-out validation prompts fr
 RM the router picks for each score the samples, and rewards the router by how well that RM orders their right
 and wrong answers (by the validation rows' gold answers). Its state is saved beside each trainer checkpoint
 (`laser_router.safetensors`, no pickle) and restored when training resumes from one.
+
+`colocate_vllm(trainer)`: for `use_vllm=True, vllm_mode="colocate"`, makes the trainer push its weights into the
+colocated engine through vLLM's in-place `reload_weights` (TRL 1.16 calls the model's `load_weights`, which vLLM
+0.32 refuses on a loaded model).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from laser.training.router_feedback import RerankProbes, to_sample, with_prefere
 
 from .routed import RoutedReward
 
-__all__ = ["ROUTER_STATE", "RoutedReward", "RouterCallback"]
+__all__ = ["ROUTER_STATE", "RoutedReward", "RouterCallback", "colocate_vllm"]
 
 ROUTER_STATE = "laser_router.safetensors"  # in each `checkpoint-N/` of the trainer's output_dir
 
@@ -128,3 +132,37 @@ class RouterCallback(TrainerCallback):
     def load_state_dict(self, state: dict) -> None:
         self.reward.load_state_dict(state["reward"])
         self.host.round = int(state["probe_round"])
+
+
+def colocate_vllm(trainer) -> None:
+    """Have a `GRPOTrainer` with `use_vllm=True, vllm_mode="colocate"` sync its weights into its in-process vLLM
+    engine with vLLM's `reload_weights` (in place, the engine's own path for new weights), instead of TRL 1.16's
+    `model.load_weights` per tensor, which vLLM 0.32 refuses once the model is loaded ("'Parameter' object has no
+    attribute 'weight_loader'"). TRL's own parameter walk is kept (PEFT adapters merged, FSDP / DeepSpeed
+    gathered); tied weights are passed under each of their names, since vLLM refreshes a layer's processed weights
+    (the CPU backend's packed ones) only when its own name arrives. Call it once, after building the trainer."""
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None or getattr(generation, "mode", None) != "colocate":
+        raise ValueError("colocate_vllm needs a GRPOTrainer built with use_vllm=True and vllm_mode='colocate'")
+    model = generation.model
+    config = getattr(getattr(model, "get_base_model", lambda: model)(), "config", None)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+
+    def weights():
+        names = set()
+        for name, tensor in generation._iter_named_params():  # PEFT: merged while this generator runs
+            names.add(name)
+            yield name, tensor
+            if tied and name.endswith("embed_tokens.weight") and "lm_head.weight" not in names:
+                names.add("lm_head.weight")
+                yield "lm_head.weight", tensor
+
+    def sync_weights() -> None:
+        llm = generation.llm
+        if generation.enable_sleep_mode:
+            llm.wake_up(tags=["weights"])
+            generation._llm_weights_sleeping = False
+        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights()})
+        llm.reset_prefix_cache()  # cached prefixes hold activations of the old weights
+
+    generation.sync_weights = sync_weights
