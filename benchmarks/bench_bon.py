@@ -12,7 +12,9 @@ before each strategy, so forward passes and wall times are each strategy's own. 
 
 Strategies: laser (frozen: the bandit trained during DPO), laser online from nll and from gold
 feedback (fresh routers that learn while they serve), laser warm-started (the trained router, learning on
-from nll or gold as it serves), random, ensemble:mean, each single RM, and the oracle (the best RM per
+from nll or gold as it serves), laser with an offline prior (a fresh router taught from `--prior-rows` held-out
+validation rows, every RM scoring the policy's samples of each: `laser.training.prior`; then frozen, or learning
+from nll or gold), random, ensemble:mean, each single RM, and the oracle (the best RM per
 domain by the build's on-policy table; it reads the domain labels). `--only` runs the strategies whose
 label starts with one of its words.
 """
@@ -36,7 +38,9 @@ def _strategies(rm_names: list[str]) -> list[tuple[str, str, str]]:
     """(label, strategy spec, feedback)."""
     return ([("laser (frozen router)", "laser", "frozen"), ("laser online (nll)", "laser", "nll"),
              ("laser online (gold)", "laser", "gold"), ("laser warm start (nll)", "laser", "warm-nll"),
-             ("laser warm start (gold)", "laser", "warm-gold"), ("random", "random", "none"),
+             ("laser warm start (gold)", "laser", "warm-gold"), ("laser prior (frozen)", "laser", "prior-none"),
+             ("laser prior (nll)", "laser", "prior-nll"), ("laser prior (gold)", "laser", "prior-gold"),
+             ("random", "random", "none"),
              ("ensemble:mean", "ensemble:mean", "none")]
             + [(f"single:{rm}", f"single:{rm}", "none") for rm in rm_names] + [("oracle", "oracle", "none")])
 
@@ -59,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bon"))
     ap.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                     help="run only the strategies whose label starts with one of these (e.g. 'laser' oracle)")
+    ap.add_argument("--prior-rows", type=int, default=200, help="held-out rows of the offline prior (200)")
     args = ap.parse_args(argv)
 
     from laser.bon import BonRunner, BonSettings, PromptRow
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from laser.parts import resolve_models
     from laser.report import describe_machine
     from laser.rewards import ScoreNormalizer
+    from laser.training.prior import learn_prior
     from laser.training.run import train
 
     router = Path(args.router)
@@ -104,12 +110,20 @@ def main(argv: list[str] | None = None) -> int:
             normalizer = ScoreNormalizer(setup.config.normalizer)
             frozen = feedback == "frozen"
             warm = feedback.startswith("warm-")  # the trained router, learning on as it serves
-            feedback = feedback.removeprefix("warm-")
+            prior = feedback.startswith("prior-")  # a fresh router taught from held-out rows first
+            feedback = feedback.removeprefix("warm-").removeprefix("prior-")
             if frozen or warm:
                 strategy = make_bon_strategy(setup, spec, embedder, normalizer)
             else:
                 fresh = dataclasses.replace(setup, router=None)  # the same setup, without the trained state
                 strategy = make_bon_strategy(fresh, spec, embedder if spec == "laser" else None, normalizer)
+            prior_stats = None
+            if prior:
+                r = setup.config.round
+                prior_stats = learn_prior(strategy, rms, normalizer, engine, embedder.embed, assets.suite().validation,
+                                          rows=args.prior_rows, n=r.n, temperature=r.temperature,
+                                          max_new_tokens=r.max_new_tokens, seed=0)
+                frozen = feedback == "none"
             runner = BonRunner(engine, strategy, rms, settings.model_copy(
                 update={"feedback": "none" if frozen else feedback}), embedder if spec == "laser" else None,
                 normalizer)
@@ -124,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
             res = {"strategy": label, "n": n, "accuracy": {d: float(np.mean(v)) for d, v in sorted(hits.items())},
                    "mean": mean, "ci95": ci, "rm_scorings": int(sum(r["rm_calls"] for r in out_rows)),
                    "rm_forward": int(sum(rm.stats.forward for rm in rms.values())),
+                   "prior_rm_forward": prior_stats["rm_forward"] if prior_stats else 0,
+                   "prior_informative": prior_stats["informative"] if prior_stats else 0,
                    "rerank_s": round(runner.elapsed, 2), "sample_s": round(sample_s, 2),
                    "picks": {rm: sum(rm in r["rms"] for r in out_rows) for rm in rms},
                    "correct": [bool(r["correct"]) for r in out_rows], "domains": [r["domain"] for r in out_rows]}
             results.append(res)
             print(f"  {label:24} {mean:6.1%} ± {ci:.1%}  scorings {res['rm_scorings']:6d}  "
-                  f"rerank {res['rerank_s']:6.1f} s", flush=True)
+                  f"rerank {res['rerank_s']:6.1f} s" + (f"  (prior: {res['prior_informative']} informative rows, "
+                                                        f"{res['prior_rm_forward']} RM passes)" if prior else ""),
+                  flush=True)
     engine.close()
     total_s = time.perf_counter() - t_all
     table = format_table(results, k)
@@ -154,7 +172,9 @@ def format_table(results: list[dict], k: int) -> str:
     for r in results:
         ratio = f"{r['rm_scorings'] / ens[r['n']]:.2f}" if ens.get(r["n"]) else ""
         lines.append(f"| {r['strategy']} | {r['n']} | " + " | ".join(f"{100 * r['accuracy'][d]:.1f}" for d in domains)
-                     + f" | **{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f}** | {r['rm_scorings']:,} | {ratio} | "
+                     + f" | **{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f}** | {r['rm_scorings']:,}"
+                     + (f" (+ {r['prior_rm_forward']:,} prior passes)" if r.get("prior_rm_forward") else "")
+                     + f" | {ratio} | "
                      f"{r['rerank_s']:.1f} |")
     return "\n".join(lines)
 

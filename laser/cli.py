@@ -231,7 +231,10 @@ def _serve_router(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, args.set)
-        service = build_routing_service(config, args.validation, args.state, args.init_from, args.save_every)
+        if args.prior < 0:
+            raise ValueError(f"--prior must be >= 0 (held-out rows), got {args.prior}")
+        service = build_routing_service(config, args.validation, args.state, args.init_from, args.save_every,
+                                        prior=args.prior)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"laser serve-router: {e}", file=sys.stderr)
         return 2
@@ -240,8 +243,9 @@ def _serve_router(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     print(f"laser serve-router: {len(service.reward.reward_models)} reward models "
           f"({', '.join(service.reward.reward_models)}), {len(service.validation)} held-out rows; "
-          f"POST http://{host}:{port}/get_reward (OpenRLHF: --reward.remote_url), /feedback; GET /health, /stats",
-          flush=True)
+          f"POST http://{host}:{port}/get_reward (OpenRLHF: --reward.remote_url), /feedback; GET /health, /stats"
+          + (f"; offline prior: {service.prior['informative']} informative of {service.prior['prompts']} held-out "
+             f"rows, {service.prior['rm_forward']} RM passes" if service.prior else ""), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -285,7 +289,8 @@ def _bon(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from laser.bon import BonError, BonSettings, format_summary, read_prompts, run_bon
-    from laser.bon.setup import build_runner
+    from laser.bon.runner import state_path
+    from laser.bon.setup import build_runner, learn_bon_prior
     from laser.config import ConfigError
 
     def fail(msg: str) -> int:
@@ -314,9 +319,20 @@ def _bon(args: argparse.Namespace) -> int:
             return fail(f"{args.input} has no usable rows")
         if out.exists() and not args.resume:
             raise BonError(f"--out {out} already exists; pass --resume to continue it, or choose another path")
+        if args.prior < 0:
+            raise BonError(f"--prior must be >= 0 (held-out rows), got {args.prior}")
+        if args.prior and args.router:
+            raise BonError("--prior teaches a fresh router: with --router the trained router is used as it is")
+        if args.prior and (args.policy or args.rms) and not args.validation:
+            raise BonError("--prior with your own --policy or --rms needs --validation: held-out rows of your task "
+                           "(the default ones are the embedded world's)")
         runner, setup = build_runner(settings, policy=args.policy, rms=args.rms, strategy=args.strategy,
                                      router=args.router, engine=args.engine)
         try:
+            if args.prior and not (args.resume and state_path(out).exists()):  # a resume has the prior in its state
+                prior = learn_bon_prior(runner, setup, args.prior, args.validation)
+                print(f"[laser bon] offline prior: {prior['informative']} informative of {prior['prompts']} held-out "
+                      f"rows, {prior['rm_forward']} RM passes", file=sys.stderr)
             if not args.quiet:
                 mode = "frozen" if feedback == "none" else f"online, {feedback} feedback"
                 print(f"[laser bon] policy {setup.policy}; reward models {', '.join(runner.rms)}; strategy "
@@ -473,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "seed": "sampling seed",
                                      "keep_candidates": "write every candidate with its score"})
     p.add_argument("--engine", choices=["auto", "vllm", "hf"], default=None, help="generation engine (default auto)")
+    p.add_argument("--prior", type=int, default=0, metavar="ROWS",
+                   help="a fresh laser router first learns from ROWS held-out rows (--validation, else the run "
+                        "config's validation split), every RM scoring the policy's samples of each: an offline prior "
+                        "(0: none)")
+    p.add_argument("--validation", default=None, help="held-out rows for --prior (JSONL, gold answers or "
+                                                      "chosen/rejected)")
     p.add_argument("--answer-format", default="exact", help="checker for rows without answer_format (default exact)")
     p.add_argument("--resume", action="store_true", help="continue --out: skip the rows already in it")
     p.add_argument("--skip-bad-rows", action="store_true",
@@ -503,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out rows (JSONL, gold answers or chosen/rejected); default: the config's split")
     p.add_argument("--state", default=None, help="the router's state file: read at start, saved as it serves")
     p.add_argument("--init-from", default=None, help="a run's checkpoint directory: start from its trained router")
+    p.add_argument("--prior", type=int, default=0, metavar="ROWS",
+                   help="a fresh router first learns from ROWS held-out rows, every RM scoring the policy's samples "
+                        "of each (an offline prior; 0: none; ignored with --init-from or an existing --state)")
     p.add_argument("--save-every", type=int, default=100, help="save the state every this many requests (100)")
     p.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 for a cluster)")

@@ -212,9 +212,11 @@ def build_trainer(config: RunConfig, loaded=None):
 
 
 def build_routing_service(config: RunConfig, validation_path: str | None = None, state_path: str | None = None,
-                          init_from: str | None = None, save_every: int = 100):
+                          init_from: str | None = None, save_every: int = 100, prior: int = 0):
     """`laser serve-router`'s service: the config's reward models and router over its policy's contexts; held-out
-    rows from `validation_path` (JSONL) or the config's validation split; a warm start from a run's checkpoint."""
+    rows from `validation_path` (JSONL) or the config's validation split; a warm start from a run's checkpoint, or
+    an offline prior from `prior` of the held-out rows (`laser.training.prior`, sampled with transformers from the
+    policy the contexts come from) when the router starts fresh (no state file yet)."""
     from laser.integrations.endpoint import RoutingService
     from laser.training.checkpoints import read_trainer_state
 
@@ -227,4 +229,15 @@ def build_routing_service(config: RunConfig, validation_path: str | None = None,
     if init_from is not None:  # the router a trained run ended with: it starts where that run left it
         router.load_state_dict(read_trainer_state(init_from)["strategy"])
     reward = RoutedReward(rms, router, embedder, normalizer=config.normalizer)
-    return RoutingService(reward, validation, state_path, save_every)
+    service = RoutingService(reward, validation, state_path, save_every)
+    if prior and init_from is None and not service.resumed:
+        from laser.generation.hf_engine import HFEngine
+        from laser.training.prior import learn_prior
+
+        r = config.round
+        service.prior = learn_prior(router, rms, reward.normalizer, HFEngine.wrap(embedder.model, embedder.tokenizer),
+                                    embedder.embed, validation, rows=prior, n=r.n, temperature=r.temperature,
+                                    max_new_tokens=r.max_new_tokens, seed=config.seed)
+        reward.rm_forward += service.prior["rm_forward"]
+        service.save()  # a restart resumes from the prior instead of learning it again
+    return service

@@ -1,6 +1,7 @@
 """Best-of-n: `rerank` on known scores, bad input, and `laser bon` with real models on the quick world."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,25 @@ def test_laser_bon_online_learns_and_rejects_bad_input(trained, tmp_path, capsys
     state = load_state(tmp_path / "online.jsonl.state.safetensors")
     assert state["observed"] == 24 and len(state["strategy"]["feedback_history"]) == 24
     assert "router updated online from 24 feedbacks" in io.out
+    # A fresh router with an offline prior: held-out rows (a file) scored by every RM before the first batch.
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text("".join(json.dumps({"prompt": ex.prompt, "answer": ex.answer, "domain": ex.domain,
+                                              "answer_format": ex.answer_format}) + "\n"
+                                  for ex in assets.suite().validation[:32]))
+    rc, io = _bon(["--policy", policy, "--rms", _rms_spec(assets), "--strategy", "laser", "--feedback", "gold",
+                   "--prior", "32", "--validation", str(validation), "--input", str(prompts),
+                   "--out", str(tmp_path / "prior.jsonl")], capsys)
+    assert rc == 0, io.err
+    told = int(re.search(r"offline prior: (\d+) informative of 32 held-out rows", io.err).group(1))
+    history = load_state(tmp_path / "prior.jsonl.state.safetensors")["strategy"]["feedback_history"]
+    assert told > 0 and len(history) == 24 + 3 * told  # every RM on each informative row, then 24 online feedbacks
+    for flags, error in [(["--prior", "8"], "needs --validation"), (["--prior", "-1"], "--prior must be >= 0")]:
+        rc, io = _bon(["--policy", policy, "--rms", _rms_spec(assets), *flags, "--input", str(prompts),
+                       "--out", str(tmp_path / "g.jsonl")], capsys)
+        assert rc == 2 and error in io.err
+    rc, io = _bon(["--router", str(run), "--prior", "8", "--input", str(prompts), "--out", str(tmp_path / "h.jsonl")],
+                  capsys)
+    assert rc == 2 and "--prior teaches a fresh router" in io.err
     nll = tmp_path / "nll.jsonl"
     assert _bon(["--policy", policy, "--rms", _rms_spec(assets), "--input", str(prompts), "--out", str(nll)],
                 capsys)[0] == 0                                         # fresh laser router: nll by default

@@ -193,12 +193,16 @@ def test_the_command_serves_a_run_config_until_sigterm_and_keeps_its_state(quick
     env = {**os.environ, "LASER_ASSETS_DIR": str(assets.root.parent)}
     state = tmp_path / "router.safetensors"
     proc = subprocess.Popen([sys.executable, "-m", "laser.cli", "serve-router", "--config", "configs/quick.yaml",
-                             "--port", "0", "--state", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                             "--port", "0", "--state", str(state), "--prior", "24"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://[\d.]+:\d+", line).group(0)
         assert "3 reward models" in line and _get(url, "/health")["status"] == "ok"
+        # The fresh router learned an offline prior before serving: every RM on each informative held-out row.
+        prior = _get(url, "/stats")["prior"]
+        assert prior["prompts"] == 24 and 0 < prior["informative"] <= 24 and prior["rm_forward"] > 0, prior
+        assert "offline prior" in line and state.is_file()  # saved at once: a restart does not learn it again
         ex = assets.suite().train[0]
         code, out = _post(url, {"query": [ex.prompt + " " + ex.answer], "prompts": [ex.prompt]})
         assert code == 200 and len(out["rewards"]) == 1

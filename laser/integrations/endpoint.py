@@ -77,7 +77,9 @@ class RoutingService:
         self.requests = 0
         self.updates = 0  # (prompt, RM) observations the router learned from
         self.by_domain: dict[str, Counter] = defaultdict(Counter)
-        if self.state_path is not None and self.state_path.is_file():
+        self.prior: dict | None = None  # what an offline prior taught a fresh router (`laser.training.prior`)
+        self.resumed = self.state_path is not None and self.state_path.is_file()
+        if self.resumed:
             self.load_state_dict(load_state(self.state_path))
 
     # --- requests --------------------------------------------------------------------------------------
@@ -127,7 +129,9 @@ class RoutingService:
             return {"requests": self.requests, "picks": dict(self.reward.picks),
                     "picks_by_domain": {d: dict(c) for d, c in self.by_domain.items()},
                     "rerouted": dict(self.reward.rerouted), "rm_forward": self.reward.rm_forward,
-                    "router_updates": self.updates}
+                    "router_updates": self.updates,
+                    "prior": None if self.prior is None else {k: self.prior[k] for k in
+                                                              ("prompts", "informative", "rm_forward")}}
 
     # --- learning ---------------------------------------------------------------------------------------
     def _learn_from_validation(self, scored, prompts: list[str], responses: list[str]) -> None:

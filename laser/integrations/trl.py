@@ -29,33 +29,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from transformers import TrainerCallback
 
 from laser.config import RoundSettings
 from laser.statefile import load_state, save_state
-from laser.strategies import Batch
-from laser.streams import Streams
 from laser.tasks.base import Example
-from laser.training.router_feedback import RerankProbes, to_sample, with_preferences
+from laser.training.router_feedback import ProbeHost, RerankProbes, probe_round
 
 from .routed import RoutedReward
 
 __all__ = ["ROUTER_STATE", "RoutedReward", "RouterCallback", "colocate_vllm"]
 
 ROUTER_STATE = "laser_router.safetensors"  # in each `checkpoint-N/` of the trainer's output_dir
-
-
-class _ProbeHost:
-    """What `RerankProbes` reads of a LASeR trainer, for a GRPO run: the probes' settings and seeded streams, the
-    validation rows, the router and its RMs; `round` counts the callback's probe rounds."""
-
-    def __init__(self, reward: RoutedReward, validation: Sequence[Example], settings: RoundSettings, seed: int):
-        self.strategy, self.rms, self.settings = reward.router, reward.reward_models, settings
-        self.validation, self.streams, self.round, self.ranks = list(validation), Streams(seed), 0, None
-
-    def batch_of(self, examples: Sequence[Example], explore: bool = True) -> Batch:
-        return Batch(round=self.round, domains=[ex.domain for ex in examples], explore=explore)
 
 
 class RouterCallback(TrainerCallback):
@@ -78,7 +63,7 @@ class RouterCallback(TrainerCallback):
         settings = RoundSettings(rerank_prompts=probes, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
                                  rerank_warmup=warmup, rerank_warmup_prompts=warmup_probes)
         self.reward, self.every = reward, every
-        self.host = _ProbeHost(reward, validation, settings, seed)
+        self.host = ProbeHost(reward.router, reward.reward_models, validation, settings, seed)
         self.probe_stage = RerankProbes(self.host)
         self.engine = None  # an HFEngine over the trainer's model, made at the first probe round
         self.lines: list[dict] = []  # one per probe round: what the router was told
@@ -106,25 +91,15 @@ class RouterCallback(TrainerCallback):
             raise ValueError("RouterCallback needs the trainer's model and processing_class (a tokenizer)")
         if self.engine is None or self.engine.model is not model:
             self.engine = HFEngine.wrap(model, tokenizer)
-        s, host = self.host.settings, self.host
-        probes = self.probe_stage.draw_probes()
-        contexts = np.asarray(self.reward.embed([ex.prompt for ex in probes]))
-        routed = self.probe_stage.route_probes(probes, contexts)
         was_training = model.training
         model.eval()
-        sample = to_sample(routed.probes)
         try:
-            sampled = self.engine.sample([ex.prompt for ex in sample], n=s.n, temperature=s.temperature,
-                                         max_new_tokens=s.max_new_tokens,
-                                         seed=host.streams.seed_for("sampling", host.round))
+            learned, forward = probe_round(self.probe_stage, self.engine, self.reward.embed, self.reward.normalizer)
         finally:
             model.train(was_training)
-        texts = with_preferences(routed.probes, [sampled.texts(j) for j in range(len(sample))])
-        learned, forward = self.probe_stage.learn_from_probes(routed, texts, self.reward.normalizer)
         self.reward.rm_forward += forward
-        self.lines.append({"step": state.global_step, "probe_round": host.round, **learned.stats,
+        self.lines.append({"step": state.global_step, "probe_round": self.host.round - 1, **learned.stats,
                            "feedback_by_domain": learned.by_domain()})
-        host.round += 1
 
     def state_dict(self) -> dict:
         return {"reward": self.reward.state_dict(), "probe_round": self.host.round}

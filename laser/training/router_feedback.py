@@ -16,6 +16,9 @@ trained and what the router learns from that update (`train`).
   before the one update.
 - `GroupUpdates` (`validation_gain`, the paper's `train_loss`): one DPO update per RM group, each group rewarded
   by the validation gain it made (or by minus its loss).
+
+Outside the loop, `ProbeHost` and `probe_round` run the probe stage alone: the GRPO callback's rounds, and the
+offline prior of a router that starts where it serves (`laser.training.prior`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from laser.strategies import Assignment
+from laser.strategies import Assignment, Batch
 from laser.strategies.scoring import CandidateTable, score_assigned
+from laser.streams import Streams
 from laser.tasks.base import Example
 from laser.tasks.checkers import check
 from laser.tasks.mistakes import wrong_answer
@@ -371,3 +375,32 @@ def make_router_feedback(trainer: Trainer) -> RouterFeedback:
         return RouterFeedback(trainer)
     return {"rerank_gain": RerankProbes, "gradient_gain": GradientGain, "validation_gain": GroupUpdates,
             "train_loss": GroupUpdates}[trainer.settings.feedback](trainer)
+
+
+class ProbeHost:
+    """What `RerankProbes` reads of a trainer, for probe rounds outside the iterative-DPO loop: the probes' settings
+    and seeded streams, the held-out rows, the router and its RMs; `round` counts the probe rounds run."""
+
+    def __init__(self, strategy, rms: dict, validation: Sequence[Example], settings, seed: int = 0):
+        self.strategy, self.rms, self.settings = strategy, rms, settings
+        self.validation, self.streams, self.round, self.ranks = list(validation), Streams(seed), 0, None
+
+    def batch_of(self, examples: Sequence[Example], explore: bool = True) -> Batch:
+        return Batch(round=self.round, domains=[ex.domain for ex in examples], explore=explore)
+
+
+def probe_round(stage: RerankProbes, engine, embed: Callable[[list[str]], np.ndarray], normalize) \
+        -> tuple[Learned, int]:
+    """One probe round of `stage` (over a `ProbeHost`): draw the round's held-out rows, route them from their
+    contexts (`embed`), sample the policy's completions of those to be sampled with `engine`, and teach the router
+    from them. Returns (what it learned, the RM forward passes it cost)."""
+    host, s = stage.trainer, stage.trainer.settings
+    probes = stage.draw_probes()
+    routed = stage.route_probes(probes, np.asarray(embed([ex.prompt for ex in probes])))
+    sample = to_sample(routed.probes)
+    sampled = engine.sample([ex.prompt for ex in sample], n=s.n, temperature=s.temperature,
+                            max_new_tokens=s.max_new_tokens, seed=host.streams.seed_for("sampling", host.round))
+    texts = with_preferences(routed.probes, [sampled.texts(j) for j in range(len(sample))])
+    learned, forward = stage.learn_from_probes(routed, texts, normalize)
+    host.round += 1
+    return learned, forward
