@@ -101,7 +101,7 @@ def test_grpo_trains_with_the_routed_reward_and_the_router_learns_from_probes_an
     assert resumed.picks == reward.picks
 
 
-def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tmp_path):
+def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tmp_path, monkeypatch):
     """`use_vllm=True, vllm_mode="colocate"` on CPU: TRL's vLLM engine generates the completions, the routed reward
     scores them, the router learns from probes, and after the steps (`colocate_vllm`'s in-place weight sync) the
     engine's greedy answers are the trained model's, not the initial ones."""
@@ -113,6 +113,9 @@ def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tm
     from laser.integrations.trl import colocate_vllm
 
     assets, suite = world
+    # TRL hands vLLM a fraction of memory, which on CPU is a share of all RAM minus what the process holds (negative
+    # beside a busy test worker): a fixed KV cache of 1 GiB instead, vLLM's CPU setting.
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(assets.policy)
     tok = AutoTokenizer.from_pretrained(assets.policy)
