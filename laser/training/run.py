@@ -60,7 +60,8 @@ def train(config: RunConfig, progress: bool = True, resume: bool = False) -> dic
         gc.collect()
         gc.freeze()
         try:
-            with stop_on_signals(lambda m: _say(m, True)) as stop:
+            # Said by rank 0 alone (under torchrun every rank stops, and a Ctrl-C reaches every rank through torchrun).
+            with stop_on_signals(lambda m: _say(m, is_main_process())) as stop:
                 last = _rounds(trainer, config, resume, stop, progress)
         finally:
             gc.unfreeze()  # a later run in this process may collect what this one loaded
@@ -105,13 +106,13 @@ def _rounds(trainer, config: RunConfig, resume: bool, stop, progress: bool) -> d
                 saved = r
     except RunStopped as e:
         _say(f"stopped after round {e.round}: checkpoint {e.checkpoint}; continue with laser train --resume "
-             f"{run_dir}", True)
+             f"{run_dir}", is_main_process())
         raise
     except KeyboardInterrupt:
         kept = _newest_checkpoint(run_dir)
         _say(f"stopped at once in round {trainer.round + 1}, which is dropped; " + (
             f"the last checkpoint is {kept}; continue with laser train --resume {run_dir}" if kept else
-            "no checkpoint was written yet"), True)
+            "no checkpoint was written yet"), is_main_process())
         raise
     finally:
         bar.close()
