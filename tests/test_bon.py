@@ -272,26 +272,27 @@ def test_laser_bon_online_learns_and_rejects_bad_input(trained, tmp_path, capsys
     run, prompts, assets = trained
     policy = str(assets.policy)
     out = tmp_path / "online.jsonl"
-    rc, io = _bon(["--policy", policy, "--rms", _rms_spec(assets),
-                   "--strategy", "laser", "--feedback", "gold", "--input", str(prompts), "--out", str(out)], capsys)
-    assert rc == 0, io.err
-    rows = _rows(out)
-    assert all(r["feedback"] == float(r["correct"]) for r in rows)
-    state = load_state(tmp_path / "online.jsonl.state.safetensors")
-    assert state["observed"] == 24 and len(state["strategy"]["feedback_history"]) == 24
-    assert "router updated online from 24 feedbacks" in io.out
-    # A fresh router with an offline prior: held-out rows (a file) scored by every RM before the first batch.
+    # A fresh router with an offline prior (held-out rows from a file, scored by every RM before the first batch),
+    # then learning from the gold answers of the rows it serves.
     validation = tmp_path / "validation.jsonl"
     validation.write_text("".join(json.dumps({"prompt": ex.prompt, "answer": ex.answer, "domain": ex.domain,
                                               "answer_format": ex.answer_format}) + "\n"
                                   for ex in assets.suite().validation[:32]))
     rc, io = _bon(["--policy", policy, "--rms", _rms_spec(assets), "--strategy", "laser", "--feedback", "gold",
-                   "--prior", "32", "--validation", str(validation), "--input", str(prompts),
-                   "--out", str(tmp_path / "prior.jsonl")], capsys)
+                   "--prior", "32", "--validation", str(validation), "--input", str(prompts), "--out", str(out)],
+                  capsys)
     assert rc == 0, io.err
+    rows = _rows(out)
+    assert all(r["feedback"] == float(r["correct"]) for r in rows)
     told = int(re.search(r"offline prior: (\d+) informative of 32 held-out rows", io.err).group(1))
-    history = load_state(tmp_path / "prior.jsonl.state.safetensors")["strategy"]["feedback_history"]
-    assert told > 0 and len(history) == 24 + 3 * told  # every RM on each informative row, then 24 online feedbacks
+    state = load_state(tmp_path / "online.jsonl.state.safetensors")
+    # Every RM on each informative held-out row, then the 24 online feedbacks.
+    assert told > 0 and state["observed"] == 24 and len(state["strategy"]["feedback_history"]) == 3 * told + 24
+    assert "router updated online from 24 feedbacks" in io.out
+    nll = tmp_path / "nll.jsonl"
+    assert _bon(["--policy", policy, "--rms", _rms_spec(assets), "--input", str(prompts), "--out", str(nll)],
+                capsys)[0] == 0                                         # fresh laser router: nll by default
+    assert all(-20 < r["feedback"] < 0 for r in _rows(nll))
     for flags, error in [(["--prior", "8"], "needs --validation"), (["--prior", "-1"], "--prior must be >= 0")]:
         rc, io = _bon(["--policy", policy, "--rms", _rms_spec(assets), *flags, "--input", str(prompts),
                        "--out", str(tmp_path / "g.jsonl")], capsys)
@@ -299,10 +300,6 @@ def test_laser_bon_online_learns_and_rejects_bad_input(trained, tmp_path, capsys
     rc, io = _bon(["--router", str(run), "--prior", "8", "--input", str(prompts), "--out", str(tmp_path / "h.jsonl")],
                   capsys)
     assert rc == 2 and "--prior teaches a fresh router" in io.err
-    nll = tmp_path / "nll.jsonl"
-    assert _bon(["--policy", policy, "--rms", _rms_spec(assets), "--input", str(prompts), "--out", str(nll)],
-                capsys)[0] == 0                                         # fresh laser router: nll by default
-    assert all(-20 < r["feedback"] < 0 for r in _rows(nll))
 
     # Bad input: a clear error naming the row or the option, or a counted skip with --skip-bad-rows.
     bad = tmp_path / "bad.jsonl"
