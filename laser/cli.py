@@ -292,6 +292,7 @@ def _bon(args: argparse.Namespace) -> int:
     from laser.bon.runner import state_path
     from laser.bon.setup import build_runner, learn_bon_prior
     from laser.config import ConfigError
+    from laser.tasks import DatasetError, load_jsonl
 
     def fail(msg: str) -> int:
         print(f"laser bon: {msg}", file=sys.stderr)
@@ -326,11 +327,20 @@ def _bon(args: argparse.Namespace) -> int:
         if args.prior and (args.policy or args.rms) and not args.validation:
             raise BonError("--prior with your own --policy or --rms needs --validation: held-out rows of your task "
                            "(the default ones are the embedded world's)")
+        if args.validation and not args.prior:
+            raise BonError("--validation is read by --prior only: add --prior ROWS, or leave --validation out")
+        if args.prior and (args.strategy or "laser").split(":")[0] != "laser":
+            raise BonError(f"--prior teaches a laser router, not --strategy {args.strategy}")
+        held_out = None
+        if args.validation:  # read before any model loads: a bad file is told at once
+            held_out = load_jsonl(args.validation, answer_format=args.answer_format)[0]
+            if not held_out:
+                raise BonError(f"--validation {args.validation} has no rows")
         runner, setup = build_runner(settings, policy=args.policy, rms=args.rms, strategy=args.strategy,
                                      router=args.router, engine=args.engine)
         try:
             if args.prior and not (args.resume and state_path(out).exists()):  # a resume has the prior in its state
-                prior = learn_bon_prior(runner, setup, args.prior, args.validation)
+                prior = learn_bon_prior(runner, setup, args.prior, held_out)
                 print(f"[laser bon] offline prior: {prior['informative']} informative of {prior['prompts']} held-out "
                       f"rows, {prior['rm_forward']} RM passes", file=sys.stderr)
             if not args.quiet:
@@ -341,7 +351,7 @@ def _bon(args: argparse.Namespace) -> int:
             summary = run_bon(runner, rows, out, resume=args.resume, progress=not args.quiet)
         finally:
             runner.engine.close()
-    except (BonError, ConfigError, FileNotFoundError) as e:
+    except (BonError, ConfigError, DatasetError, FileNotFoundError) as e:
         return fail(str(e))
     except KeyboardInterrupt:
         print(f"laser bon: interrupted; finished rows are in {args.out}; add --resume to continue", file=sys.stderr)

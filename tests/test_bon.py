@@ -293,7 +293,14 @@ def test_laser_bon_online_learns_and_rejects_bad_input(trained, tmp_path, capsys
     assert _bon(["--policy", policy, "--rms", _rms_spec(assets), "--input", str(prompts), "--out", str(nll)],
                 capsys)[0] == 0                                         # fresh laser router: nll by default
     assert all(-20 < r["feedback"] < 0 for r in _rows(nll))
-    for flags, error in [(["--prior", "8"], "needs --validation"), (["--prior", "-1"], "--prior must be >= 0")]:
+    (tmp_path / "bad-validation.jsonl").write_text('{"prompt": "a", "answer": "b"}\nnot json\n')
+    for flags, error in [(["--prior", "8"], "needs --validation"), (["--prior", "-1"], "--prior must be >= 0"),
+                         (["--validation", str(validation)], "--validation is read by --prior only"),
+                         (["--prior", "8", "--strategy", "random", "--validation", str(validation)],
+                          "--prior teaches a laser router"),
+                         (["--prior", "8", "--validation", str(tmp_path / "none.jsonl")], "none.jsonl"),
+                         (["--prior", "8", "--validation", str(tmp_path / "bad-validation.jsonl")],
+                          "bad-validation.jsonl:2")]:
         rc, io = _bon(["--policy", policy, "--rms", _rms_spec(assets), *flags, "--input", str(prompts),
                        "--out", str(tmp_path / "g.jsonl")], capsys)
         assert rc == 2 and error in io.err

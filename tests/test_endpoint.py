@@ -116,7 +116,12 @@ def test_openrlhf_and_verl_requests_are_routed_scored_and_taught_only_by_held_ou
         server.server_close()
     # The state was saved as it served (every 2 requests): a new service starts from it.
     again = RoutingService(_router(world), suite.validation, tmp_path / "router.safetensors")
-    assert again.requests in (4, 6) and again.updates >= 8
+    assert again.requests in (4, 6) and again.updates >= 8 and again.resumed and again.stats()["prior"] is None
+    # What an offline prior cost is kept with the state: a restarted endpoint still reports it.
+    again.prior = {"prompts": 24, "informative": 9, "rm_forward": 70, "picks": {}}
+    again.save()
+    assert RoutingService(_router(world), suite.validation, tmp_path / "router.safetensors").stats()["prior"] == \
+        {"prompts": 24, "informative": 9, "rm_forward": 70}
 
 
 def test_concurrent_clients_each_get_their_own_answer_once(world):

@@ -101,6 +101,14 @@ def test_grpo_trains_with_the_routed_reward_and_the_router_learns_from_probes_an
     assert resumed.picks == reward.picks
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tmp_path, monkeypatch):
     """`use_vllm=True, vllm_mode="colocate"` on CPU: TRL's vLLM engine generates the completions, the routed reward
     scores them, the router learns from probes, and after the steps (`colocate_vllm`'s in-place weight sync) the
@@ -116,6 +124,10 @@ def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tm
     # TRL hands vLLM a fraction of memory, which on CPU is a share of all RAM minus what the process holds (negative
     # beside a busy test worker): a fixed KV cache of 1 GiB instead, vLLM's CPU setting.
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    # TRL writes the launch variables vLLM's external launcher reads into os.environ: set here, they are undone after.
+    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(var, value)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(assets.policy)
     tok = AutoTokenizer.from_pretrained(assets.policy)
@@ -154,3 +166,10 @@ def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tm
         colocate_vllm(GRPOTrainer(model=model, reward_funcs=[reward], processing_class=tok, train_dataset=train,
                                   args=GRPOConfig(output_dir=str(tmp_path / "b"), use_cpu=True, report_to=[],
                                                   per_device_train_batch_size=8, num_generations=4)))
+    # The engine and the process group it joined end with the test (the worker runs other files after it).
+    from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+    llm.llm_engine.engine_core.shutdown()
+    destroy_model_parallel()
+    destroy_distributed_environment()
+    assert not torch.distributed.is_initialized()

@@ -168,18 +168,17 @@ def build_runner(settings, policy: str | None = None, rms: str | None = None, st
     return BonRunner(eng, strat, reward_models, settings, embedder, normalizer), setup
 
 
-def learn_bon_prior(runner, setup: BonSetup, rows: int, validation_path: str | None = None) -> dict:
-    """`laser bon --prior ROWS`: teach the fresh laser router of `runner` from ROWS held-out rows (`validation_path`,
-    else the run config's validation split) before it serves (`laser.training.prior`). Returns its counts."""
+def learn_bon_prior(runner, setup: BonSetup, rows: int, validation=None) -> dict:
+    """`laser bon --prior ROWS`: teach the fresh laser router of `runner` from ROWS held-out rows (`validation`,
+    `laser.tasks.Example`s, else the run config's validation split) before it serves (`laser.training.prior`).
+    Returns its counts."""
     from laser.training.prior import learn_prior
 
     if setup.router is not None:
         raise BonError("--prior teaches a fresh router: with --router the trained router is used as it is")
     if runner.embedder is None:
         raise BonError(f"--prior needs a laser router, not --strategy {runner.strategy.name}")
-    if validation_path:
-        validation = parts.load_jsonl(validation_path)[0]
-    else:
+    if validation is None:
         _, _, _, assets = parts.resolve_models(setup.config)
         validation = parts.load_tasks(setup.config, assets)[1]
     r = setup.config.round

@@ -64,6 +64,9 @@ def _strings(body: dict, key: str, n: int | None = None) -> list[str]:
     return values
 
 
+PRIOR_COUNTS = ("prompts", "informative", "rm_forward")  # what `/stats` and the state keep of an offline prior
+
+
 class RoutingService:
     """The routed reward behind the endpoint: scoring, learning from held-out samples, stats, state on disk."""
 
@@ -130,8 +133,7 @@ class RoutingService:
                     "picks_by_domain": {d: dict(c) for d, c in self.by_domain.items()},
                     "rerouted": dict(self.reward.rerouted), "rm_forward": self.reward.rm_forward,
                     "router_updates": self.updates,
-                    "prior": None if self.prior is None else {k: self.prior[k] for k in
-                                                              ("prompts", "informative", "rm_forward")}}
+                    "prior": None if self.prior is None else {k: self.prior[k] for k in PRIOR_COUNTS}}
 
     # --- learning ---------------------------------------------------------------------------------------
     def _learn_from_validation(self, scored, prompts: list[str], responses: list[str]) -> None:
@@ -174,12 +176,14 @@ class RoutingService:
     # --- state ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"reward": self.reward.state_dict(), "requests": self.requests, "updates": self.updates,
-                "by_domain": {d: dict(c) for d, c in self.by_domain.items()}}
+                "by_domain": {d: dict(c) for d, c in self.by_domain.items()},
+                "prior": {} if self.prior is None else {k: int(self.prior[k]) for k in PRIOR_COUNTS}}
 
     def load_state_dict(self, state: dict) -> None:
         self.reward.load_state_dict(state["reward"])
         self.requests, self.updates = int(state["requests"]), int(state["updates"])
         self.by_domain = defaultdict(Counter, {d: Counter(c) for d, c in state["by_domain"].items()})
+        self.prior = dict(state.get("prior") or {}) or None  # what the router's offline prior cost, if it had one
 
     def save(self) -> None:
         """Write the state beside `state_path` and rename it over (a crash leaves the previous state whole)."""

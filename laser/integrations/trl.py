@@ -116,12 +116,16 @@ def colocate_vllm(trainer) -> None:
     attribute 'weight_loader'"). TRL's own parameter walk is kept (PEFT adapters merged, FSDP / DeepSpeed
     gathered); tied weights are passed under each of their names, since vLLM refreshes a layer's processed weights
     (the CPU backend's packed ones) only when its own name arrives. Call it once, after building the trainer."""
+    from accelerate.utils import is_peft_model
+    from trl.generation import vllm_generation
+
     generation = getattr(trainer, "vllm_generation", None)
     if generation is None or getattr(generation, "mode", None) != "colocate":
         raise ValueError("colocate_vllm needs a GRPOTrainer built with use_vllm=True and vllm_mode='colocate'")
     model = generation.model
     config = getattr(getattr(model, "get_base_model", lambda: model)(), "config", None)
     tied = bool(getattr(config, "tie_word_embeddings", False))
+    peft = is_peft_model(model)
 
     def weights():
         names = set()
@@ -135,9 +139,13 @@ def colocate_vllm(trainer) -> None:
     def sync_weights() -> None:
         llm = generation.llm
         if generation.enable_sleep_mode:
+            vllm_generation.empty_cache()  # as TRL's own sync does before waking (it avoids OOM there)
             llm.wake_up(tags=["weights"])
             generation._llm_weights_sleeping = False
-        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights()})
+        # vLLM's layerwise reload may finish a layer after the iterator is spent, when a PEFT model's adapters are
+        # unmerged again: its merged weights are copied first (a full model's tensors are handed over as they are).
+        given = [(name, tensor.detach().clone()) for name, tensor in weights()] if peft else weights()
+        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": given})
         llm.reset_prefix_cache()  # cached prefixes hold activations of the old weights
 
     generation.sync_weights = sync_weights
