@@ -95,6 +95,15 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: rank(item.path.name))  # stable: each file's own order is kept
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a torch.distributed rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def assert_targets_afresh(assets) -> int:
     """Check each target a built world's report claims met against a fresh measurement by other code than the
     builder's: the policy's greedy and sampled answers from vLLM (the builder samples with transformers), its own

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from laser.strategies import Batch, make_strategy
 from laser.training.distributed import broadcast_from_main, is_main_process, main_first, map_shards, world
@@ -68,11 +69,7 @@ def _worker(rank: int, size: int, port: int, out: str) -> None:
 
 
 def test_assignments_and_feedback_come_from_rank_0(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = str(tmp_path / "r")
     mp.spawn(_worker, args=(2, port, out), nprocs=2, join=True)
     r0, r1 = (json.load(open(f"{out}.{r}")) for r in (0, 1))
@@ -120,7 +117,7 @@ def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False, *more:
             args += ["--set", item]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-        return [torchrun, "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *args]
+        return [torchrun, "--nproc_per_node", str(processes), "--master_port", str(free_port()), *args]
     return [sys.executable, *args]
 
 
@@ -159,14 +156,6 @@ def _kill_tree(pid: int) -> set[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
     return stopped
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world, tmp_path):

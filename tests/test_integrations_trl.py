@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from laser.generation import make_embedder
@@ -101,14 +102,6 @@ def test_grpo_trains_with_the_routed_reward_and_the_router_learns_from_probes_an
     assert resumed.picks == reward.picks
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tmp_path, monkeypatch):
     """`use_vllm=True, vllm_mode="colocate"` on CPU: TRL's vLLM engine generates the completions, the routed reward
     scores them, the router learns from probes, and after the steps (`colocate_vllm`'s in-place weight sync) the
@@ -126,7 +119,7 @@ def test_grpo_with_colocated_vllm_generates_from_the_weights_it_trains(world, tm
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     # TRL writes the launch variables vLLM's external launcher reads into os.environ: set here, they are undone after.
     for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(_free_port())}.items():
+                       "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(var, value)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(assets.policy)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 from laser.cli import main
 from laser.rewards import load_reward_model
@@ -65,16 +66,13 @@ def test_two_ranks_with_every_rm_remote_ask_the_servers_for_half_each(served, tm
     equals one process's (same samples, forward passes, picks and pairs). Before the killed-server test below,
     which leaves the module's `strings` server stopped."""
     import shutil
-    import socket
 
     assets, models, servers = served
     env = {**os.environ, "LASER_ASSETS_DIR": str(assets.root.parent), "OMP_NUM_THREADS": "1"}
     args = ["-m", "laser.cli", "train", "--quiet", "--config", str(ROOT / "configs" / "quick.yaml"),
             "--set", f"output_dir={tmp_path}", "--set", "rounds=2", "--set", "eval_every=2",
             "--set", "checkpoint_every=2"] + _run_config(servers, models)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     two = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(port), *args, "--name", "two"],
                          env=env, capture_output=True, text=True, timeout=900)
