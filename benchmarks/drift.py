@@ -14,6 +14,8 @@ that checkpoint, each to `--rounds`:
   change detector (`bandit.drift_threshold` 0.5);
 - `swap, no retest`: the same with `round.retest: 0` (settled probes are never scored again);
 - `swap, no detector`: the same with `bandit.drift_threshold: null`;
+- `swap, no relearn`: the same with `round.relearn_rounds: 0` (after a forget the router learns again one pick at a
+  time, not from every RM in a warm-up round);
 - `no swap` and `no swap, no retest`: the cost of the re-test budget where nothing drifts (probes sampled and
   scored, RM forward passes, seconds per round) and what it does to accuracy.
 
@@ -41,6 +43,7 @@ BRANCHES = {  # name: (swap?, overrides)
     "swap": (True, []),
     "swap, no retest": (True, ["round.retest=0"]),
     "swap, no detector": (True, ["bandit.drift_threshold=null"]),
+    "swap, no relearn": (True, ["round.relearn_rounds=0"]),
     "no swap": (False, []),
     "no swap, no retest": (False, ["round.retest=0"]),
 }

@@ -38,7 +38,7 @@ WORLDS = {
                      "the default world)"),
     "generalist": ("2026-12-06-generalist-world", "single:generalist",
                    "the default world plus a judge trained on every domain"),
-    "noisy-judges": ("2026-12-06-noisy-judges-world", None,
+    "noisy-judges": ("2026-12-07-noisy-judges-world", None,
                      "specialist judges steered to 72-80% at home and left near chance elsewhere"),
     "alternative": ("2026-12-07-alt-world", "single:letters",
                     "four other domains (two on letters, two on digits), one judge covering both letter domains"),

@@ -178,6 +178,10 @@ class RoundSettings(_Section):
     # routes round 0's training prompts: one warm-up round of 24 spends the RM passes of two rounds of 12 before
     # the first update instead of after it (measured against two rounds of 12: docs/router.md).
     rerank_warmup_prompts: int | None = Field(24, gt=0)
+    # After the router's change detector forgets an RM (`bandit.drift_threshold`), this many rounds draw their
+    # probes near where the RM's rewards changed and every RM scores each informative one (as in the warm-up): the
+    # router learns where the forgotten RM's instances should go now from every RM at once. 0: never.
+    relearn_rounds: int = Field(1, ge=0)
     feedback_examples: int = Field(128, gt=0)
     # Credit each instance with the gain on its k nearest validation examples; None: the whole mini-batch's
     # gain (the paper's), which cannot tell which domain an update helped.

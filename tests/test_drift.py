@@ -54,8 +54,12 @@ def test_settled_probes_are_retested_by_share_and_a_judge_that_got_worse_is_forg
     assets, _ = quick_world
     monkeypatch.setenv("LASER_ASSETS_DIR", str(assets.root.parent))
     trainer = _settled_trainer(quick_world, tmp_path / f"retest-{retest}", retest)
+    lines, relearn_draws = [], []
     try:
-        lines = [trainer.run_round() for _ in range(8)]
+        for _ in range(8):
+            lines.append(trainer.run_round())
+            if lines[-1].get("router_forgot"):  # the next round's probes (a seeded draw: the round draws them again)
+                relearn_draws.append([ex.domain for ex in trainer.feedback.draw_probes(trainer.embedder.embed)])
     finally:
         trainer.engine.close()
     probes = [x["probes"] for x in lines]
@@ -73,6 +77,15 @@ def test_settled_probes_are_retested_by_share_and_a_judge_that_got_worse_is_forg
     # `drift_window` (4) observations of `reasoning` where it is the sure pick, at 1 to 3 informative probes a round
     assert forgot and 1 <= forgot[0] <= 6 and lines[forgot[0]]["router_forgot"] == ["reasoning"], \
         [(x.get("router_forgot"), x["feedback_by_domain"]) for x in lines]
+    # The round after a forget relearns (`round.relearn_rounds` 1): its probes are drawn near where the forgotten RM's
+    # rewards changed (yes_no, `reasoning`'s home: a draw from the whole split is half yes_no), every probe is
+    # sampled and every RM scores each informative one; the rounds after it pick one RM per probe again.
+    every = [x["round"] for x in lines if x["probes"]["every_rm"]]
+    assert every == sorted({f + 1 for f in forgot if f + 1 < len(lines)}), (every, forgot)
+    after = lines[forgot[0] + 1]["probes"]
+    assert after["sampled"] == after["prompts"] and after["confident"] == 0
+    assert after["picks"] == {rm: after["informative"] for rm in after["picks"]}, after
+    assert relearn_draws[0].count("yes_no") >= 0.9 * len(relearn_draws[0]), relearn_draws
 
 
 @pytest.fixture(scope="module")

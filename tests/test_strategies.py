@@ -263,7 +263,9 @@ def test_thompson_routers_are_sure_where_their_posterior_is_narrow_not_where_a_d
 def test_a_router_forgets_an_rm_whose_rewards_fall_and_learns_it_again():
     """The change detector: once RM 2's rewards drop where it was the sure pick, a block of `drift_window`
     rewards below its confidence interval makes the router forget it; what it earns now is learned from scratch, and the
-    router moves to the next best RM. Without the detector, the old estimate holds the pick for long."""
+    router moves to the next best RM. Without the detector, the old estimate holds the pick for long. The change is
+    dated by the round of the batch it was seen in (`last_change`, which the probe stage reads), and kept in the
+    state."""
     x = contexts(4)
 
     def run(threshold):
@@ -274,8 +276,9 @@ def test_a_router_forgets_an_rm_whose_rewards_fall_and_learns_it_again():
             for k, r in good.items():
                 s.observe(x, s._one_per_instance(np.full(4, k)), np.full(4, r))
         assert s.take_forgotten() == [] and s.assign(x, Batch()).arms.tolist() == [2] * 4
-        for _ in range(2):  # RM 2 now earns -0.4 where it earned 0.9: two rounds of its picks
-            s.observe(x, s._one_per_instance(np.full(4, 2)), np.full(4, -0.4))
+        assert s.last_change is None
+        for r in (30, 31):  # RM 2 now earns -0.4 where it earned 0.9: two rounds of its picks
+            s.observe_all([(x, s._one_per_instance(np.full(4, 2)), np.full(4, -0.4))], Batch(round=r))
         return s
 
     detecting, blind = run(0.5), run(None)
@@ -286,6 +289,8 @@ def test_a_router_forgets_an_rm_whose_rewards_fall_and_learns_it_again():
     again = BanditStrategy(RMS, dim=6, policy="kernel_ucb", alpha=1.0, seed=0, drift_threshold=0.5, drift_window=4)
     again.load_state_dict(state)
     assert again.detector.blocks == detecting.detector.blocks
+    # the first round's block of 4 rewards already fell below the interval; nothing was forgotten without a detector
+    assert (detecting.last_change, again.last_change, blind.last_change) == (30, 30, None)
 
 
 def test_the_change_detector_leaves_an_rm_alone_while_the_router_is_still_learning_it():

@@ -98,8 +98,9 @@ class RouterCallback(TrainerCallback):
         finally:
             model.train(was_training)
         self.reward.rm_forward += forward
+        forgot = self.reward.router.take_forgotten()  # the change detector's: see `round.relearn_rounds`
         self.lines.append({"step": state.global_step, "probe_round": self.host.round - 1, **learned.stats,
-                           "feedback_by_domain": learned.by_domain()})
+                           "feedback_by_domain": learned.by_domain(), **({"router_forgot": forgot} if forgot else {})})
 
     def state_dict(self) -> dict:
         return {"reward": self.reward.state_dict(), "probe_round": self.host.round}

@@ -120,6 +120,10 @@ class BanditStrategy(RewardStrategy):
                 if changed.size:
                     self.policy.forget(changed)  # the new rewards below are its first again
                     self.forgotten += [self.rm_names[a] for a in changed]
+                    shown = np.asarray(contexts, dtype=np.float64)
+                    if self.selection == "instance":
+                        shown = shown[np.isin(arms, changed)]
+                    self.change_context = shown.mean(axis=0)
         self.policy.update(x, arms, r)
 
     def take_forgotten(self) -> list[str]:
@@ -136,21 +140,27 @@ class BanditStrategy(RewardStrategy):
         """With normalized rewards, every reward of `observations` joins the normalizer's history before any is
         mapped (`normalize_together`): observed one call at a time, the RM observed first would have its rewards
         mapped against a shorter history than the others' (in the warm-up, where every RM scores the same
-        probes in the config's order, equal rewards favoured the RMs listed last). Then learned call by call."""
+        probes in the config's order, equal rewards favoured the RMs listed last). Then learned call by call. An RM
+        forgotten on the way dates the change by `batch.round` (`last_change`; `change_context` says where)."""
+        forgotten = len(self.forgotten)
         if self.normalizer is None or not observations:
             super().observe_all(observations)
-            return
-        rewards = [self._rewards(c, f) for c, _, f in observations]
-        mapped = np.split(self.normalizer.normalize_together(np.concatenate(rewards)),
-                          np.cumsum([len(r) for r in rewards])[:-1])
-        for (contexts, assignment, _), r in zip(observations, mapped, strict=True):
-            self._learn(contexts, assignment, r)
+        else:
+            rewards = [self._rewards(c, f) for c, _, f in observations]
+            mapped = np.split(self.normalizer.normalize_together(np.concatenate(rewards)),
+                              np.cumsum([len(r) for r in rewards])[:-1])
+            for (contexts, assignment, _), r in zip(observations, mapped, strict=True):
+                self._learn(contexts, assignment, r)
+        if batch is not None and len(self.forgotten) > forgotten:
+            self.last_change = batch.round
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "policy": self.policy.state_dict(),
                 "feedback_history": None if self.normalizer is None else list(self.normalizer.history),
                 "context_sum": self.context_sum.tolist(), "context_count": self.context_count,
-                "detector": None if self.detector is None else self.detector.state_dict()}
+                "detector": None if self.detector is None else self.detector.state_dict(),
+                "last_change": self.last_change,
+                "change_context": None if self.change_context is None else self.change_context.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -160,6 +170,9 @@ class BanditStrategy(RewardStrategy):
             self.context_count = int(state["context_count"])
         if self.detector is not None and state.get("detector") is not None:
             self.detector.load_state_dict(state["detector"])
+        self.last_change = state.get("last_change")
+        where = state.get("change_context")
+        self.change_context = None if where is None else np.asarray(where, dtype=np.float64)
         # The state says whether rewards were normalized (a router keeps the scale it was trained on).
         history = state.get("feedback_history")
         self.normalizer = None if history is None else (self.normalizer or QuantileNormalizer())

@@ -107,6 +107,10 @@ class RewardStrategy:
     # True for a strategy that learns from every RM's reward on every validation probe, every round (the
     # baselines of `laser.strategies.validated`), rather than from the RM it picks for each probe.
     reads_every_rm = False
+    # The round (`Batch.round`) of the last change the strategy detected in an RM's rewards (None: none detected),
+    # and where: the mean context of the rewards that showed it.
+    last_change: int | None = None
+    change_context: np.ndarray | None = None
 
     def __init__(self, rm_names: Sequence[str]):
         if not rm_names:

@@ -123,7 +123,7 @@ class Trainer:
         clock = _Clock()
         before = self._start_round()
         examples = self.next_prompts()
-        probes = self.feedback.draw_probes()
+        probes = self.feedback.draw_probes(self.embedder.embed)
         contexts, probe_contexts = self._contexts(examples, probes)
         clock.lap("embed")
         # Contexts come from the prompts alone, so the router routes its probes before any is sampled.

@@ -108,7 +108,8 @@ class RouterFeedback:
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
 
-    def draw_probes(self) -> list[Example]:
+    def draw_probes(self, embed: Callable[[list[str]], np.ndarray] | None = None) -> list[Example]:
+        """This round's validation probes (`embed`: the policy's contexts of prompts, for a draw that needs them)."""
         return []
 
     def route_probes(self, probes: Sequence[Example], contexts: np.ndarray) -> RoutedProbes | None:
@@ -135,15 +136,33 @@ class RerankProbes(RouterFeedback):
 
     explores_training = False
 
-    def draw_probes(self) -> list[Example]:
+    def draw_probes(self, embed: Callable[[list[str]], np.ndarray] | None = None) -> list[Example]:
         """This round's `rerank_prompts` validation examples (`rerank_warmup_prompts` in a warm-up round, when set):
-        a seeded draw per round (without replacement within the round), so that a resumed run draws the same ones."""
+        a seeded draw per round (without replacement within the round), so that a resumed run draws the same ones.
+        In a round that relearns after a forgotten RM (with `embed`), the draw is from the 2k rows whose contexts
+        are nearest (cosine) to where the RM's rewards changed: that is where the router no longer knows."""
         t = self.trainer
         s = t.settings
         k = s.rerank_warmup_prompts if t.round < s.rerank_warmup and s.rerank_warmup_prompts else s.rerank_prompts
         rng = t.streams.rng("probes", t.round)
-        pick = rng.choice(len(t.validation), size=min(k, len(t.validation)), replace=False)
+        rows = np.arange(len(t.validation))
+        where = t.strategy.change_context
+        if self.relearning() and embed is not None and where is not None:
+            ctx = np.asarray(embed([ex.prompt for ex in t.validation]), dtype=np.float64)
+            near = ctx @ where / np.maximum(np.linalg.norm(ctx, axis=1) * np.linalg.norm(where), 1e-12)
+            rows = np.sort(np.argsort(-near, kind="stable")[:2 * k])
+        pick = rng.choice(rows, size=min(k, len(rows)), replace=False)
         return [t.validation[i] for i in sorted(pick)]
+
+    def relearning(self) -> bool:
+        """Whether this is one of the `relearn_rounds` after the router forgot an RM (its `last_change`)."""
+        t, s = self.trainer, self.trainer.settings
+        change = t.strategy.last_change
+        return change is not None and change < t.round <= change + s.relearn_rounds
+
+    def every_rm_round(self) -> bool:
+        """Whether every RM scores this round's probes: a warm-up round, or one that relearns after a forget."""
+        return self.trainer.round < self.trainer.settings.rerank_warmup or self.relearning()
 
     def route_probes(self, probes: Sequence[Example], contexts: np.ndarray) -> RoutedProbes:
         """Which of this round's probes are sampled and scored, and by which RM, decided from their contexts.
@@ -156,7 +175,7 @@ class RerankProbes(RouterFeedback):
         scored anyway, drawn each round, so that a pick that got worse is seen."""
         t = self.trainer
         s, drawn, batch = t.settings, len(probes), t.batch_of(probes)
-        if t.round < s.rerank_warmup or t.strategy.reads_every_rm:
+        if self.every_rm_round() or t.strategy.reads_every_rm:
             return RoutedProbes(list(probes), contexts, None, drawn, 0)
         chosen = broadcast_from_main(t.strategy.assign(contexts, batch))
         keep = np.ones(drawn, dtype=bool)
@@ -395,7 +414,7 @@ def probe_round(stage: RerankProbes, engine, embed: Callable[[list[str]], np.nda
     contexts (`embed`), sample the policy's completions of those to be sampled with `engine`, and teach the router
     from them. Returns (what it learned, the RM forward passes it cost)."""
     host, s = stage.trainer, stage.trainer.settings
-    probes = stage.draw_probes()
+    probes = stage.draw_probes(embed)
     routed = stage.route_probes(probes, np.asarray(embed([ex.prompt for ex in probes])))
     sample = to_sample(routed.probes)
     sampled = engine.sample([ex.prompt for ex in sample], n=s.n, temperature=s.temperature,
