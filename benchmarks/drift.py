@@ -14,6 +14,7 @@ that checkpoint, each to `--rounds`:
   change detector (`bandit.drift_threshold` 0.5);
 - `swap, no retest`: the same with `round.retest: 0` (settled probes are never scored again);
 - `swap, no detector`: the same with `bandit.drift_threshold: null`;
+- `swap, retest 0.15` and `swap, retest 0.1`: the same with a smaller re-test share;
 - `swap, no relearn`: the same with `round.relearn_rounds: 0` (after a forget the router learns again one pick at a
   time, not from every RM in a warm-up round);
 - `no swap` and `no swap, no retest`: the cost of the re-test budget where nothing drifts (probes sampled and
@@ -44,6 +45,8 @@ BRANCHES = {  # name: (swap?, overrides)
     "swap, no retest": (True, ["round.retest=0"]),
     "swap, no detector": (True, ["bandit.drift_threshold=null"]),
     "swap, no relearn": (True, ["round.relearn_rounds=0"]),
+    "swap, retest 0.15": (True, ["round.retest=0.15"]),
+    "swap, retest 0.1": (True, ["round.retest=0.1"]),
     "no swap": (False, []),
     "no swap, no retest": (False, ["round.retest=0"]),
 }
