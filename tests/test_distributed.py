@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,7 +95,6 @@ def _train_cmd(tmp_path, name: str, processes: int, resume: bool = False, *more:
     """`laser train` of the quick config (4 rounds, vLLM engine) in one process, or under torchrun; `more`: further
     --set overrides of a new run."""
     import shutil
-    import sys
 
     args = ["-m", "laser.cli", "train", "--quiet"]
     if resume:
@@ -210,14 +210,33 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     assert (run / "checkpoints" / "latest").read_text() == "round-000004" and (run / "report.md").exists()
     assert not (run / ".lock").exists()
     assert two.stdout.count("final test accuracy") == 1  # said once, by rank 0
-    # With each RM loaded in one rank only (models.rm_placement: shard: RMs 0 and 2 in rank 0, RM 1 in rank 1), killed
-    # (SIGKILL, every rank) after its round-2 checkpoint and resumed: the same run as without the kill, its RMs'
-    # forward passes each run by the one rank that holds it.
-    killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2, False, "models.rm_placement=shard"), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    # With each RM loaded in one rank only (models.rm_placement: shard: RMs 0 and 2 in rank 0, RM 1 in rank 1),
+    # stopped by `laser stop` once its first round is written (rank 0 holds the lock and is signalled; the ranks
+    # agree at the round boundary and both exit after the same round, which rank 0 checkpoints), resumed, killed
+    # (SIGKILL, every rank) after its next checkpoint and resumed again: the same run as without the stop and the
+    # kill, its RMs' forward passes each run by the one rank that holds it.
+    killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2, False, "models.rm_placement=shard",
+                                         "checkpoint_every=1"),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    metrics, latest = tmp_path / "killed" / "metrics.jsonl", tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
-    while not latest.exists() and killed.poll() is None and time.monotonic() < deadline:
+    while killed.poll() is None and time.monotonic() < deadline and \
+            not (metrics.exists() and '"type": "round"' in metrics.read_text()):
+        time.sleep(0.05)
+    stop = subprocess.run([sys.executable, "-m", "laser.cli", "stop", str(tmp_path / "killed")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    out, _ = killed.communicate(timeout=60)
+    assert stop.returncode == 0 and "stopped after its round in progress" in stop.stdout, (stop.stdout, stop.stderr)
+    assert killed.returncode != 0 and out.count("stopped after round") == 1, out[-3000:]  # said by rank 0 alone
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    done = sum(x["type"] == "round" for x in lines)
+    assert 1 <= done < 4 and latest.read_text() == f"round-{done:06d}", (done, latest.read_text())
+    assert [x["round"] for x in lines if x["type"] == "round"] == list(range(done))  # each round once, in order
+    killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2, True), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while latest.read_text() == f"round-{done:06d}" and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     victims = _kill_tree(killed.pid)
     killed.wait()
@@ -225,7 +244,7 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     gone = time.monotonic() + 120  # reaped by init once torchrun is gone: the resume must not find one alive
     while any(process_alive(p) for p in victims) and time.monotonic() < gone:
         time.sleep(0.1)
-    assert latest.read_text() == "round-000002"
+    assert latest.read_text() == f"round-{done + 1:06d}"
     resumed = _train(tmp_path, "killed", env, processes=2, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     c = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
