@@ -21,7 +21,7 @@ from conftest import free_port
 
 from laser.strategies import Batch, make_strategy
 from laser.training.distributed import broadcast_from_main, is_main_process, main_first, map_shards, world
-from laser.training.rundir import process_alive
+from laser.training.rundir import process_alive, stop_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,14 +224,15 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     while killed.poll() is None and time.monotonic() < deadline and \
             not (metrics.exists() and '"type": "round"' in metrics.read_text()):
         time.sleep(0.05)
-    stop = subprocess.run([sys.executable, "-m", "laser.cli", "stop", str(tmp_path / "killed")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    # What `laser stop` does (tests/test_stopping.py runs the command), at once: a command's start may take a round
+    # or more on a busy machine, and the stop must come before the run's last round.
+    pid, state = stop_run(tmp_path / "killed", wait=300)
     out, _ = killed.communicate(timeout=60)
-    assert stop.returncode == 0 and "stopped after its round in progress" in stop.stdout, (stop.stdout, stop.stderr)
+    assert state == "stopped" and pid != killed.pid  # the lock's holder: rank 0, not torchrun
     assert killed.returncode != 0 and out.count("stopped after round") == 1, out[-3000:]  # said by rank 0 alone
     lines = [json.loads(x) for x in metrics.read_text().splitlines()]
     done = sum(x["type"] == "round" for x in lines)
-    assert 1 <= done < 4 and latest.read_text() == f"round-{done:06d}", (done, latest.read_text())
+    assert 1 <= done <= 2 and latest.read_text() == f"round-{done:06d}", (done, latest.read_text())
     assert [x["round"] for x in lines if x["type"] == "round"] == list(range(done))  # each round once, in order
     killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2, True), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
