@@ -215,19 +215,22 @@ def test_laser_train_under_torchrun_trains_one_run_like_one_process(quick_world,
     # agree at the round boundary and both exit after the same round, which rank 0 checkpoints), resumed, killed
     # (SIGKILL, every rank) after its next checkpoint and resumed again: the same run as without the stop and the
     # kill, its RMs' forward passes each run by the one rank that holds it.
-    killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2, False, "models.rm_placement=shard",
-                                         "checkpoint_every=1"),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    log = tmp_path / "killed.log"  # a file, not a pipe: nothing reads a pipe while the test waits
+    with log.open("w") as sink:
+        killed = subprocess.Popen(_train_cmd(tmp_path, "killed", 2, False, "models.rm_placement=shard",
+                                             "checkpoint_every=1"),
+                                  env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     metrics, latest = tmp_path / "killed" / "metrics.jsonl", tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
     while killed.poll() is None and time.monotonic() < deadline and \
             not (metrics.exists() and '"type": "round"' in metrics.read_text()):
         time.sleep(0.05)
+    assert killed.poll() is None, log.read_text()[-3000:]
     # What `laser stop` does (tests/test_stopping.py runs the command), at once: a command's start may take a round
     # or more on a busy machine, and the stop must come before the run's last round.
     pid, state = stop_run(tmp_path / "killed", wait=300)
-    out, _ = killed.communicate(timeout=60)
+    killed.wait(timeout=60)
+    out = log.read_text()
     assert state == "stopped" and pid != killed.pid  # the lock's holder: rank 0, not torchrun
     assert killed.returncode != 0 and out.count("stopped after round") == 1, out[-3000:]  # said by rank 0 alone
     lines = [json.loads(x) for x in metrics.read_text().splitlines()]

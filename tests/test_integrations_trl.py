@@ -67,8 +67,10 @@ def test_grpo_trains_with_the_routed_reward_and_the_router_learns_from_probes_an
         model = AutoModelForCausalLM.from_pretrained(assets.policy)
         tok = AutoTokenizer.from_pretrained(assets.policy)
         reward = _reward(assets, model, tok)
+        reward.router.last_change = 35  # as a router from a DPO run would carry, in that run's rounds
         callback = RouterCallback(reward, suite.validation, every=2, probes=12, n=8, max_new_tokens=8,
                                   temperature=1.0, warmup_probes=24)
+        assert reward.router.last_change is None  # the callback counts its own probe rounds
         args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=8, num_generations=4,
                           max_completion_length=8, max_steps=steps, save_steps=2, logging_steps=1, report_to=[],
                           use_cpu=True, learning_rate=1e-4, seed=0, temperature=1.2, save_only_model=False)

@@ -260,7 +260,7 @@ def test_thompson_routers_are_sure_where_their_posterior_is_narrow_not_where_a_d
     assert len({int(c.arms[i]) for c in calls for i in range(4, 8)}) > 1  # cluster B: still sampled at random
 
 
-def test_a_router_forgets_an_rm_whose_rewards_fall_and_learns_it_again():
+def test_a_router_forgets_an_rm_whose_rewards_fall_and_learns_it_again(tmp_path):
     """The change detector: once RM 2's rewards drop where it was the sure pick, a block of `drift_window`
     rewards below its confidence interval makes the router forget it; what it earns now is learned from scratch, and the
     router moves to the next best RM. Without the detector, the old estimate holds the pick for long. The change is
@@ -291,6 +291,12 @@ def test_a_router_forgets_an_rm_whose_rewards_fall_and_learns_it_again():
     assert again.detector.blocks == detecting.detector.blocks
     # the first round's block of 4 rewards already fell below the interval; nothing was forgotten without a detector
     assert (detecting.last_change, again.last_change, blind.last_change) == (30, 30, None)
+    # where: the mean context of the rewards that showed it (RM 2's four), through the checkpoint's file format too
+    from laser.statefile import load_state, save_state
+
+    again.load_state_dict(load_state(save_state(state, tmp_path / "router.safetensors")))
+    np.testing.assert_array_equal(again.change_context, x.mean(axis=0))
+    assert again.last_change == 30 and blind.change_context is None
 
 
 def test_the_change_detector_leaves_an_rm_alone_while_the_router_is_still_learning_it():

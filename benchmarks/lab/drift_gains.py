@@ -5,8 +5,7 @@ swap happens), samples every validation prompt of `--domain` `--reps` times (n =
 seed), and measures every RM's rerank gain (the router's own reward, `laser.training.feedback.rerank_gain`) on the
 informative ones (samples partly right). Prints per RM the mean gain and its spread, the gap between the best
 and the second best other than the swapped RM, and how many informative probes of the domain a router would need
-to tell them apart (a two-sided 95% test at 80% power: 2 (1.96 + 0.84)^2 sd^2 / gap^2 per RM), against what
-the run's probes gave it a round (`probes.informative` of the domain, from the base run's metrics).
+to tell them apart (a two-sided 95% test at 80% power: 2 (1.96 + 0.84)^2 sd^2 / gap^2 per RM).
 
     python benchmarks/drift.py --seeds 0 1 2 --only 'no swap'    # the base runs, if not there yet
     python benchmarks/lab/drift_gains.py --seeds 0 1 2
@@ -59,10 +58,8 @@ def gains_of(seed: int, args) -> dict:
     finally:
         tr.engine.close()
     g = np.concatenate(gains)
-    lines = [json.loads(x) for x in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
-    per_round = [x["feedback_by_domain"] for x in lines if x["type"] == "round" and "feedback_by_domain" in x]
     return {"seed": seed, "rms": rms, "gains": g.tolist(), "rows": len(rows), "reps": args.reps,
-            "informative_share": len(g) / (len(rows) * args.reps), "rounds_seen": len(per_round)}
+            "informative_share": len(g) / (len(rows) * args.reps)}
 
 
 def report(results: list[dict], args) -> str:

@@ -50,18 +50,24 @@ class RouterCallback(TrainerCallback):
     Each probe round draws `probes` of them (the first `warmup` rounds `warmup_probes`, scored by every RM: the
     router has seen each RM before it routes), samples `n` completions of each from the trainer's model as it is
     then (`temperature`, `max_new_tokens`), and rewards the router by `rerank_gain` on those with right and wrong
-    samples (`laser.training.router_feedback.RerankProbes`, the iterative-DPO loop's own probe stage).
+    samples (`laser.training.router_feedback.RerankProbes`, the iterative-DPO loop's own probe stage). After the
+    router's change detector forgets an RM, the next `relearn_rounds` probe rounds draw their rows near where it
+    changed and every RM scores them (`round.relearn_rounds`).
     """
 
     def __init__(self, reward: RoutedReward, validation: Sequence[Example], every: int = 5, probes: int = 12,
                  n: int = 8, max_new_tokens: int = 16, temperature: float = 0.8, warmup: int = 1,
-                 warmup_probes: int | None = 24, seed: int = 0):
+                 warmup_probes: int | None = 24, relearn_rounds: int = 1, seed: int = 0):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         if not validation:
             raise ValueError("the router learns from held-out validation rows: none were given")
         settings = RoundSettings(rerank_prompts=probes, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 rerank_warmup=warmup, rerank_warmup_prompts=warmup_probes)
+                                 rerank_warmup=warmup, rerank_warmup_prompts=warmup_probes,
+                                 relearn_rounds=relearn_rounds)
+        # A router trained elsewhere (an iterative-DPO run) dated its last change in that run's rounds: this callback
+        # counts its own probe rounds (a resumed callback restores its router's state after this).
+        reward.router.last_change = None
         self.reward, self.every = reward, every
         self.host = ProbeHost(reward.router, reward.reward_models, validation, settings, seed)
         self.probe_stage = RerankProbes(self.host)

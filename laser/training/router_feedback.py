@@ -140,7 +140,8 @@ class RerankProbes(RouterFeedback):
         """This round's `rerank_prompts` validation examples (`rerank_warmup_prompts` in a warm-up round, when set):
         a seeded draw per round (without replacement within the round), so that a resumed run draws the same ones.
         In a round that relearns after a forgotten RM (with `embed`), the draw is from the 2k rows whose contexts
-        are nearest (cosine) to where the RM's rewards changed: that is where the router no longer knows."""
+        are nearest (cosine) to where the RM's rewards changed: that is where the router no longer knows (it embeds
+        the whole validation split, once per relearning round). Every rank takes rank 0's draw."""
         t = self.trainer
         s = t.settings
         k = s.rerank_warmup_prompts if t.round < s.rerank_warmup and s.rerank_warmup_prompts else s.rerank_prompts
@@ -151,14 +152,15 @@ class RerankProbes(RouterFeedback):
             ctx = np.asarray(embed([ex.prompt for ex in t.validation]), dtype=np.float64)
             near = ctx @ where / np.maximum(np.linalg.norm(ctx, axis=1) * np.linalg.norm(where), 1e-12)
             rows = np.sort(np.argsort(-near, kind="stable")[:2 * k])
-        pick = rng.choice(rows, size=min(k, len(rows)), replace=False)
+        pick = broadcast_from_main(rng.choice(rows, size=min(k, len(rows)), replace=False))
         return [t.validation[i] for i in sorted(pick)]
 
     def relearning(self) -> bool:
-        """Whether this is one of the `relearn_rounds` after the router forgot an RM (its `last_change`)."""
+        """Whether this is one of the `relearn_rounds` after the router forgot an RM (its `last_change`), as rank 0's
+        router says (the ranks' collective calls depend on it)."""
         t, s = self.trainer, self.trainer.settings
         change = t.strategy.last_change
-        return change is not None and change < t.round <= change + s.relearn_rounds
+        return bool(broadcast_from_main(change is not None and change < t.round <= change + s.relearn_rounds))
 
     def every_rm_round(self) -> bool:
         """Whether every RM scores this round's probes: a warm-up round, or one that relearns after a forget."""
