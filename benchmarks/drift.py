@@ -1,6 +1,6 @@
 """A reward model that gets worse mid-run: does the router notice, and what does noticing cost?
 
-    python benchmarks/drift.py                                  # the default world, seeds 0 1 2, about 25 minutes
+    python benchmarks/drift.py                                  # the default world, 3 seeds, 8 branches: ~30 min
     python benchmarks/drift.py --seeds 0 --out /tmp/drift       # one seed
     python benchmarks/drift.py --set models.embedded_recipe=configs/worlds/alt.yaml
     python benchmarks/drift.py --rm generalist --domain rotate \
