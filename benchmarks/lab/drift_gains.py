@@ -23,12 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gains_of(seed: int, args) -> dict:
+    from router_replay import every_rm_gains, informative  # beside this script
+
     from laser.config import load_config
     from laser.parts import build_trainer
-    from laser.strategies import Batch
-    from laser.strategies.scoring import CandidateTable, route_and_score
-    from laser.tasks.checkers import check
-    from laser.training.feedback import rerank_gain
 
     config = load_config(ROOT / args.config, [f"output_dir={args.runs}", f"seed={seed}", f"name=base-s{seed}",
                                               *args.set])
@@ -42,19 +40,9 @@ def gains_of(seed: int, args) -> dict:
             sampled = tr.engine.sample([ex.prompt for ex in rows], n=s.n, temperature=s.temperature, top_p=s.top_p,
                                        max_new_tokens=s.max_new_tokens, seed=7000 + rep)
             texts = [sampled.texts(j) for j in range(len(rows))]
-            mixed = [j for j in range(len(rows)) if 0 < sum(check(rows[j], t) for t in texts[j]) < len(texts[j])]
-            if not mixed:
-                continue
-            probes, cands = [rows[j] for j in mixed], [texts[j] for j in mixed]
-            table = CandidateTable.of([ex.prompt for ex in probes], cands)
-            ctx = tr.embedder.embed([ex.prompt for ex in probes])
-            rep_gains = np.zeros((len(probes), len(rms)))
-            for arm in range(len(rms)):
-                one = tr.strategy._one_per_instance(np.full(len(probes), arm))
-                routed = route_and_score(tr.strategy, tr.rms, tr.normalizer, table, ctx,
-                                         Batch(round=0, domains=[ex.domain for ex in probes]), assignment=one)
-                rep_gains[:, arm] = rerank_gain(probes, table, routed.combined)[0]
-            gains.append(rep_gains)
+            mixed = informative(rows, texts)
+            if mixed:
+                gains.append(every_rm_gains(tr, [rows[j] for j in mixed], [texts[j] for j in mixed]))
     finally:
         tr.engine.close()
     g = np.concatenate(gains)

@@ -39,12 +39,33 @@ POLICIES = [  # (label, policy, params)
 ]
 
 
+def informative(examples, texts) -> list[int]:
+    """The indices of the examples whose samples `texts` are partly right: the only ones that tell RMs apart."""
+    from laser.tasks.checkers import check
+
+    return [j for j, (ex, t) in enumerate(zip(examples, texts, strict=True))
+            if 0 < sum(check(ex, x) for x in t) < len(t)]
+
+
+def every_rm_gains(tr, probes, cands) -> np.ndarray:
+    """Every RM's rerank gain on each probe (its candidates `cands`), as the warm-up measures it: [probes, K]."""
+    from laser.strategies.scoring import CandidateTable, route_and_score
+    from laser.training.feedback import rerank_gain
+
+    table = CandidateTable.of([ex.prompt for ex in probes], cands)
+    batch = Batch(round=0, domains=[ex.domain for ex in probes])
+    given = np.zeros((len(probes), 1))  # each RM's assignment is given: no context is read
+    out = np.zeros((len(probes), tr.strategy.k))
+    for arm in range(tr.strategy.k):
+        one = tr.strategy._one_per_instance(np.full(len(probes), arm))
+        out[:, arm] = rerank_gain(probes, table, route_and_score(tr.strategy, tr.rms, tr.normalizer, table, given,
+                                                                 batch, assignment=one).combined)[0]
+    return out
+
+
 def collect(config: RunConfig, train_draw: int = 800) -> dict:
     """Contexts and every RM's rerank gain per informative validation prompt (two sampling seeds)."""
     from laser.parts import build_trainer
-    from laser.strategies.scoring import CandidateTable, route_and_score
-    from laser.tasks.checkers import check
-    from laser.training.feedback import rerank_gain
 
     tr = build_trainer(config)
     s, val, k = tr.settings, tr.validation, tr.strategy.k
@@ -54,15 +75,10 @@ def collect(config: RunConfig, train_draw: int = 800) -> dict:
                                    max_new_tokens=s.max_new_tokens, seed=1000 + rep)
         texts = [sampled.texts(j) for j in range(len(val))]
         ctx = tr.embedder.embed(sampled.prompts)
-        mixed = [j for j in range(len(val)) if 0 < sum(check(val[j], t) for t in texts[j]) < len(texts[j])]
-        probes, cands = [val[j] for j in mixed], [texts[j] for j in mixed]
+        mixed = informative(val, texts)
         gains = np.full((len(val), k), np.nan)
-        batch = Batch(round=0, domains=[ex.domain for ex in probes])
-        for arm in range(k):
-            one = tr.strategy._one_per_instance(np.full(len(mixed), arm))
-            table = CandidateTable.of([ex.prompt for ex in probes], cands)
-            routed = route_and_score(tr.strategy, tr.rms, tr.normalizer, table, ctx[mixed], batch, assignment=one)
-            gains[mixed, arm] = rerank_gain(probes, table, routed.combined)[0]
+        if mixed:
+            gains[mixed] = every_rm_gains(tr, [val[j] for j in mixed], [texts[j] for j in mixed])
         data["reps"].append({"contexts": ctx, "gains": gains})
     pick = np.random.default_rng(5).permutation(len(tr.train))[:train_draw]
     train = [tr.train[i] for i in pick]
