@@ -141,18 +141,20 @@ class RerankProbes(RouterFeedback):
         a seeded draw per round (without replacement within the round), so that a resumed run draws the same ones.
         In a round that relearns after a forgotten RM (with `embed`), the draw is from the 2k rows whose contexts
         are nearest (cosine) to where the RM's rewards changed: that is where the router no longer knows (it embeds
-        the whole validation split, once per relearning round). Every rank takes rank 0's draw."""
+        the whole validation split, once per relearning round). Every rank draws from rank 0's rows."""
         t = self.trainer
         s = t.settings
         k = s.rerank_warmup_prompts if t.round < s.rerank_warmup and s.rerank_warmup_prompts else s.rerank_prompts
         rng = t.streams.rng("probes", t.round)
         rows = np.arange(len(t.validation))
-        where = t.strategy.change_context
-        if self.relearning() and embed is not None and where is not None:
-            ctx = np.asarray(embed([ex.prompt for ex in t.validation]), dtype=np.float64)
-            near = ctx @ where / np.maximum(np.linalg.norm(ctx, axis=1) * np.linalg.norm(where), 1e-12)
-            rows = np.sort(np.argsort(-near, kind="stable")[:2 * k])
-        pick = broadcast_from_main(rng.choice(rows, size=min(k, len(rows)), replace=False))
+        if embed is not None and self.relearning():
+            where = t.strategy.change_context
+            if where is not None:
+                ctx = np.asarray(embed([ex.prompt for ex in t.validation]), dtype=np.float64)
+                near = ctx @ where / np.maximum(np.linalg.norm(ctx, axis=1) * np.linalg.norm(where), 1e-12)
+                rows = np.sort(np.argsort(-near, kind="stable")[:2 * k])
+            rows = broadcast_from_main(rows)  # rank 0's: the ranks' routers may place the change apart
+        pick = rng.choice(rows, size=min(k, len(rows)), replace=False)
         return [t.validation[i] for i in sorted(pick)]
 
     def relearning(self) -> bool:
