@@ -418,7 +418,8 @@ def _flops(config: RunConfig, p: Placement, policy: Arch, rms: dict[str, list[Ar
         if s == "laser" and probe_prompts:  # the router's probes: sampled and scored by their picked RM
             row["sampling"] += 2 * P * probe_prompts * (p.prompt_tokens + probe_n * completion)
             row["contexts"] += 2 * P * p.prompt_tokens * probe_prompts
-            row["scoring"] += mean_rm * probe_prompts * probe_n
+            # after the warm-up the pick scores `rerank_draws` right and as many wrong samples of each (at most)
+            row["scoring"] += mean_rm * probe_prompts * min(probe_n, 2 * (r.rerank_draws or probe_n))
         row["total"] = sum(row.values())
         out[s] = row
     return out

@@ -17,7 +17,7 @@ import numpy as np
 STREAMS = (
     "data_order",       # the training examples' order, one permutation per epoch (its state is checkpointed)
     "feedback_batch",   # the fixed validation mini-batch of gradient_gain / validation_gain
-    "probes",           # each round's rerank probes, drawn from the validation split
+    "probes",           # each round's rerank probes, drawn from the validation split, and the samples scored of each
     "retest",           # each round's settled probes that are sampled and scored anyway (round.retest)
     "sampling",         # the generation engine's seed per round and call (each prompt then gets its own)
     "pairs",            # max_random pair draws, per round

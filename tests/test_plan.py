@@ -90,6 +90,21 @@ def test_the_paper_config_fits_8_gpus_of_80_gb_as_it_implies():
     assert 0.4 < laser["total"] / ensemble["total"] < 0.6
 
 
+def test_the_plans_probe_scoring_counts_the_drawn_samples_of_each_probe():
+    """Under `rerank_gain` LASeR's probes add RM passes to a round: 2 x `rerank_draws` samples of each probe, or
+    every one of its `n` (`rerank_draws: null`); the other strategies score no probe."""
+    def flops(*more):
+        return run_plan(load_config(PAPER, ["round.feedback=rerank_gain", "round.rerank_prompts=12", *more]), gpus=8,
+                        gpu_memory="80GiB").flops
+
+    every, drawn = flops("round.rerank_draws=null"), flops("round.rerank_draws=1")
+    r = load_config(PAPER).round
+    per_candidate = drawn["random"]["scoring"] / (r.prompts_per_round * r.n)  # one RM per candidate
+    assert every["laser"]["scoring"] - drawn["laser"]["scoring"] == pytest.approx(per_candidate * 12 * (r.n - 2))
+    assert drawn["laser"]["scoring"] == pytest.approx(per_candidate * (r.prompts_per_round * r.n + 12 * 2))
+    assert every["random"] == drawn["random"]
+
+
 def test_laser_plan_says_what_does_not_fit_and_why(capsys):
     assert main(["plan", "--config", str(PAPER), "--gpus", "1", "--gpu-memory", "24GiB"]) == 1
     out = capsys.readouterr().out

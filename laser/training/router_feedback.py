@@ -205,10 +205,13 @@ class RerankProbes(RouterFeedback):
         strategy = t.strategy
         mixed = np.array([0 < sum(check(ex, c) for c in cands) < len(cands)
                           for ex, cands in zip(routed.probes, texts, strict=True)], dtype=bool)
-        probes = [p for p, m in zip(routed.probes, mixed, strict=True) if m]
-        texts = [c for c, m in zip(texts, mixed, strict=True) if m]
-        contexts = routed.contexts[mixed]
         warmup = routed.chosen is None  # the warm-up, or a strategy that reads every RM on every probe
+        probes = [p for p, m in zip(routed.probes, mixed, strict=True) if m]
+        # A probe the router's pick alone scores is a spot check of that RM: a few of its samples tell how the RM
+        # orders them (`rerank_draws`). Every RM scores every sample of a probe in an every-RM round.
+        texts = draw_scored(probes, [c for c, m in zip(texts, mixed, strict=True) if m],
+                            None if warmup else t.settings.rerank_draws, t.streams.rng("probes", t.round, 1))
+        contexts = routed.contexts[mixed]
         stats = {"prompts": routed.drawn, "sampled": len(routed.probes), "confident": routed.confident,
                  "retested": routed.retested, "informative": len(probes), "rm_forward": 0, "every_rm": warmup}
         if warmup:  # every RM on every probe: one assignment per RM, each observed
@@ -248,6 +251,23 @@ class RerankProbes(RouterFeedback):
         if not warmup:
             stats["second_opinions"] = int(sum(c.sum() for _, c in choices[1:]))
         return Learned(feedback, np.ones(len(feedback), dtype=bool), assignment, domains, stats), forward
+
+
+def draw_scored(probes: Sequence[Example], texts: list[list[str]], k: int | None, rng: np.random.Generator) \
+        -> list[list[str]]:
+    """The samples of each informative probe that its RMs score (`round.rerank_draws`): with `k`, k of its right
+    samples and k of its wrong ones (all of a kind it has fewer of), drawn without replacement from what was sampled
+    (a completion sampled twice is twice as likely to be drawn), so that the mean over the drawn (right, wrong)
+    pairs is an unbiased estimate of the mean over all of them; None: every sample."""
+    if k is None:
+        return texts
+    out = []
+    for ex, cands in zip(probes, texts, strict=True):
+        right = np.array([check(ex, c) for c in cands], dtype=bool)
+        drawn = [int(i) for kind in (right, ~right) for i in
+                 np.sort(rng.choice(np.flatnonzero(kind), size=min(k, int(kind.sum())), replace=False))]
+        out.append([cands[i] for i in drawn])
+    return out
 
 
 class _UpdateFeedback(RouterFeedback):
