@@ -25,15 +25,14 @@ sys.path.insert(0, str(ROOT))
 from laser.report.runs import mean_ci  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-# world label: (bench folder, best single RM by the build's accuracy table, what the world is)
-# Where a default changed what LASeR does and nothing the other strategies do (`round.rerank_draws` is read after
-# the warm-up only: the baselines score every sample of every probe, as before), LASeR's runs under today's
-# defaults, benched again; they replace the world folder's LASeR runs.
-LASER_RUNS: dict[str, str] = {
+# LASeR with `round.rerank_draws: 1` (one right and one wrong sample scored per spot-checked probe; not the default),
+# benched on every world: the last table compares these runs with the world bench's own LASeR runs.
+DRAWS_RUNS: dict[str, str] = {
     "default": "2026-12-07-draws-default", "one template": "2026-12-07-draws-within-source",
     "generalist": "2026-12-07-draws-generalist", "noisy-judges": "2026-12-07-draws-noisy-judges",
     "alternative": "2026-12-07-draws-alt",
 }
+# world label: (bench folder, best single RM by the build's accuracy table, what the world is)
 WORLDS = {
     "default": ("2026-12-06-default-same-labels", "single:cipher",
                 "four letter domains, one specialist judge each (misleading elsewhere), a length hacker"),
@@ -65,14 +64,13 @@ def load(world: str) -> dict | None:
         return None
     raw = json.loads(path.read_text())
     strategies = raw["strategies"]
-    earlier = None
-    if world in LASER_RUNS:
-        newer = json.loads((RESULTS / LASER_RUNS[world] / "results.json").read_text())["strategies"]
-        earlier, strategies = strategies["laser"], {**strategies, "laser": newer["laser"]}
+    drawn = None
+    if world in DRAWS_RUNS and (RESULTS / DRAWS_RUNS[world] / "results.json").is_file():
+        drawn = json.loads((RESULTS / DRAWS_RUNS[world] / "results.json").read_text())["strategies"]["laser"]
     if best is None:  # the single RM whose runs end highest, if the bench ran any
         singles = [n for n in strategies if n.startswith("single:") and n != "single:auto"]
         best = max(singles, key=lambda n: np.mean(list(finals(strategies[n]).values()))) if singles else None
-    out = {"raw": raw, "best": best, "cells": {}, "reads": {}, "forward": {}, "earlier": earlier}
+    out = {"raw": raw, "best": best, "cells": {}, "reads": {}, "forward": {}, "drawn": drawn}
     for col in COLUMNS:
         name = best if col == "best single" else col
         if name not in strategies:
@@ -120,24 +118,24 @@ def verdict(world: str, data: dict) -> str:
 
 
 def changes(loaded: dict[str, dict]) -> list[str]:
-    """LASeR's runs under today's defaults against the world bench's own LASeR runs, paired by seed: accuracy, RM
-    passes (and as a share of ensemble:mean's), validation labels read."""
-    rows = ["| world | LASeR, the bench's runs | LASeR today | paired difference | RM passes | / ensemble:mean's "
+    """LASeR with `round.rerank_draws: 1` against the world bench's own LASeR runs (every sample scored), paired by
+    seed: accuracy, RM passes (and as a share of ensemble:mean's), validation labels read."""
+    rows = ["| world | LASeR | with `rerank_draws: 1` | paired difference | RM passes | / ensemble:mean's "
             "| validation labels read |", "|---|---|---|---|---|---|---|"]
     for w, d in loaded.items():
-        if d["earlier"] is None:
+        if d["drawn"] is None:
             continue
-        before, after = finals(d["earlier"]), d["cells"]["laser"][0]
+        before, after = d["cells"]["laser"][0], finals(d["drawn"])
         seeds = sorted(set(before) & set(after))
         (b, bh), (a, ah) = mean_ci([before[s] for s in seeds]), mean_ci([after[s] for s in seeds])
         diff, dh = mean_ci([after[s] - before[s] for s in seeds])
-        passes = float(np.mean([r["evals"][-1]["rm_forward_total"] for r in d["earlier"]]))
+        passes = float(np.mean([r["evals"][-1]["rm_forward_total"] for r in d["drawn"]]))
         ens = d["forward"].get("ensemble:mean", float("nan"))
-        labels = float(np.mean([r.get("validation_labels_read", float("nan")) for r in d["earlier"]]))
+        labels = float(np.mean([r.get("validation_labels_read", float("nan")) for r in d["drawn"]]))
         rows.append(f"| {w} | {b * 100:.1f} ± {bh * 100:.1f} | {a * 100:.1f} ± {ah * 100:.1f} | "
-                    f"{diff * 100:+.1f} ± {dh * 100:.1f} | {passes:,.0f} -> {d['forward']['laser']:,.0f} | "
-                    f"{passes / ens:.3f}x -> {d['forward']['laser'] / ens:.3f}x | "
-                    f"{labels:,.0f} -> {d['reads'].get('laser', float('nan')):,.0f} |")
+                    f"{diff * 100:+.1f} ± {dh * 100:.1f} | {d['forward']['laser']:,.0f} -> {passes:,.0f} | "
+                    f"{d['forward']['laser'] / ens:.3f}x -> {passes / ens:.3f}x | "
+                    f"{d['reads'].get('laser', float('nan')):,.0f} -> {labels:,.0f} |")
     return rows if len(rows) > 2 else []
 
 
@@ -155,7 +153,7 @@ def main() -> None:
             cell(d, col) + (f" ({d['best'].split(':', 1)[1]})" if col == "best single" and d["best"] else "")
             for d in loaded.values()) + " |")
     rows.append("| LASeR's RM passes / ensemble:mean's | " + " | ".join(
-        f"{d['forward']['laser'] / d['forward']['ensemble:mean']:.2f}x" if "ensemble:mean" in d["forward"] else "-"
+        f"{d['forward']['laser'] / d['forward']['ensemble:mean']:.3f}x" if "ensemble:mean" in d["forward"] else "-"
         for d in loaded.values()) + " |")
     rows.append("| validation labels read per run: LASeR / single:auto | " + " | ".join(
         f"{d['reads'].get('laser', float('nan')):,.0f} / {d['reads'].get('single:auto', float('nan')):,.0f}"
@@ -164,14 +162,12 @@ def main() -> None:
     lines = ["# Every world, one table", "",
              "Final greedy test accuracy in %, mean ± 95% CI over seeds; in parentheses LASeR minus that strategy, "
              "paired by seed. Seeds per world: " + ", ".join(f"{w} {n}" for w, n in seeds.items()) + ". Worlds:", "",
-             *[f"- {w}: {WORLDS[w][2]} (`benchmarks/results/{WORLDS[w][0]}/`"
-               + (f"; LASeR: `benchmarks/results/{LASER_RUNS[w]}/`" if w in LASER_RUNS else "") + ")" for w in loaded],
-             "", *rows, "",
+             *[f"- {w}: {WORLDS[w][2]} (`benchmarks/results/{WORLDS[w][0]}/`)" for w in loaded], "", *rows, "",
              "Where routing pays and where it does not (a difference counts where its 95% CI excludes 0):", "",
              *[verdict(w, d) for w, d in loaded.items()]]
     if table := changes(loaded):
-        lines += ["", "LASeR's runs under today's defaults against the world bench's own LASeR runs, paired by seed "
-                  "(the other strategies' runs are the bench's):", "", *table]
+        lines += ["", "LASeR with `round.rerank_draws: 1` (not the default; `benchmarks/results/2026-12-07-draws-"
+                  "<world>/`) against the LASeR runs above, paired by seed:", "", *table]
     if missing:
         lines += ["", "Not found (not benched yet): " + ", ".join(missing)]
     lines += ["", "Command: `python benchmarks/worlds_table.py`"]

@@ -157,8 +157,9 @@ class RoundSettings(_Section):
     # After the warm-up, of an informative probe's samples `rerank_draws` right and as many wrong ones, drawn at
     # random, are all the router's pick scores: how it orders them estimates without bias how it orders all of
     # them, at up to 2 x rerank_draws RM passes a probe instead of one per distinct sample (None: every sample).
-    # Every-RM rounds (the warm-up, relearning) and the baselines that read every RM score every sample.
-    rerank_draws: int | None = Field(1, gt=0)
+    # Every-RM rounds (the warm-up, relearning), re-tests and the baselines that read every RM score every sample.
+    # Off by default: the noisier reward weakens the change detector (docs/router.md).
+    rerank_draws: int | None = Field(None, gt=0)
     # After the warm-up, an informative probe where the router is sure of its pick (the picked RM's lower
     # confidence bound above every other RM's upper bound) is not scored: it would teach the router nothing
     # it could act on, at an RM pass. False scores every informative probe.

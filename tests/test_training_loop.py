@@ -590,6 +590,20 @@ def test_rerank_draws_score_one_right_and_one_wrong_sample_of_each_spot_checked_
     every, drawn = lines[None], lines[1]
     assert every["sampled"] == drawn["sampled"] == 40 and every["informative"] == drawn["informative"] > 0
     assert drawn["rm_forward"] == 2 * drawn["informative"] < every["rm_forward"], (every, drawn)
+    # A re-tested probe (settled, scored anyway) checks a sure pick: every sample is scored. A router told that one
+    # RM is right everywhere is sure of every probe; with `retest: 1` all of them are re-tested.
+    trainer = make_trainer(world, "laser", tmp_path / "retest", feedback="rerank_gain")
+    trainer.settings = trainer.settings.model_copy(update={"rerank_draws": 1, "rerank_prompts": 40, "retest": 1.0,
+                                                           "rerank_good_enough": None})
+    contexts = trainer.embedder.embed([ex.prompt for ex in trainer.validation])
+    for _ in range(3):
+        for k in range(trainer.strategy.k):
+            trainer.strategy.observe(contexts, trainer.strategy._one_per_instance(np.full(len(contexts), k)),
+                                     np.full(len(contexts), 1.0 if k == 0 else -1.0))
+    trainer.round = trainer.settings.rerank_warmup
+    retested = trainer.run_round()["probes"]
+    assert retested["retested"] == retested["sampled"] == 40 and retested["confident"] == 0  # none skipped
+    assert retested["rm_forward"] > 2 * retested["informative"] > 0, retested
 
 
 def test_draw_scored_keeps_k_of_each_kind_and_estimates_the_full_gain_without_bias():
@@ -599,20 +613,20 @@ def test_draw_scored_keeps_k_of_each_kind_and_estimates_the_full_gain_without_bi
 
     ex = Example(id="r", prompt="Q: reverse abc A:", answer="cba", domain="strings")
     cands = ["cba", "cba", "abc", "cab", "cba", "bca"]  # 3 right (one completion sampled 3 times), 3 wrong
-    assert draw_scored([ex], [cands], None, np.random.default_rng(0)) == [cands]
+    assert draw_scored([ex], [cands], [None], np.random.default_rng(0)) == [cands]
     score = {"cba": 2.0, "abc": 3.0, "cab": 1.0, "bca": 0.0}  # orders cba above 2 of the 3 wrong samples
     right = np.array([c == "cba" for c in cands])
     full = pairwise_gain(np.array([score[c] for c in cands]), right)
     rng = np.random.default_rng(0)
     gains = []
     for _ in range(3000):
-        (one,) = draw_scored([ex], [cands], 1, rng)
+        (one,) = draw_scored([ex], [cands], [1], rng)
         assert len(one) == 2 and one[0] == "cba" and one[1] != "cba"  # one right, then one wrong
         gains.append(pairwise_gain(np.array([score[c] for c in one]), np.array([True, False])))
     assert full == pytest.approx(1 / 3) and np.mean(gains) == pytest.approx(full, abs=0.04)
-    (two,) = draw_scored([ex], [cands], 2, rng)
+    (two,) = draw_scored([ex], [cands], [2], rng)
     assert two[:2] == ["cba", "cba"] and len(two) == 4 and "cba" not in two[2:]
-    (every,) = draw_scored([ex], [cands], 5, rng)  # a kind with fewer samples than k: all of them
+    (every,) = draw_scored([ex], [cands], [5], rng)  # a kind with fewer samples than k: all of them
     assert sorted(every) == sorted(cands)
     with pytest.raises(ValueError):
         RoundSettings(rerank_draws=0)

@@ -74,7 +74,7 @@ class Learned:
 class RoutedProbes:
     """A round's probes after routing: those to sample (and their contexts), the router's picks for them
     (None during the warm-up, when every RM scores every probe), how many were drawn, how many settled and skipped,
-    and how many settled ones were sampled anyway (`round.retest`)."""
+    and how many settled ones were sampled anyway (`round.retest`; `retest` marks them among the probes)."""
 
     probes: list[Example]
     contexts: np.ndarray
@@ -82,6 +82,7 @@ class RoutedProbes:
     drawn: int
     confident: int
     retested: int = 0
+    retest: np.ndarray | None = None
 
 
 def with_preferences(probes: Sequence[Example], sampled: Sequence[list[str]]) -> list[list[str]]:
@@ -191,7 +192,7 @@ class RerankProbes(RouterFeedback):
         retest = ~keep & (t.streams.rng("retest", t.round).random(drawn) < s.retest)
         keep |= retest
         return RoutedProbes([p for p, k in zip(probes, keep, strict=True) if k], contexts[keep], chosen.subset(keep),
-                            drawn, int((~keep).sum()), int(retest.sum()))
+                            drawn, int((~keep).sum()), int(retest.sum()), retest[keep])
 
     def learn_from_probes(self, routed: RoutedProbes, texts: list[list[str]], normalize) -> tuple[Learned, int]:
         """The router's reward from this round's sampled probes. Only a probe whose samples are partly right
@@ -208,9 +209,12 @@ class RerankProbes(RouterFeedback):
         warmup = routed.chosen is None  # the warm-up, or a strategy that reads every RM on every probe
         probes = [p for p, m in zip(routed.probes, mixed, strict=True) if m]
         # A probe the router's pick alone scores is a spot check of that RM: a few of its samples tell how the RM
-        # orders them (`rerank_draws`). Every RM scores every sample of a probe in an every-RM round.
+        # orders them (`rerank_draws`). Every sample is scored in an every-RM round, and of a re-tested probe: its
+        # reward checks a sure pick, and the change detector may forget the RM on it.
+        retest = routed.retest[mixed] if routed.retest is not None else np.zeros(len(probes), dtype=bool)
         texts = draw_scored(probes, [c for c, m in zip(texts, mixed, strict=True) if m],
-                            None if warmup else t.settings.rerank_draws, t.streams.rng("probes", t.round, 1))
+                            [None if warmup or r else t.settings.rerank_draws for r in retest],
+                            t.streams.rng("probes", t.round, 1))
         contexts = routed.contexts[mixed]
         stats = {"prompts": routed.drawn, "sampled": len(routed.probes), "confident": routed.confident,
                  "retested": routed.retested, "informative": len(probes), "rm_forward": 0, "every_rm": warmup}
@@ -253,16 +257,17 @@ class RerankProbes(RouterFeedback):
         return Learned(feedback, np.ones(len(feedback), dtype=bool), assignment, domains, stats), forward
 
 
-def draw_scored(probes: Sequence[Example], texts: list[list[str]], k: int | None, rng: np.random.Generator) \
-        -> list[list[str]]:
-    """The samples of each informative probe that its RMs score (`round.rerank_draws`): with `k`, k of its right
-    samples and k of its wrong ones (all of a kind it has fewer of), drawn without replacement from what was sampled
-    (a completion sampled twice is twice as likely to be drawn), so that the mean over the drawn (right, wrong)
-    pairs is an unbiased estimate of the mean over all of them; None: every sample."""
-    if k is None:
-        return texts
+def draw_scored(probes: Sequence[Example], texts: list[list[str]], draws: Sequence[int | None],
+                rng: np.random.Generator) -> list[list[str]]:
+    """The samples of each informative probe that its RMs score (`round.rerank_draws`): with a number k of draws for
+    it, k of its right samples and k of its wrong ones (all of a kind it has fewer of), drawn without replacement
+    from what was sampled (a completion sampled twice is twice as likely to be drawn), so that the mean over the
+    drawn (right, wrong) pairs is an unbiased estimate of the mean over all of them; None: every sample."""
     out = []
-    for ex, cands in zip(probes, texts, strict=True):
+    for ex, cands, k in zip(probes, texts, draws, strict=True):
+        if k is None:
+            out.append(cands)
+            continue
         right = np.array([check(ex, c) for c in cands], dtype=bool)
         drawn = [int(i) for kind in (right, ~right) for i in
                  np.sort(rng.choice(np.flatnonzero(kind), size=min(k, int(kind.sum())), replace=False))]
