@@ -74,15 +74,18 @@ class Learned:
 class RoutedProbes:
     """A round's probes after routing: those to sample (and their contexts), the router's picks for them
     (None during the warm-up, when every RM scores every probe), how many were drawn, how many settled and skipped,
-    and how many settled ones were sampled anyway (`round.retest`; `retest` marks them among the probes)."""
+    and which settled ones are sampled anyway (`round.retest`: `retest` marks them among the probes)."""
 
     probes: list[Example]
     contexts: np.ndarray
     chosen: Assignment | None
     drawn: int
     confident: int
-    retested: int = 0
     retest: np.ndarray | None = None
+
+    @property
+    def retested(self) -> int:
+        return 0 if self.retest is None else int(self.retest.sum())
 
 
 def with_preferences(probes: Sequence[Example], sampled: Sequence[list[str]]) -> list[list[str]]:
@@ -192,7 +195,7 @@ class RerankProbes(RouterFeedback):
         retest = ~keep & (t.streams.rng("retest", t.round).random(drawn) < s.retest)
         keep |= retest
         return RoutedProbes([p for p, k in zip(probes, keep, strict=True) if k], contexts[keep], chosen.subset(keep),
-                            drawn, int((~keep).sum()), int(retest.sum()), retest[keep])
+                            drawn, int((~keep).sum()), retest[keep])
 
     def learn_from_probes(self, routed: RoutedProbes, texts: list[list[str]], normalize) -> tuple[Learned, int]:
         """The router's reward from this round's sampled probes. Only a probe whose samples are partly right
