@@ -228,7 +228,7 @@ def _vllm_sleeps() -> bool:
 def _parity(trainer, prompts: list[str], completion_logprobs) -> dict:
     """The engine's greedy completions and log-probabilities against the trained policy's own on the same tokens."""
     policy = trainer.policy
-    greedy = trainer.engine.greedy(prompts, max_new_tokens=16)
+    greedy = trainer.engine.greedy(prompts, max_new_tokens=16, logprobs=True)
     ids, _ = trainer.engine.encode(prompts, 16)
     diffs, first = [], []
     pad = trainer.tokenizer.pad_token_id

@@ -59,7 +59,7 @@ def test_hf_greedy_matches_generate_and_direct_logprobs(world, hf_engine, prompt
     model = AutoModelForCausalLM.from_pretrained(assets.policy)
     expected = hf_greedy_texts(model, tok, prompts, 12)
 
-    cands = hf_engine.greedy(prompts, max_new_tokens=12)
+    cands = hf_engine.greedy(prompts, max_new_tokens=12, logprobs=True)
     assert [c[0].text for c in cands.samples] == expected
     ids, _ = hf_engine.encode(prompts, 12)
     for p, group in zip(ids, cands.samples, strict=True):
@@ -144,13 +144,24 @@ def test_a_failing_batch_names_itself(world, prompts, monkeypatch):
 
 
 def test_vllm_greedy_and_logprobs_match_hf(vllm_engine, hf_engine, prompts):
-    v = vllm_engine.greedy(prompts, max_new_tokens=12)
-    h = hf_engine.greedy(prompts, max_new_tokens=12)
+    v = vllm_engine.greedy(prompts, max_new_tokens=12, logprobs=True)
+    h = hf_engine.greedy(prompts, max_new_tokens=12, logprobs=True)
     assert [g[0].text for g in v.samples] == [g[0].text for g in h.samples]
     assert [g[0].token_ids for g in v.samples] == [g[0].token_ids for g in h.samples]
     assert [g[0].finish_reason for g in v.samples] == [g[0].finish_reason for g in h.samples]
     np.testing.assert_allclose([g[0].cumulative_logprob for g in v.samples],
                                [g[0].cumulative_logprob for g in h.samples], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vllm", "hf"])
+def test_log_probabilities_only_when_asked_and_asking_changes_no_sample(name, vllm_engine, hf_engine, prompts):
+    engine = {"vllm": vllm_engine, "hf": hf_engine}[name]
+    plain = engine.sample(prompts[:4], n=8, temperature=1.0, max_new_tokens=8, seed=6)
+    asked = engine.sample(prompts[:4], n=8, temperature=1.0, max_new_tokens=8, seed=6, logprobs=True)
+    assert [[(s.token_ids, s.count) for s in g] for g in plain.samples] == \
+        [[(s.token_ids, s.count) for s in g] for g in asked.samples]
+    assert all(s.cumulative_logprob is None for g in plain.samples for s in g)
+    assert all(s.cumulative_logprob < 0 for g in asked.samples for s in g if s.token_ids)
 
 
 def test_vllm_sampling_seeded_and_deduplicated(vllm_engine, prompts):
@@ -205,13 +216,13 @@ def _dpo_step(assets, suite, tmp_path, lr: float = 5e-3):
 
 def test_sync_weights_after_a_dpo_step(world, vllm_engine, hf_engine, prompts, tmp_path):
     assets, suite = world
-    before = vllm_engine.greedy(prompts, max_new_tokens=12)
+    before = vllm_engine.greedy(prompts, max_new_tokens=12, logprobs=True)
     model = _dpo_step(assets, suite, tmp_path)
     seconds = vllm_engine.sync_weights(model)
     assert seconds >= 0 and vllm_engine.stats.weight_syncs == 1  # its speed is benchmarks/bench_generation.py's
     hf_engine.sync_weights(model)
-    after_v = vllm_engine.greedy(prompts, max_new_tokens=12)
-    after_h = hf_engine.greedy(prompts, max_new_tokens=12)
+    after_v = vllm_engine.greedy(prompts, max_new_tokens=12, logprobs=True)
+    after_h = hf_engine.greedy(prompts, max_new_tokens=12, logprobs=True)
     assert [g[0].text for g in after_v.samples] == [g[0].text for g in after_h.samples]
     lv = np.array([g[0].cumulative_logprob for g in after_v.samples])
     np.testing.assert_allclose(lv, [g[0].cumulative_logprob for g in after_h.samples], atol=1e-4)
@@ -226,7 +237,7 @@ def test_sync_weights_after_a_dpo_step(world, vllm_engine, hf_engine, prompts, t
     original = AutoModelForCausalLM.from_pretrained(assets.policy)
     vllm_engine.sync_weights(original)
     hf_engine.sync_weights(original)
-    restored = vllm_engine.greedy(prompts, max_new_tokens=12)
+    restored = vllm_engine.greedy(prompts, max_new_tokens=12, logprobs=True)
     np.testing.assert_allclose([g[0].cumulative_logprob for g in restored.samples],
                                [g[0].cumulative_logprob for g in before.samples], atol=1e-5)
 
@@ -243,7 +254,7 @@ def test_sync_weights_merges_lora_adapters(world, vllm_engine, prompts):
                 p.normal_(0, 0.2)  # a trained adapter: B is no longer zero
     lora.eval()
     vllm_engine.sync_weights(lora)
-    got = vllm_engine.greedy(prompts[:6], max_new_tokens=8)
+    got = vllm_engine.greedy(prompts[:6], max_new_tokens=8, logprobs=True)
     ids, _ = vllm_engine.encode(prompts[:6], 8)
     for p, g in zip(ids, got.samples, strict=True):
         direct = completion_logprobs(lora, vllm_engine.tokenizer, p, g[0].token_ids)
@@ -398,7 +409,7 @@ def test_the_transformers_engine_sleeps_and_wakes_with_the_trained_weights(world
     sleeper.sync_weights(model)
     awake.sync_weights(model)
     assert sleeper.asleep == 0 and sleeper.stats.sleeps == 1 and sleeper.stats.wake_s > 0
-    a, b = awake.greedy(prompts, max_new_tokens=10), sleeper.greedy(prompts, max_new_tokens=10)
+    a, b = (e.greedy(prompts, max_new_tokens=10, logprobs=True) for e in (awake, sleeper))
     assert [g[0].token_ids for g in a.samples] == [g[0].token_ids for g in b.samples]
     np.testing.assert_allclose([g[0].cumulative_logprob for g in b.samples],
                                [g[0].cumulative_logprob for g in a.samples], atol=1e-5)
@@ -442,7 +453,7 @@ def test_vllm_sleeps_around_an_update_and_serves_the_trained_weights(world, prom
         assert torch.cuda.mem_get_info()[0] > free_before  # the engine's memory is free for the update
         model = _dpo_step(assets, suite, tmp_path).to("cuda")
         engine.sync_weights(model)
-        got = engine.greedy(prompts[:6], max_new_tokens=8)
+        got = engine.greedy(prompts[:6], max_new_tokens=8, logprobs=True)
         ids, _ = engine.encode(prompts[:6], 8)
         for p, g in zip(ids, got.samples, strict=True):
             assert g[0].cumulative_logprob == pytest.approx(
@@ -457,12 +468,12 @@ def test_weights_synced_through_files_match_weights_handed_over(world, vllm_engi
     assets, suite = world
     model = _dpo_step(assets, suite, tmp_path)
     vllm_engine.sync_weights(model)
-    handed = vllm_engine.greedy(prompts, max_new_tokens=10)
+    handed = vllm_engine.greedy(prompts, max_new_tokens=10, logprobs=True)
     vllm_engine.sync_weights(AutoModelForCausalLM.from_pretrained(assets.policy))
     vllm_engine.weight_sync = "files"
     try:
         vllm_engine.sync_weights(model)
-        filed = vllm_engine.greedy(prompts, max_new_tokens=10)
+        filed = vllm_engine.greedy(prompts, max_new_tokens=10, logprobs=True)
     finally:
         vllm_engine.weight_sync = "tensors"
         vllm_engine.sync_weights(AutoModelForCausalLM.from_pretrained(assets.policy))

@@ -68,7 +68,7 @@ class BonRunner:
         t0 = time.perf_counter()
         seed = Streams(s.seed).seed_for("sampling", batch_index)
         cands = self.engine.sample([r.prompt for r in rows], n=s.n, temperature=s.temperature, top_p=s.top_p,
-                                   max_new_tokens=s.max_new_tokens, seed=seed)
+                                   max_new_tokens=s.max_new_tokens, seed=seed, logprobs=s.feedback == "nll")
         self.elapsed += time.perf_counter() - t0
         return cands
 

@@ -99,6 +99,7 @@ class SamplingSettings:
     max_new_tokens: int
     stop: tuple[str, ...]
     seed: int | None
+    logprobs: bool = False          # also each sample's cumulative log-probability
 
     def __post_init__(self):
         if self.n < 1:
@@ -237,16 +238,20 @@ class GenerationEngine(ABC):
     # --- generation ----------------------------------------------------------------------------------
     def sample(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                max_new_tokens: int = 64, stop: Sequence[str] | None = None, seed: int | None = None,
-               first_index: int = 0) -> Candidates:
+               first_index: int = 0, logprobs: bool = False) -> Candidates:
         """`n` completions of each prompt, deduplicated per prompt (see `Candidates`). With a `seed`, prompt i samples
         with its own seed, from (seed, first_index + i): `first_index` places these prompts in a larger call (a share
-        of one call sharded across processes then draws what the whole call draws there)."""
+        of one call sharded across processes then draws what the whole call draws there). `logprobs`: each sample's
+        `cumulative_logprob` too (None otherwise); it does not change what is sampled. Off by default: training
+        does not read it, and computing it costs a log-softmax over the vocabulary at every step (on vLLM's CPU
+        backend also a torch.compile of its counting kernel, about 4 s in every new process)."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, not one string")
         bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
         if bad:
             raise TypeError(f"prompts must be strings; item {bad[0]} is {type(prompts[bad[0]]).__name__}")
-        settings = SamplingSettings(n, float(temperature), float(top_p), int(max_new_tokens), tuple(stop or ()), seed)
+        settings = SamplingSettings(n, float(temperature), float(top_p), int(max_new_tokens), tuple(stop or ()), seed,
+                                    bool(logprobs))
         prompts = list(prompts)
         if not prompts:
             return Candidates([], [])
@@ -271,9 +276,10 @@ class GenerationEngine(ABC):
         self.stats.generated_tokens += sum(len(s.token_ids) * s.count for g in groups for s in g)
         return Candidates(prompts, groups, prompts_truncated=cut)
 
-    def greedy(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] | None = None) -> Candidates:
-        """One greedy completion per prompt (for evaluation)."""
-        return self.sample(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop)
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] | None = None,
+               logprobs: bool = False) -> Candidates:
+        """One greedy completion per prompt (for evaluation); `logprobs` as in `sample`."""
+        return self.sample(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop, logprobs=logprobs)
 
     @abstractmethod
     def _generate(self, prompt_ids: list[list[int]], settings: SamplingSettings,

@@ -65,7 +65,7 @@ class HFEngine(GenerationEngine):
             max_new_tokens=settings.max_new_tokens, do_sample=sampling, num_return_sequences=settings.n,
             temperature=settings.temperature if sampling else None, top_p=settings.top_p if sampling else None,
             top_k=None, pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids) or None,
-            stop_strings=list(settings.stop) or None, return_dict_in_generate=True, output_logits=True,
+            stop_strings=list(settings.stop) or None, return_dict_in_generate=True, output_logits=settings.logprobs,
         )
         with torch.random.fork_rng(devices=[] if self.device == "cpu" else [torch.device(self.device)],
                                    enabled=seeds is not None):
@@ -76,14 +76,17 @@ class HFEngine(GenerationEngine):
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
                                       tokenizer=self.tokenizer if settings.stop else None)
         new = out.sequences[:, width:]
-        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # raw logits, as vLLM's default
-        token_lp = logprobs.gather(-1, new[:, :logprobs.shape[1]].unsqueeze(-1)).squeeze(-1)
+        token_lp = None
+        if settings.logprobs:
+            logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # raw logits, as vLLM's default
+            token_lp = logprobs.gather(-1, new[:, :logprobs.shape[1]].unsqueeze(-1)).squeeze(-1)
         groups: list[list[Sample]] = [[] for _ in prompt_ids]
         for row in range(new.shape[0]):
-            groups[row // settings.n].append(self._sample(new[row].tolist(), token_lp[row], settings))
+            lp = None if token_lp is None else token_lp[row]
+            groups[row // settings.n].append(self._sample(new[row].tolist(), lp, settings))
         return groups
 
-    def _sample(self, tokens: list[int], token_lp: torch.Tensor, settings: SamplingSettings) -> Sample:
+    def _sample(self, tokens: list[int], token_lp: torch.Tensor | None, settings: SamplingSettings) -> Sample:
         end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), None)
         if end is not None:
             kept, reason = tokens[:end], "stop"
@@ -97,7 +100,7 @@ class HFEngine(GenerationEngine):
         text, hit = cut_at_stop(text, settings.stop)
         if hit:
             reason = "stop"
-        return Sample(text, tuple(kept), reason, float(token_lp[:len(kept)].sum()))
+        return Sample(text, tuple(kept), reason, None if token_lp is None else float(token_lp[:len(kept)].sum()))
 
     def _load_weights(self, model) -> None:
         missing, unexpected = self.model.load_state_dict(policy_state_dict(model), strict=False)

@@ -148,7 +148,8 @@ class VLLMEngine(GenerationEngine):
             return SamplingParams(
                 n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
                 max_tokens=settings.max_new_tokens, stop=list(settings.stop) or None, seed=seed,
-                logprobs=0,  # the sampled token's own log-probability, for the cumulative sum
+                # The sampled token's own log-probability, for the cumulative sum; None: not computed at all.
+                logprobs=0 if settings.logprobs else None,
             )
 
         # One request per prompt, each with its own seed: under one seed every prompt would replay the same draws

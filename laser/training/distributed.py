@@ -132,8 +132,9 @@ class ShardedEngine:
         return Candidates(prompts, [g for part in parts for g in part.samples],
                           prompts_truncated=sum(part.prompts_truncated for part in parts))
 
-    def greedy(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] | None = None):
-        return self.sample(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop)
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] | None = None,
+               logprobs: bool = False):
+        return self.sample(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop, logprobs=logprobs)
 
 
 class ShardedEmbedder:
