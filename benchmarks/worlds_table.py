@@ -25,13 +25,24 @@ sys.path.insert(0, str(ROOT))
 from laser.report.runs import mean_ci  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-# LASeR with `round.rerank_draws: 1` (one right and one wrong sample scored per spot-checked probe; not the default),
-# benched on every world: the last table compares these runs with the world bench's own LASeR runs.
+# LASeR at today's defaults, benched after the world benches below: since `round.retest_draws: 1` (a re-tested
+# probe's pick scores one right and one wrong sample) LASeR's runs are these; the other strategies' runs are the same
+# at either setting (no other strategy re-tests a probe), so they stay the world bench's.
+LASER_RUNS: dict[str, str] = {
+    "default": "2026-12-07-retest-draws-default", "one template": "2026-12-07-retest-draws-within-source",
+    "generalist": "2026-12-07-retest-draws-generalist", "noisy-judges": "2026-12-07-retest-draws-noisy-judges",
+    "alternative": "2026-12-07-retest-draws-alt",
+}
+# LASeR with `round.rerank_draws: 1` as well (one right and one wrong sample of every spot-checked probe; not the
+# default; re-tests scored in full).
 DRAWS_RUNS: dict[str, str] = {
     "default": "2026-12-07-draws-default", "one template": "2026-12-07-draws-within-source",
     "generalist": "2026-12-07-draws-generalist", "noisy-judges": "2026-12-07-draws-noisy-judges",
     "alternative": "2026-12-07-draws-alt",
 }
+# The tables below the main one: LASeR at another setting against the world bench's own LASeR runs (every sample of
+# every probe scored), paired by seed: (runs by world, the setting, what it is).
+CHANGES = [(LASER_RUNS, "`retest_draws: 1`", "today's default"), (DRAWS_RUNS, "`rerank_draws: 1`", "not the default")]
 # world label: (bench folder, best single RM by the build's accuracy table, what the world is)
 WORLDS = {
     "default": ("2026-12-06-default-same-labels", "single:cipher",
@@ -63,14 +74,18 @@ def load(world: str) -> dict | None:
     if not path.is_file():
         return None
     raw = json.loads(path.read_text())
-    strategies = raw["strategies"]
-    drawn = None
-    if world in DRAWS_RUNS and (RESULTS / DRAWS_RUNS[world] / "results.json").is_file():
-        drawn = json.loads((RESULTS / DRAWS_RUNS[world] / "results.json").read_text())["strategies"]["laser"]
+    strategies = dict(raw["strategies"])
+    others = {}  # the LASeR runs of each table of CHANGES that has this world
+    for runs, label, _ in CHANGES:
+        if world in runs and (RESULTS / runs[world] / "results.json").is_file():
+            others[label] = json.loads((RESULTS / runs[world] / "results.json").read_text())["strategies"]["laser"]
+    own = strategies.get("laser")
+    if others.get(CHANGES[0][1]) is not None:
+        strategies["laser"] = others[CHANGES[0][1]]  # today's defaults
     if best is None:  # the single RM whose runs end highest, if the bench ran any
         singles = [n for n in strategies if n.startswith("single:") and n != "single:auto"]
         best = max(singles, key=lambda n: np.mean(list(finals(strategies[n]).values()))) if singles else None
-    out = {"raw": raw, "best": best, "cells": {}, "reads": {}, "forward": {}, "drawn": drawn}
+    out = {"raw": raw, "best": best, "cells": {}, "reads": {}, "forward": {}, "own": own, "others": others}
     for col in COLUMNS:
         name = best if col == "best single" else col
         if name not in strategies:
@@ -117,25 +132,25 @@ def verdict(world: str, data: dict) -> str:
     return f"- **{world}**: LASeR minus " + "; ".join(lines) + "."
 
 
-def changes(loaded: dict[str, dict]) -> list[str]:
-    """LASeR with `round.rerank_draws: 1` against the world bench's own LASeR runs (every sample scored), paired by
-    seed: accuracy, RM passes (and as a share of ensemble:mean's), validation labels read."""
-    rows = ["| world | LASeR | with `rerank_draws: 1` | paired difference | RM passes | / ensemble:mean's "
+def changes(loaded: dict[str, dict], label: str) -> list[str]:
+    """LASeR with `label`'s setting against the world bench's own LASeR runs (every sample scored), paired by seed:
+    accuracy, RM passes (and as a share of ensemble:mean's), validation labels read."""
+    rows = [f"| world | LASeR, every sample | with {label} | paired difference | RM passes | / ensemble:mean's "
             "| validation labels read |", "|---|---|---|---|---|---|---|"]
     for w, d in loaded.items():
-        if d["drawn"] is None:
+        runs = d["others"].get(label)
+        if runs is None or d["own"] is None:
             continue
-        before, after = d["cells"]["laser"][0], finals(d["drawn"])
+        before, after = finals(d["own"]), finals(runs)
         seeds = sorted(set(before) & set(after))
         (b, bh), (a, ah) = mean_ci([before[s] for s in seeds]), mean_ci([after[s] for s in seeds])
         diff, dh = mean_ci([after[s] - before[s] for s in seeds])
-        passes = float(np.mean([r["evals"][-1]["rm_forward_total"] for r in d["drawn"]]))
+        old, passes = (float(np.mean([r["evals"][-1]["rm_forward_total"] for r in x])) for x in (d["own"], runs))
         ens = d["forward"].get("ensemble:mean", float("nan"))
-        labels = float(np.mean([r.get("validation_labels_read", float("nan")) for r in d["drawn"]]))
+        labels = [float(np.mean([r.get("validation_labels_read", float("nan")) for r in x])) for x in (d["own"], runs)]
         rows.append(f"| {w} | {b * 100:.1f} ± {bh * 100:.1f} | {a * 100:.1f} ± {ah * 100:.1f} | "
-                    f"{diff * 100:+.1f} ± {dh * 100:.1f} | {d['forward']['laser']:,.0f} -> {passes:,.0f} | "
-                    f"{d['forward']['laser'] / ens:.3f}x -> {passes / ens:.3f}x | "
-                    f"{d['reads'].get('laser', float('nan')):,.0f} -> {labels:,.0f} |")
+                    f"{diff * 100:+.1f} ± {dh * 100:.1f} | {old:,.0f} -> {passes:,.0f} | "
+                    f"{old / ens:.4f}x -> {passes / ens:.4f}x | {labels[0]:,.0f} -> {labels[1]:,.0f} |")
     return rows if len(rows) > 2 else []
 
 
@@ -162,12 +177,17 @@ def main() -> None:
     lines = ["# Every world, one table", "",
              "Final greedy test accuracy in %, mean ± 95% CI over seeds; in parentheses LASeR minus that strategy, "
              "paired by seed. Seeds per world: " + ", ".join(f"{w} {n}" for w, n in seeds.items()) + ". Worlds:", "",
-             *[f"- {w}: {WORLDS[w][2]} (`benchmarks/results/{WORLDS[w][0]}/`)" for w in loaded], "", *rows, "",
+             *[f"- {w}: {WORLDS[w][2]} (`benchmarks/results/{WORLDS[w][0]}/`)" for w in loaded], "",
+             "LASeR's row: its runs at today's defaults (`benchmarks/results/" + LASER_RUNS["default"].rsplit("-", 1)[0]
+             + "-<world>/`, where a world has them; the world bench's own `report.md` checks its earlier runs); every "
+             "other row: the world bench's runs.", "", *rows, "",
              "Where routing pays and where it does not (a difference counts where its 95% CI excludes 0):", "",
              *[verdict(w, d) for w, d in loaded.items()]]
-    if table := changes(loaded):
-        lines += ["", "LASeR with `round.rerank_draws: 1` (not the default; `benchmarks/results/2026-12-07-draws-"
-                  "<world>/`) against the LASeR runs above, paired by seed:", "", *table]
+    for runs, label, what in CHANGES:
+        if table := changes(loaded, label):
+            folder = runs[next(iter(runs))].rsplit("-", 1)[0]
+            lines += ["", f"LASeR with {label} ({what}; `benchmarks/results/{folder}-<world>/`) against the world "
+                      "bench's own LASeR runs (every sample of every probe scored), paired by seed:", "", *table]
     if missing:
         lines += ["", "Not found (not benched yet): " + ", ".join(missing)]
     lines += ["", "Command: `python benchmarks/worlds_table.py`"]

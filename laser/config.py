@@ -157,8 +157,8 @@ class RoundSettings(_Section):
     # After the warm-up, of an informative probe's samples `rerank_draws` right and as many wrong ones, drawn at
     # random, are all the router's pick scores: how it orders them estimates without bias how it orders all of
     # them, at up to 2 x rerank_draws RM passes a probe instead of one per distinct sample (None: every sample).
-    # Every-RM rounds (the warm-up, relearning), re-tests and the baselines that read every RM score every sample.
-    # Off by default: the noisier reward weakens the change detector (docs/router.md).
+    # Every-RM rounds (the warm-up, relearning) and the baselines that read every RM score every sample; re-tests
+    # follow `retest_draws`. Off by default: the noisier reward weakens the change detector (docs/router.md).
     rerank_draws: int | None = Field(None, gt=0)
     # After the warm-up, an informative probe where the router is sure of its pick (the picked RM's lower
     # confidence bound above every other RM's upper bound) is not scored: it would teach the router nothing
@@ -168,6 +168,10 @@ class RoundSettings(_Section):
     # each round: without them the router never sees again the RMs it is sure of, and would not notice one that got
     # worse (see `bandit.drift_threshold`). 0: never re-tested.
     retest: float = Field(0.25, ge=0, le=1)
+    # Of a re-tested probe, `retest_draws` right and as many wrong samples, drawn as `rerank_draws` draws them, are
+    # all the pick scores (None: every sample): a re-test looks for a sure pick that got clearly worse, which one
+    # (right, wrong) pair shows about as soon, at 2 RM passes a probe (docs/router.md).
+    retest_draws: int | None = Field(1, gt=0)
     # Also skip a probe (neither sampled nor scored) where the picked RM's lower confidence bound is at least
     # this rerank gain (in [-1, 1]; 1 = orders every right/wrong pair of samples rightly): another RM could gain
     # at most 1 minus it there. None skips only settled probes (0.8 against None: docs/router.md).

@@ -578,7 +578,8 @@ def test_validation_baselines_score_every_probe_with_every_rm_and_choose_from_th
 
 def test_rerank_draws_score_one_right_and_one_wrong_sample_of_each_spot_checked_probe(world, tmp_path):
     """`round.rerank_draws: 1`: after the warm-up the router's pick scores one right and one wrong sample of each
-    informative probe (2 RM passes), not every distinct sample; the same probes are sampled and found informative."""
+    informative probe (2 RM passes), not every distinct sample; the same probes are sampled and found informative.
+    `round.retest_draws: 1` does the same for re-tested probes."""
     lines = {}
     for draws in (None, 1):
         trainer = make_trainer(world, "laser", tmp_path / str(draws), feedback="rerank_gain")
@@ -590,20 +591,26 @@ def test_rerank_draws_score_one_right_and_one_wrong_sample_of_each_spot_checked_
     every, drawn = lines[None], lines[1]
     assert every["sampled"] == drawn["sampled"] == 40 and every["informative"] == drawn["informative"] > 0
     assert drawn["rm_forward"] == 2 * drawn["informative"] < every["rm_forward"], (every, drawn)
-    # A re-tested probe (settled, scored anyway) checks a sure pick: every sample is scored. A router told that one
-    # RM is right everywhere is sure of every probe; with `retest: 1` all of them are re-tested.
-    trainer = make_trainer(world, "laser", tmp_path / "retest", feedback="rerank_gain")
-    trainer.settings = trainer.settings.model_copy(update={"rerank_draws": 1, "rerank_prompts": 40, "retest": 1.0,
-                                                           "rerank_good_enough": None})
-    contexts = trainer.embedder.embed([ex.prompt for ex in trainer.validation])
-    for _ in range(3):
-        for k in range(trainer.strategy.k):
-            trainer.strategy.observe(contexts, trainer.strategy._one_per_instance(np.full(len(contexts), k)),
-                                     np.full(len(contexts), 1.0 if k == 0 else -1.0))
-    trainer.round = trainer.settings.rerank_warmup
-    retested = trainer.run_round()["probes"]
-    assert retested["retested"] == retested["sampled"] == 40 and retested["confident"] == 0  # none skipped
-    assert retested["rm_forward"] > 2 * retested["informative"] > 0, retested
+    # A re-tested probe (settled, scored anyway) checks a sure pick: `rerank_draws` does not reach it, every sample
+    # is scored, unless `retest_draws` says how many. A router told that one RM is right everywhere is sure of every
+    # probe; with `retest: 1` all of them are re-tested.
+    retests = {}
+    for name, update in {"every": {"rerank_draws": 1, "retest_draws": None}, "drawn": {"retest_draws": 1}}.items():
+        trainer = make_trainer(world, "laser", tmp_path / f"retest-{name}", feedback="rerank_gain")
+        trainer.settings = trainer.settings.model_copy(update={**update, "rerank_prompts": 40, "retest": 1.0,
+                                                               "rerank_good_enough": None})
+        contexts = trainer.embedder.embed([ex.prompt for ex in trainer.validation])
+        for _ in range(3):
+            for k in range(trainer.strategy.k):
+                trainer.strategy.observe(contexts, trainer.strategy._one_per_instance(np.full(len(contexts), k)),
+                                         np.full(len(contexts), 1.0 if k == 0 else -1.0))
+        trainer.round = trainer.settings.rerank_warmup
+        retests[name] = trainer.run_round()["probes"]
+        assert retests[name]["retested"] == retests[name]["sampled"] == 40  # none skipped
+        assert retests[name]["confident"] == 0
+    every, drawn = retests["every"], retests["drawn"]
+    assert every["informative"] == drawn["informative"] > 0
+    assert every["rm_forward"] > 2 * every["informative"] == drawn["rm_forward"], retests
 
 
 def test_draw_scored_keeps_k_of_each_kind_and_estimates_the_full_gain_without_bias():

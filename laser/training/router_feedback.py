@@ -216,8 +216,8 @@ class RerankProbes(RouterFeedback):
         # reward checks a sure pick, and the change detector may forget the RM on it.
         retest = routed.retest[mixed] if routed.retest is not None else np.zeros(len(probes), dtype=bool)
         texts = draw_scored(probes, [c for c, m in zip(texts, mixed, strict=True) if m],
-                            [None if warmup or r else t.settings.rerank_draws for r in retest],
-                            t.streams.rng("probes", t.round, 1))
+                            [None if warmup else t.settings.retest_draws if r else t.settings.rerank_draws
+                             for r in retest], t.streams.rng("probes", t.round, 1))
         contexts = routed.contexts[mixed]
         stats = {"prompts": routed.drawn, "sampled": len(routed.probes), "confident": routed.confident,
                  "retested": routed.retested, "informative": len(probes), "rm_forward": 0, "every_rm": warmup}
