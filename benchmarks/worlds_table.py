@@ -2,7 +2,7 @@
 validation labels, the ensembles and random, from committed `laser bench` folders.
 
     python benchmarks/worlds_table.py                      # the folders named in WORLDS below
-    python benchmarks/worlds_table.py --out benchmarks/results/2026-12-06-worlds/README.md
+    python benchmarks/worlds_table.py --out benchmarks/results/2026-12-07-worlds/README.md
 
 Each cell: final greedy test accuracy in %, mean ± 95% CI (Student t) over the bench's seeds, then LASeR minus
 that strategy paired by seed (its CI); "-" where the world's bench did not run the strategy. The last rows: LASeR's
@@ -28,21 +28,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 # LASeR at today's defaults, benched after the world benches below: since `round.retest_draws: 1` (a re-tested
 # probe's pick scores one right and one wrong sample) LASeR's runs are these; the other strategies' runs are the same
 # at either setting (no other strategy re-tests a probe), so they stay the world bench's.
-LASER_RUNS: dict[str, str] = {
-    "default": "2026-12-07-retest-draws-default", "one template": "2026-12-07-retest-draws-within-source",
-    "generalist": "2026-12-07-retest-draws-generalist", "noisy-judges": "2026-12-07-retest-draws-noisy-judges",
-    "alternative": "2026-12-07-retest-draws-alt",
-}
+SUFFIXES = {"default": "default", "one template": "within-source", "generalist": "generalist",
+            "noisy-judges": "noisy-judges", "alternative": "alt"}  # a world's folder: <prefix>-<suffix>
+LASER_PREFIX = "2026-12-07-retest-draws"
+LASER_RUNS: dict[str, str] = {w: f"{LASER_PREFIX}-{x}" for w, x in SUFFIXES.items()}
 # LASeR with `round.rerank_draws: 1` as well (one right and one wrong sample of every spot-checked probe; not the
 # default; re-tests scored in full).
-DRAWS_RUNS: dict[str, str] = {
-    "default": "2026-12-07-draws-default", "one template": "2026-12-07-draws-within-source",
-    "generalist": "2026-12-07-draws-generalist", "noisy-judges": "2026-12-07-draws-noisy-judges",
-    "alternative": "2026-12-07-draws-alt",
-}
+DRAWS_PREFIX = "2026-12-07-draws"
+DRAWS_RUNS: dict[str, str] = {w: f"{DRAWS_PREFIX}-{x}" for w, x in SUFFIXES.items()}
 # The tables below the main one: LASeR at another setting against the world bench's own LASeR runs (every sample of
-# every probe scored), paired by seed: (runs by world, the setting, what it is).
-CHANGES = [(LASER_RUNS, "`retest_draws: 1`", "today's default"), (DRAWS_RUNS, "`rerank_draws: 1`", "not the default")]
+# every probe scored), paired by seed: (runs by world, their folders' prefix, the setting, what it is).
+CHANGES = [(LASER_RUNS, LASER_PREFIX, "`retest_draws: 1`", "today's default"),
+           (DRAWS_RUNS, DRAWS_PREFIX, "`rerank_draws: 1`", "not the default")]
 # world label: (bench folder, best single RM by the build's accuracy table, what the world is)
 WORLDS = {
     "default": ("2026-12-06-default-same-labels", "single:cipher",
@@ -76,12 +73,12 @@ def load(world: str) -> dict | None:
     raw = json.loads(path.read_text())
     strategies = dict(raw["strategies"])
     others = {}  # the LASeR runs of each table of CHANGES that has this world
-    for runs, label, _ in CHANGES:
+    for runs, _, label, _ in CHANGES:
         if world in runs and (RESULTS / runs[world] / "results.json").is_file():
             others[label] = json.loads((RESULTS / runs[world] / "results.json").read_text())["strategies"]["laser"]
     own = strategies.get("laser")
-    if others.get(CHANGES[0][1]) is not None:
-        strategies["laser"] = others[CHANGES[0][1]]  # today's defaults
+    if others.get(CHANGES[0][2]) is not None:
+        strategies["laser"] = others[CHANGES[0][2]]  # today's defaults
     if best is None:  # the single RM whose runs end highest, if the bench ran any
         singles = [n for n in strategies if n.startswith("single:") and n != "single:auto"]
         best = max(singles, key=lambda n: np.mean(list(finals(strategies[n]).values()))) if singles else None
@@ -174,19 +171,20 @@ def main() -> None:
         f"{d['reads'].get('laser', float('nan')):,.0f} / {d['reads'].get('single:auto', float('nan')):,.0f}"
         if d["reads"] else "-" for d in loaded.values()) + " |")
     seeds = {w: len(d["cells"]["laser"][0]) for w, d in loaded.items()}
+    stale = [w for w, d in loaded.items() if CHANGES[0][2] not in d["others"]]
     lines = ["# Every world, one table", "",
              "Final greedy test accuracy in %, mean ± 95% CI over seeds; in parentheses LASeR minus that strategy, "
              "paired by seed. Seeds per world: " + ", ".join(f"{w} {n}" for w, n in seeds.items()) + ". Worlds:", "",
              *[f"- {w}: {WORLDS[w][2]} (`benchmarks/results/{WORLDS[w][0]}/`)" for w in loaded], "",
-             "LASeR's row: its runs at today's defaults (`benchmarks/results/" + LASER_RUNS["default"].rsplit("-", 1)[0]
-             + "-<world>/`, where a world has them; the world bench's own `report.md` checks its earlier runs); every "
-             "other row: the world bench's runs.", "", *rows, "",
+             f"LASeR's row: its runs at today's defaults (`benchmarks/results/{LASER_PREFIX}-<world>/`; the world "
+             "bench's own `report.md` checks its earlier runs); every other row: the world bench's runs.",
+             *([f"Not re-run at today's defaults, LASeR's row from the world bench: {', '.join(stale)}."]
+               if stale else []), "", *rows, "",
              "Where routing pays and where it does not (a difference counts where its 95% CI excludes 0):", "",
              *[verdict(w, d) for w, d in loaded.items()]]
-    for runs, label, what in CHANGES:
+    for _, prefix, label, what in CHANGES:
         if table := changes(loaded, label):
-            folder = runs[next(iter(runs))].rsplit("-", 1)[0]
-            lines += ["", f"LASeR with {label} ({what}; `benchmarks/results/{folder}-<world>/`) against the world "
+            lines += ["", f"LASeR with {label} ({what}; `benchmarks/results/{prefix}-<world>/`) against the world "
                       "bench's own LASeR runs (every sample of every probe scored), paired by seed:", "", *table]
     if missing:
         lines += ["", "Not found (not benched yet): " + ", ".join(missing)]

@@ -595,7 +595,8 @@ def test_rerank_draws_score_one_right_and_one_wrong_sample_of_each_spot_checked_
     # is scored, unless `retest_draws` says how many. A router told that one RM is right everywhere is sure of every
     # probe; with `retest: 1` all of them are re-tested.
     retests = {}
-    for name, update in {"every": {"rerank_draws": 1, "retest_draws": None}, "drawn": {"retest_draws": 1}}.items():
+    for name, update in {"every": {"rerank_draws": 1, "retest_draws": None},
+                         "drawn": {"rerank_draws": None, "retest_draws": 1}}.items():
         trainer = make_trainer(world, "laser", tmp_path / f"retest-{name}", feedback="rerank_gain")
         trainer.settings = trainer.settings.model_copy(update={**update, "rerank_prompts": 40, "retest": 1.0,
                                                                "rerank_good_enough": None})

@@ -212,8 +212,8 @@ class RerankProbes(RouterFeedback):
         warmup = routed.chosen is None  # the warm-up, or a strategy that reads every RM on every probe
         probes = [p for p, m in zip(routed.probes, mixed, strict=True) if m]
         # A probe the router's pick alone scores is a spot check of that RM: a few of its samples tell how the RM
-        # orders them (`rerank_draws`). Every sample is scored in an every-RM round, and of a re-tested probe: its
-        # reward checks a sure pick, and the change detector may forget the RM on it.
+        # orders them (`rerank_draws`; `retest_draws` for a re-tested probe, which looks for a sure pick that got
+        # clearly worse). Every sample is scored in an every-RM round and by a strategy that reads every RM.
         retest = routed.retest[mixed] if routed.retest is not None else np.zeros(len(probes), dtype=bool)
         texts = draw_scored(probes, [c for c, m in zip(texts, mixed, strict=True) if m],
                             [None if warmup else t.settings.retest_draws if r else t.settings.rerank_draws
@@ -262,10 +262,11 @@ class RerankProbes(RouterFeedback):
 
 def draw_scored(probes: Sequence[Example], texts: list[list[str]], draws: Sequence[int | None],
                 rng: np.random.Generator) -> list[list[str]]:
-    """The samples of each informative probe that its RMs score (`round.rerank_draws`): with a number k of draws for
-    it, k of its right samples and k of its wrong ones (all of a kind it has fewer of), drawn without replacement
-    from what was sampled (a completion sampled twice is twice as likely to be drawn), so that the mean over the
-    drawn (right, wrong) pairs is an unbiased estimate of the mean over all of them; None: every sample."""
+    """The samples of each informative probe that its RMs score (`round.rerank_draws`, `round.retest_draws`): with a
+    number k of draws for it, k of its right samples and k of its wrong ones (all of a kind it has fewer of), drawn
+    without replacement from what was sampled (a completion sampled twice is twice as likely to be drawn), so that
+    the mean over the drawn (right, wrong) pairs is an unbiased estimate of the mean over all of them; None: every
+    sample."""
     out = []
     for ex, cands, k in zip(probes, texts, draws, strict=True):
         if k is None:
