@@ -31,15 +31,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 SUFFIXES = {"default": "default", "one template": "within-source", "generalist": "generalist",
             "noisy-judges": "noisy-judges", "alternative": "alt"}  # a world's folder: <prefix>-<suffix>
 LASER_PREFIX = "2026-12-07-retest-draws"
-LASER_RUNS: dict[str, str] = {w: f"{LASER_PREFIX}-{x}" for w, x in SUFFIXES.items()}
-# LASeR with `round.rerank_draws: 1` as well (one right and one wrong sample of every spot-checked probe; not the
-# default; re-tests scored in full).
-DRAWS_PREFIX = "2026-12-07-draws"
-DRAWS_RUNS: dict[str, str] = {w: f"{DRAWS_PREFIX}-{x}" for w, x in SUFFIXES.items()}
 # The tables below the main one: LASeR at another setting against the world bench's own LASeR runs (every sample of
-# every probe scored), paired by seed: (runs by world, their folders' prefix, the setting, what it is).
-CHANGES = [(LASER_RUNS, LASER_PREFIX, "`retest_draws: 1`", "today's default"),
-           (DRAWS_RUNS, DRAWS_PREFIX, "`rerank_draws: 1`", "not the default")]
+# every probe scored), paired by seed: (the folders' prefix, the setting, what it is). The first: today's defaults;
+# the second, `round.rerank_draws: 1` as well (one right and one wrong sample of every spot-checked probe; not the
+# default; re-tests scored in full).
+CHANGES = [(LASER_PREFIX, "`retest_draws: 1`", "today's default"),
+           ("2026-12-07-draws", "`rerank_draws: 1`", "not the default")]
 # world label: (bench folder, best single RM by the build's accuracy table, what the world is)
 WORLDS = {
     "default": ("2026-12-06-default-same-labels", "single:cipher",
@@ -73,12 +70,13 @@ def load(world: str) -> dict | None:
     raw = json.loads(path.read_text())
     strategies = dict(raw["strategies"])
     others = {}  # the LASeR runs of each table of CHANGES that has this world
-    for runs, _, label, _ in CHANGES:
-        if world in runs and (RESULTS / runs[world] / "results.json").is_file():
-            others[label] = json.loads((RESULTS / runs[world] / "results.json").read_text())["strategies"]["laser"]
+    for prefix, label, _ in CHANGES:
+        path = RESULTS / f"{prefix}-{SUFFIXES[world]}" / "results.json"
+        if path.is_file():
+            others[label] = json.loads(path.read_text())["strategies"]["laser"]
     own = strategies.get("laser")
-    if others.get(CHANGES[0][2]) is not None:
-        strategies["laser"] = others[CHANGES[0][2]]  # today's defaults
+    if others.get(CHANGES[0][1]) is not None:
+        strategies["laser"] = others[CHANGES[0][1]]  # today's defaults
     if best is None:  # the single RM whose runs end highest, if the bench ran any
         singles = [n for n in strategies if n.startswith("single:") and n != "single:auto"]
         best = max(singles, key=lambda n: np.mean(list(finals(strategies[n]).values()))) if singles else None
@@ -171,7 +169,7 @@ def main() -> None:
         f"{d['reads'].get('laser', float('nan')):,.0f} / {d['reads'].get('single:auto', float('nan')):,.0f}"
         if d["reads"] else "-" for d in loaded.values()) + " |")
     seeds = {w: len(d["cells"]["laser"][0]) for w, d in loaded.items()}
-    stale = [w for w, d in loaded.items() if CHANGES[0][2] not in d["others"]]
+    stale = [w for w, d in loaded.items() if CHANGES[0][1] not in d["others"]]
     lines = ["# Every world, one table", "",
              "Final greedy test accuracy in %, mean ± 95% CI over seeds; in parentheses LASeR minus that strategy, "
              "paired by seed. Seeds per world: " + ", ".join(f"{w} {n}" for w, n in seeds.items()) + ". Worlds:", "",
@@ -182,7 +180,7 @@ def main() -> None:
                if stale else []), "", *rows, "",
              "Where routing pays and where it does not (a difference counts where its 95% CI excludes 0):", "",
              *[verdict(w, d) for w, d in loaded.items()]]
-    for _, prefix, label, what in CHANGES:
+    for prefix, label, what in CHANGES:
         if table := changes(loaded, label):
             lines += ["", f"LASeR with {label} ({what}; `benchmarks/results/{prefix}-<world>/`) against the world "
                       "bench's own LASeR runs (every sample of every probe scored), paired by seed:", "", *table]

@@ -615,26 +615,28 @@ def test_rerank_draws_score_one_right_and_one_wrong_sample_of_each_spot_checked_
 
 
 def test_draw_scored_keeps_k_of_each_kind_and_estimates_the_full_gain_without_bias():
+    from laser.tasks import check
     from laser.tasks.base import Example
     from laser.training.feedback import pairwise_gain
     from laser.training.router_feedback import draw_scored
 
     ex = Example(id="r", prompt="Q: reverse abc A:", answer="cba", domain="strings")
     cands = ["cba", "cba", "abc", "cab", "cba", "bca"]  # 3 right (one completion sampled 3 times), 3 wrong
-    assert draw_scored([ex], [cands], [None], np.random.default_rng(0)) == [cands]
+    kinds = [np.array([check(ex, c) for c in cands])]  # what the gold answer accepts, as the round computes it
+    assert draw_scored(kinds, [cands], [None], np.random.default_rng(0)) == [cands]
     score = {"cba": 2.0, "abc": 3.0, "cab": 1.0, "bca": 0.0}  # orders cba above 2 of the 3 wrong samples
     right = np.array([c == "cba" for c in cands])
     full = pairwise_gain(np.array([score[c] for c in cands]), right)
     rng = np.random.default_rng(0)
     gains = []
     for _ in range(3000):
-        (one,) = draw_scored([ex], [cands], [1], rng)
+        (one,) = draw_scored(kinds, [cands], [1], rng)
         assert len(one) == 2 and one[0] == "cba" and one[1] != "cba"  # one right, then one wrong
         gains.append(pairwise_gain(np.array([score[c] for c in one]), np.array([True, False])))
     assert full == pytest.approx(1 / 3) and np.mean(gains) == pytest.approx(full, abs=0.04)
-    (two,) = draw_scored([ex], [cands], [2], rng)
+    (two,) = draw_scored(kinds, [cands], [2], rng)
     assert two[:2] == ["cba", "cba"] and len(two) == 4 and "cba" not in two[2:]
-    (every,) = draw_scored([ex], [cands], [5], rng)  # a kind with fewer samples than k: all of them
+    (every,) = draw_scored(kinds, [cands], [5], rng)  # a kind with fewer samples than k: all of them
     assert sorted(every) == sorted(cands)
     with pytest.raises(ValueError):
         RoundSettings(rerank_draws=0)

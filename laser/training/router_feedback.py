@@ -207,15 +207,17 @@ class RerankProbes(RouterFeedback):
         observed) and the RM forward passes."""
         t = self.trainer
         strategy = t.strategy
-        mixed = np.array([0 < sum(check(ex, c) for c in cands) < len(cands)
-                          for ex, cands in zip(routed.probes, texts, strict=True)], dtype=bool)
+        right = [np.array([check(ex, c) for c in cands], dtype=bool)
+                 for ex, cands in zip(routed.probes, texts, strict=True)]
+        mixed = np.array([0 < r.sum() < len(r) for r in right], dtype=bool)
         warmup = routed.chosen is None  # the warm-up, or a strategy that reads every RM on every probe
         probes = [p for p, m in zip(routed.probes, mixed, strict=True) if m]
         # A probe the router's pick alone scores is a spot check of that RM: a few of its samples tell how the RM
         # orders them (`rerank_draws`; `retest_draws` for a re-tested probe, which looks for a sure pick that got
         # clearly worse). Every sample is scored in an every-RM round and by a strategy that reads every RM.
         retest = routed.retest[mixed] if routed.retest is not None else np.zeros(len(probes), dtype=bool)
-        texts = draw_scored(probes, [c for c, m in zip(texts, mixed, strict=True) if m],
+        texts = draw_scored([r for r, m in zip(right, mixed, strict=True) if m],
+                            [c for c, m in zip(texts, mixed, strict=True) if m],
                             [None if warmup else t.settings.retest_draws if r else t.settings.rerank_draws
                              for r in retest], t.streams.rng("probes", t.round, 1))
         contexts = routed.contexts[mixed]
@@ -260,20 +262,19 @@ class RerankProbes(RouterFeedback):
         return Learned(feedback, np.ones(len(feedback), dtype=bool), assignment, domains, stats), forward
 
 
-def draw_scored(probes: Sequence[Example], texts: list[list[str]], draws: Sequence[int | None],
+def draw_scored(right: Sequence[np.ndarray], texts: list[list[str]], draws: Sequence[int | None],
                 rng: np.random.Generator) -> list[list[str]]:
     """The samples of each informative probe that its RMs score (`round.rerank_draws`, `round.retest_draws`): with a
-    number k of draws for it, k of its right samples and k of its wrong ones (all of a kind it has fewer of), drawn
-    without replacement from what was sampled (a completion sampled twice is twice as likely to be drawn), so that
-    the mean over the drawn (right, wrong) pairs is an unbiased estimate of the mean over all of them; None: every
-    sample."""
+    number k of draws for it, k of its right samples and k of its wrong ones (`right`: which of its samples its gold
+    answer accepts; all of a kind it has fewer of), drawn without replacement from what was sampled (a completion
+    sampled twice is twice as likely to be drawn), so that the mean over the drawn (right, wrong) pairs is an
+    unbiased estimate of the mean over all of them; None: every sample."""
     out = []
-    for ex, cands, k in zip(probes, texts, draws, strict=True):
+    for good, cands, k in zip(right, texts, draws, strict=True):
         if k is None:
             out.append(cands)
             continue
-        right = np.array([check(ex, c) for c in cands], dtype=bool)
-        drawn = [int(i) for kind in (right, ~right) for i in
+        drawn = [int(i) for kind in (good, ~good) for i in
                  np.sort(rng.choice(np.flatnonzero(kind), size=min(k, int(kind.sum())), replace=False))]
         out.append([cands[i] for i in drawn])
     return out
